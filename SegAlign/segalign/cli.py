@@ -1,0 +1,189 @@
+"""The ``segalign`` command line: ``export``, ``info`` and ``demo``.
+
+User errors print one line (``segalign: error: ...``) and exit with status 1; an interrupted export exits with
+130 and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from . import __version__
+from .diagnosis import diagnose
+from .dicom import scan_folder
+from .errors import SegAlignError
+from .export import export_segmentation
+from .segmentation import load_segmentation
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except SegAlignError as error:
+        print(f"segalign: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("segalign: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segalign",
+        description="Put a NIfTI segmentation on its DICOM frames, pixel for pixel, in native acquisition order.",
+    )
+    parser.add_argument("--version", action="version", version=f"segalign {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    export = commands.add_parser(
+        "export",
+        help="write one label PNG per DICOM frame, and a manifest",
+        description="Sample SEGMENTATION on every frame of the DICOM series in DICOM_DIR and write OUT_DIR/labels/*.png "
+        "(one per frame, laid out like pixel_array), OUT_DIR/manifest.csv and OUT_DIR/labels.json.",
+    )
+    export.add_argument("dicom_dir", metavar="DICOM_DIR", type=Path, help="folder with the DICOM series (searched recursively)")
+    export.add_argument(
+        "segmentation", metavar="SEGMENTATION", type=Path,
+        help="multilabel NIfTI (.nii/.nii.gz), or a folder of binary NIfTI masks, one per structure",
+    )
+    export.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR", help="output folder")
+    export.add_argument("--series", metavar="UID", help="SeriesInstanceUID to export when DICOM_DIR holds several")
+    export.add_argument(
+        "--order", choices=["instance", "position"], default="instance",
+        help="instance: InstanceNumber then frame (native, the default); position: along the slice normal",
+    )
+    export.add_argument("--masks", action="store_true", help="also write one binary PNG per segment per frame")
+    export.add_argument(
+        "--labels", type=Path, metavar="TABLE",
+        help="label names and colours: CSV value,name[,r,g,b] or a Slicer color table",
+    )
+    export.add_argument(
+        "--overlap", choices=["error", "later-wins"], default="error",
+        help="where masks of a folder overlap: refuse (default) or let the later file in name order win",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists and is not empty")
+    export.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings or summary")
+    export.set_defaults(run=run_export)
+
+    info = commands.add_parser(
+        "info", help="describe the DICOM series in a folder",
+        description="Describe every image series in DICOM_DIR: orientation, stacking, spacing, tilt, duplicates.",
+    )
+    info.add_argument("dicom_dir", metavar="DICOM_DIR", type=Path)
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(run=run_info)
+
+    demo = commands.add_parser(
+        "demo", help="make a synthetic CT and segmentation, and export it",
+        description="Write a synthetic 512x512 CT series (InstanceNumber counting down) and a TotalSegmentator-style "
+        "LAS segmentation with an embedded label table, then export it.",
+    )
+    demo.add_argument("-o", "--output", type=Path, default=Path("segalign-demo"), help="folder for the demo (default: ./segalign-demo)")
+    demo.add_argument("--slices", type=int, default=80, help="number of CT slices (default 80)")
+    demo.add_argument("-q", "--quiet", action="store_true")
+    demo.set_defaults(run=run_demo)
+    return parser
+
+
+def run_export(args: argparse.Namespace) -> int:
+    report = _Reporter(quiet=args.quiet)
+    scan = scan_folder(args.dicom_dir)
+    series = scan.select(args.series)
+    segmentation = load_segmentation(args.segmentation, label_table=args.labels, overlap=args.overlap)
+    result = export_segmentation(
+        series,
+        segmentation,
+        args.output,
+        dicom_root=args.dicom_dir,
+        order=args.order,
+        masks=args.masks,
+        overwrite=args.overwrite,
+        warnings=scan.warnings,
+        progress=report.progress,
+    )
+    report.done()
+    for warning in result.warnings:
+        report.warn(warning)
+    names = ", ".join(segmentation.label_table[v].name for v in result.labels_found[:8])
+    more = f" and {len(result.labels_found) - 8} more" if len(result.labels_found) > 8 else ""
+    report.say(
+        f"wrote {result.frames} frames of series {series.uid or '(no SeriesInstanceUID)'} to {result.output_dir}\n"
+        f"  {len(result.labels_found)} labels on the frames: {names or 'none'}{more}\n"
+        f"  manifest: {result.manifest}"
+    )
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    scan = scan_folder(args.dicom_dir)
+    reports = [diagnose(series) for series in scan.series]
+    if args.json:
+        print(json.dumps({"folder": str(args.dicom_dir), "series": [r.as_dict() for r in reports],
+                          "warnings": scan.warnings}, indent=2))
+        return 0
+    for warning in scan.warnings:
+        print(f"note: {warning}")
+    if not reports:
+        print(f"no DICOM image series with patient geometry in {args.dicom_dir}")
+    print("\n\n".join(report.to_text() for report in reports))
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo as demo  # the phantom writer is only needed here
+
+    report = _Reporter(quiet=args.quiet)
+    paths = demo(args.output, slices=args.slices, progress=report.progress)
+    report.done()
+    report.say(
+        "demo finished\n"
+        f"  DICOM series:     {paths.dicom_dir}\n"
+        f"  segmentation:     {paths.segmentation}\n"
+        f"  export:           {paths.export_dir}  (labels/*.png, manifest.csv, labels.json)\n"
+        f"  same as:          segalign export {paths.dicom_dir} {paths.segmentation} -o {paths.export_dir} --overwrite"
+    )
+    return 0
+
+
+class _Reporter:
+    """Progress bar (only on a terminal), warnings and the summary, all silenced by --quiet."""
+
+    def __init__(self, quiet: bool, stream: TextIO | None = None) -> None:
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.bar = not quiet and self.stream.isatty()
+        self._shown = False
+        self._last = 0.0
+
+    def progress(self, done: int, total: int) -> None:
+        if not self.bar:
+            return
+        now = time.monotonic()
+        if done < total and now - self._last < 0.1:
+            return
+        self._last = now
+        width = 30
+        filled = width * done // max(total, 1)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} frames")
+        self.stream.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            self.stream.write("\n")
+            self._shown = False
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            print(f"segalign: warning: {message}", file=self.stream)
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            print(message)

@@ -1,0 +1,312 @@
+"""Export a segmentation onto the frames of a DICOM series: label PNGs, masks, manifest, label table.
+
+Layout of an export folder::
+
+    labels/<index>_i<InstanceNumber>[_f<frame>].png   one label image per frame, Rows x Columns, like pixel_array
+    masks/<segment>/<same name>.png                   (with masks=True) one 1-bit image per segment per frame
+    labels.json                                       value, name, colour (and voxel and frame counts) per label
+    export.json                                       provenance: inputs, affine used, order, warnings
+    manifest.csv                                      one row per frame in export order; written last
+
+Everything is written into a hidden temporary folder beside the output and renamed into place at the end, so an
+interrupted export never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from . import __version__
+from .diagnosis import diagnose
+from .dicom import Frame, Order, Series, position_along
+from .errors import NoOverlapError, SegAlignError
+from .geometry import LPS_TO_RAS, pixel_to_lps
+from .sampling import FrameSampler
+from .segmentation import Segmentation
+
+#: zlib level for label PNGs: label images are mostly runs, so a low level is nearly as small and much faster.
+PNG_COMPRESS_LEVEL = 1
+
+MANIFEST_COLUMNS = [
+    "index",
+    "sop_instance_uid",
+    "frame",
+    "instance_number",
+    "source_file",
+    "label_png",
+    "image_position_patient",
+    "image_orientation_patient",
+    "pixel_spacing",
+    "rows",
+    "columns",
+    "slice_position",
+    "labels_present",
+]
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class ExportCancelled(SegAlignError):
+    """The caller's progress callback asked to stop; nothing was left behind."""
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and what the user should know about it."""
+
+    output_dir: Path
+    frames: int
+    labels_found: list[int]  #: label values present on at least one frame
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def manifest(self) -> Path:
+        return self.output_dir / "manifest.csv"
+
+
+def export_segmentation(
+    series: Series,
+    segmentation: Segmentation,
+    output_dir: str | os.PathLike[str],
+    *,
+    dicom_root: str | os.PathLike[str] | None = None,
+    order: Order = "instance",
+    masks: bool = False,
+    overwrite: bool = False,
+    warnings: list[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> ExportResult:
+    """Sample ``segmentation`` on every frame of ``series`` and write the export folder.
+
+    ``dicom_root`` is the folder ``source_file`` paths in the manifest are relative to (default: the deepest
+    folder holding all the series' files). ``warnings`` are earlier messages (from the scan) to keep with the
+    export. ``progress(done, total)`` is called after each frame; raising :class:`ExportCancelled` from it stops
+    the export and removes everything it wrote.
+    """
+    output_dir = Path(output_dir).absolute()
+    frames = series.ordered(order)
+    if series.problems:
+        more = f" (and {len(series.problems) - 1} more problems)" if len(series.problems) > 1 else ""
+        raise SegAlignError(series.problems[0] + more)
+    if not frames:
+        raise SegAlignError(f"series {series.uid or '(no SeriesInstanceUID)'} has no frames")
+    root = Path(dicom_root).absolute() if dicom_root is not None else Path(os.path.commonpath(series.files)).absolute()
+    if root.is_file():
+        root = root.parent
+    _check_output_dir(output_dir, overwrite, protected=[root, segmentation.source.absolute()])
+
+    sampler = FrameSampler(segmentation.labels, segmentation.affine)
+    if not any(sampler.may_overlap(frame) for frame in frames):
+        raise _no_overlap(series, segmentation)
+
+    all_warnings = list(warnings or []) + diagnose(series).warnings() + list(segmentation.warnings)
+    segments = [segmentation.label_table[value] for value in segmentation.values if value in segmentation.label_table]
+    mask_folders = _unique_safe_names([label.name for label in segments])
+    names = _frame_file_names(frames)
+    frames_with_label: dict[int, int] = {}
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    try:
+        (temporary / "labels").mkdir()
+        if masks:
+            for folder in mask_folders:
+                (temporary / "masks" / folder).mkdir(parents=True)
+        rows = []
+        for index, (frame, name) in enumerate(zip(frames, names)):
+            labels = sampler.sample(frame)
+            present = labels_present(labels)
+            write_png(temporary / "labels" / name, labels)
+            if masks:
+                for label, folder in zip(segments, mask_folders):
+                    write_png(temporary / "masks" / folder / name, labels == label.value)
+            for value in present:
+                frames_with_label[value] = frames_with_label.get(value, 0) + 1
+            rows.append(_manifest_row(index, frame, name, root, series, present))
+            if progress is not None:
+                progress(index + 1, len(frames))
+        if sampler.pixels_inside == 0:
+            raise _no_overlap(series, segmentation)
+        outside = [value for value in segmentation.values if value not in frames_with_label]
+        if outside:
+            described = ", ".join(f"{v} {segmentation.label_table[v].name}" for v in outside[:10])
+            more = f" and {len(outside) - 10} more" if len(outside) > 10 else ""
+            all_warnings.append(
+                f"{len(outside)} labels of the segmentation fall on no frame (outside the series' field of view): "
+                f"{described}{more}"
+            )
+        _write_json(temporary / "labels.json", _label_entries(segmentation, frames_with_label))
+        _write_json(temporary / "export.json", _provenance(series, segmentation, root, order, masks, all_warnings))
+        _write_manifest(temporary / "manifest.csv", rows)
+        _publish(temporary, output_dir)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return ExportResult(output_dir, len(frames), sorted(frames_with_label), all_warnings)
+
+
+def labels_present(labels: np.ndarray) -> list[int]:
+    """Non-zero label values in one frame, ascending."""
+    counts = np.bincount(labels.ravel())
+    return [int(value) for value in np.flatnonzero(counts) if value != 0]
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    """Write a 2D array as a PNG exactly as laid out (row 0 at the top): bool as 1-bit, uint8, uint16 as 16-bit."""
+    if pixels.dtype not in (np.bool_, np.uint8, np.uint16):
+        raise TypeError(f"cannot write {pixels.dtype} as a PNG label image")
+    image = Image.fromarray(pixels)  # bool -> mode "1", uint8 -> "L", uint16 -> "I;16"
+    image.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+
+
+def safe_name(text: str, fallback: str = "unnamed") -> str:
+    """A file or folder name made from untrusted text: letters, digits, ``._-`` only, no leading dot, <= 80 chars."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._ ")
+    return cleaned[:80] or fallback
+
+
+def _unique_safe_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        base = safe_name(name)
+        candidate = base
+        while candidate.lower() in seen:
+            seen[base.lower()] += 1
+            candidate = f"{base}_{seen[base.lower()]}"
+        seen[candidate.lower()] = 1
+        result.append(candidate)
+    return result
+
+
+def _frame_file_names(frames: list[Frame]) -> list[str]:
+    width = max(4, len(str(len(frames) - 1)))
+    names = []
+    for index, frame in enumerate(frames):
+        instance = f"i{frame.instance_number}" if frame.instance_number is not None else "noinstance"
+        suffix = f"_f{frame.frame_number}" if frame.number_of_frames > 1 else ""
+        names.append(f"{index:0{width}d}_{safe_name(instance)}{suffix}.png")
+    return names
+
+
+def _manifest_row(index: int, frame: Frame, name: str, root: Path, series: Series, present: list[int]) -> dict:
+    return {
+        "index": index,
+        "sop_instance_uid": frame.sop_instance_uid,
+        "frame": frame.frame_number,
+        "instance_number": "" if frame.instance_number is None else frame.instance_number,
+        "source_file": Path(os.path.relpath(frame.source_file.absolute(), root)).as_posix(),
+        "label_png": f"labels/{name}",
+        "image_position_patient": " ".join(f"{v:.10g}" for v in frame.position),
+        "image_orientation_patient": " ".join(f"{v:.10g}" for v in frame.orientation),
+        "pixel_spacing": " ".join(f"{v:.10g}" for v in frame.pixel_spacing),
+        "rows": frame.rows,
+        "columns": frame.columns,
+        "slice_position": f"{position_along(frame, series.reference_normal):.4f}",
+        "labels_present": " ".join(str(value) for value in present),
+    }
+
+
+def _label_entries(segmentation: Segmentation, frames_with_label: dict[int, int]) -> list[dict]:
+    return [
+        {
+            **label.as_dict(),
+            "voxels": segmentation.voxel_counts.get(value, 0),
+            "frames": frames_with_label.get(value, 0),
+        }
+        for value, label in sorted(segmentation.label_table.items())
+    ]
+
+
+def _provenance(
+    series: Series, segmentation: Segmentation, root: Path, order: Order, masks: bool, warnings: list[str]
+) -> dict:
+    return {
+        "segalign_version": __version__,
+        "dicom_dir": str(root),
+        "series_instance_uid": series.uid,
+        "series_description": series.description,
+        "modality": series.modality,
+        "segmentation": str(segmentation.source.absolute()),
+        "segmentation_shape": list(segmentation.labels.shape),
+        "affine_source": segmentation.affine_source,
+        "affine_ras": np.round(segmentation.affine, 6).tolist(),
+        "order": order,
+        "masks": masks,
+        "warnings": warnings,
+    }
+
+
+def _write_json(path: Path, content: object) -> None:
+    path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _check_output_dir(output_dir: Path, overwrite: bool, protected: list[Path]) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SegAlignError(f"output {output_dir} exists and is not a folder")
+    resolved = output_dir.resolve()
+    for path in protected:
+        path = path.resolve()
+        if resolved == path or resolved in path.parents:
+            raise SegAlignError(f"output folder {output_dir} would contain the input {path}; choose another folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise SegAlignError(f"output folder {output_dir} exists and is not empty; use --overwrite to replace it")
+
+
+def _publish(temporary: Path, output_dir: Path) -> None:
+    """Move the finished export into place; an existing folder is replaced only after the new one is complete."""
+    if not output_dir.exists():
+        temporary.rename(output_dir)
+        return
+    old = output_dir.with_name(f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    output_dir.rename(old)
+    temporary.rename(output_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _no_overlap(series: Series, segmentation: Segmentation) -> NoOverlapError:
+    return NoOverlapError(
+        f"segmentation {segmentation.source.name} does not overlap series {series.uid or '(no SeriesInstanceUID)'} "
+        f"at all: segmentation spans {_ras_box(segmentation)}, the series {_series_box(series)} "
+        "(wrong series, or an LPS affine written as RAS?)"
+    )
+
+
+def _ras_box(segmentation: Segmentation) -> str:
+    shape = np.array(segmentation.labels.shape) - 1
+    corners = np.array([[i, j, k, 1] for i in (0, shape[0]) for j in (0, shape[1]) for k in (0, shape[2])], float)
+    ras = (corners @ segmentation.affine.T)[:, :3]
+    return _box_text(ras)
+
+
+def _series_box(series: Series) -> str:
+    points = [
+        LPS_TO_RAS @ pixel_to_lps(frame.position, frame.orientation, frame.pixel_spacing, r, c)
+        for frame in series.frames
+        for r in (0, frame.rows - 1)
+        for c in (0, frame.columns - 1)
+    ]
+    return _box_text(np.array(points))
+
+
+def _box_text(ras: np.ndarray) -> str:
+    low, high = ras.min(axis=0), ras.max(axis=0)
+    return "RAS " + " ".join(f"{axis}[{a:.0f},{b:.0f}]" for axis, a, b in zip("RAS", low, high))

@@ -1,0 +1,95 @@
+"""Nearest-neighbour sampling of a label volume on DICOM frames, in patient space.
+
+For pixel ``(r, c)`` of a frame, the LPS centre ``IPP + c * dc * IOP[0:3] + r * dr * IOP[3:6]`` is taken to RAS
+and through the inverse NIfTI affine to a continuous voxel index ``x``; the label is that of voxel
+``floor(x + 0.5)`` (ties rounded up, as ITK's nearest-neighbour interpolator does), or 0 outside the volume.
+
+The mapping is affine in ``(r, c)``, so each voxel axis is ``origin + r * per_row + c * per_column``. An axis that
+does not change across the frame is a constant, one that changes only along rows or columns is a vector, and only a
+truly oblique axis needs a full ``rows x columns`` array: frames parallel to the volume's axes (the common case)
+cost one gather.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .dicom import Frame
+from .geometry import IndexMapping, frame_index_mapping
+
+#: An axis index that drifts less than this (in voxels) across a whole frame is treated as constant there.
+CONSTANT_DRIFT_VOXELS = 1e-7
+
+
+class FrameSampler:
+    """Samples one label volume on any number of frames; memory does not grow with the number of frames.
+
+    ``labels`` is indexed ``[i, j, k]`` and ``affine`` takes ``(i, j, k, 1)`` to RAS millimetres.
+    """
+
+    def __init__(self, labels: np.ndarray, affine: np.ndarray) -> None:
+        if labels.ndim != 3:
+            raise ValueError(f"labels must be 3D, got shape {labels.shape}")
+        if not (labels.flags.c_contiguous or labels.flags.f_contiguous):
+            labels = np.ascontiguousarray(labels)
+        self.labels = labels
+        self.shape = labels.shape
+        self._flat = labels.reshape(-1, order="F" if labels.flags.f_contiguous and not labels.flags.c_contiguous else "C")
+        self._strides = tuple(stride // labels.itemsize for stride in labels.strides)
+        self.ras_to_index = np.linalg.inv(np.asarray(affine, dtype=float))
+        self.pixels_inside = 0  #: pixels sampled inside the volume so far, over all frames
+
+    def mapping(self, frame: Frame) -> IndexMapping:
+        """Continuous voxel index of the frame's pixel ``(0, 0)`` and its increments per row and per column."""
+        return frame_index_mapping(self.ras_to_index, frame.position, frame.orientation, frame.pixel_spacing)
+
+    def may_overlap(self, frame: Frame) -> bool:
+        """False when the frame's corners all lie beyond one face of the volume (a cheap, exact rejection)."""
+        origin, per_row, per_column = self.mapping(frame)
+        corners = np.array(
+            [origin + r * per_row + c * per_column for r in (0, frame.rows - 1) for c in (0, frame.columns - 1)]
+        )
+        low = np.floor(corners.min(axis=0) + 0.5)
+        high = np.floor(corners.max(axis=0) + 0.5)
+        return bool(np.all(high >= 0) and np.all(low <= np.array(self.shape) - 1))
+
+    def sample(self, frame: Frame) -> np.ndarray:
+        """Labels on the frame's pixel grid: an array of ``(Rows, Columns)`` laid out like its ``pixel_array``."""
+        rows, columns = frame.rows, frame.columns
+        origin, per_row, per_column = self.mapping(frame)
+        offset: np.ndarray | int = 0
+        valid: np.ndarray | bool = True
+        for axis in range(3):
+            index = _axis_indices(origin[axis], per_row[axis], per_column[axis], rows, columns)
+            inside = (index >= 0) & (index < self.shape[axis])
+            if not np.any(inside):
+                return np.zeros((rows, columns), dtype=self.labels.dtype)
+            if not np.all(inside):
+                index = np.clip(index, 0, self.shape[axis] - 1)
+                valid = valid & inside
+            offset = offset + index * self._strides[axis]
+        offset = np.broadcast_to(offset, (rows, columns))
+        result = np.take(self._flat, offset)
+        if valid is not True:
+            valid = np.broadcast_to(valid, (rows, columns))
+            result[~valid] = 0
+            self.pixels_inside += int(np.count_nonzero(valid))
+        else:
+            self.pixels_inside += rows * columns
+        return result
+
+
+def _axis_indices(origin: float, per_row: float, per_column: float, rows: int, columns: int) -> np.ndarray:
+    """Nearest voxel index along one axis, shaped to broadcast against ``(rows, columns)``."""
+    varies_by_row = abs(per_row) * (rows - 1) > CONSTANT_DRIFT_VOXELS
+    varies_by_column = abs(per_column) * (columns - 1) > CONSTANT_DRIFT_VOXELS
+    continuous: np.ndarray
+    if varies_by_row and varies_by_column:
+        continuous = (origin + 0.5) + per_row * np.arange(rows)[:, None] + per_column * np.arange(columns)[None, :]
+    elif varies_by_row:
+        continuous = (origin + 0.5) + per_row * np.arange(rows)[:, None]
+    elif varies_by_column:
+        continuous = (origin + 0.5) + per_column * np.arange(columns)[None, :]
+    else:
+        continuous = np.array([[origin + 0.5]])
+    return np.floor(continuous).astype(np.intp)
