@@ -1,0 +1,104 @@
+"""Unit tests of the small pure pieces: orientation names, label tables, tie rounding, affine resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from segalign.dicom import Frame
+from segalign.errors import SegAlignError
+from segalign.geometry import direction_letters, plane_orientation, tilt_degrees
+from segalign.labels import complete_table, default_name, parse_caret_label_table, read_label_file
+from segalign.sampling import FrameSampler
+from segalign.segmentation import load_segmentation
+from segalign.synthetic import write_nifti
+
+
+@pytest.mark.parametrize(
+    "iop, name, nearest",
+    [
+        ((1, 0, 0, 0, 1, 0), "AXIAL", "AXIAL"),
+        ((0, 1, 0, 0, 0, -1), "SAGITTAL", "SAGITTAL"),
+        ((1, 0, 0, 0, 0, -1), "CORONAL", "CORONAL"),
+        ((1, 0, 0, 0, 0.9483237, -0.3173047), "OBLIQUE", "AXIAL"),  # the GE tilt series: 18.5 deg
+    ],
+)
+def test_plane_orientation(iop: tuple, name: str, nearest: str) -> None:
+    orientation = plane_orientation(np.array(iop, dtype=float))
+    assert (orientation.name, orientation.nearest) == (name, nearest)
+
+
+def test_oblique_angle_and_letters() -> None:
+    assert plane_orientation(np.array([1, 0, 0, 0, 0.9483237, -0.3173047])).degrees_off == pytest.approx(18.5, abs=0.01)
+    assert direction_letters(np.array([0, 0, 1.0])) == "S"
+    assert direction_letters(np.array([-0.1, 0.2, -0.9])) == "IPR"
+    assert tilt_degrees(np.array([0, 0, 5.0]), np.array([0, np.sin(0.3), np.cos(0.3)])) == pytest.approx(np.degrees(0.3))
+
+
+def frame(position, rows=1, columns=4, spacing=(1.0, 1.0), orientation=(1, 0, 0, 0, 1, 0)) -> Frame:
+    return Frame(Path("x"), 1, "1.2", 1, tuple(position), tuple(float(v) for v in orientation), spacing, rows, columns)
+
+
+def test_ties_round_up_like_itk() -> None:
+    """Pixel centres exactly halfway between two voxel centres take the upper voxel: floor(x + 0.5)."""
+    labels = np.arange(1, 9, dtype=np.uint8).reshape(8, 1, 1)
+    affine = np.diag([-2.0, -1.0, 1.0, 1.0])  # voxel i at LPS x = 2 i
+    sampler = FrameSampler(labels, affine)
+    result = sampler.sample(frame((1.0, 0, 0)))  # LPS x = 1, 2, 3, 4 -> continuous i = 0.5, 1, 1.5, 2
+    assert result.tolist() == [[2, 2, 3, 3]]
+
+
+def test_outside_the_volume_is_zero_and_counted() -> None:
+    labels = np.full((3, 3, 3), 5, dtype=np.uint8)
+    sampler = FrameSampler(labels, np.diag([-1.0, -1.0, 1.0, 1.0]))
+    assert sampler.sample(frame((-2.0, 1, 1), columns=6)).tolist() == [[0, 0, 5, 5, 5, 0]]
+    assert sampler.pixels_inside == 3
+    assert not sampler.sample(frame((0, 0, 7))).any()
+    assert not sampler.may_overlap(frame((0, 0, 7)))
+    assert sampler.may_overlap(frame((-2.0, 1, 1), columns=6))
+
+
+CARET = """<?xml version="1.0" encoding="UTF-8"?> <CaretExtension><VolumeInformation Index="0"><LabelTable>
+<Label Key="1" Red="0.0" Green="1.0" Blue="0.0" Alpha="1"><![CDATA[spleen]]></Label>
+<Label Key="5" Red="0.0" Green="0.5019607843137255" Blue="1.0" Alpha="1"><![CDATA[liver]]></Label>
+</LabelTable></VolumeInformation></CaretExtension>"""
+
+
+def test_caret_label_table() -> None:
+    table = parse_caret_label_table(CARET)
+    assert {v: (label.name, label.color) for v, label in table.items()} == {1: ("spleen", (0, 255, 0)), 5: ("liver", (0, 128, 255))}
+
+
+def test_embedded_table_is_read_and_user_table_wins(tmp_path: Path) -> None:
+    labels = np.zeros((4, 4, 4), dtype=np.uint8)
+    labels[0, 0, 0], labels[1, 1, 1], labels[2, 2, 2] = 1, 5, 9
+    path = write_nifti(tmp_path / "seg.nii.gz", labels, np.eye(4), label_table_xml=CARET)
+    segmentation = load_segmentation(path)
+    assert {v: label.name for v, label in segmentation.label_table.items()} == {1: "spleen", 5: "liver", 9: default_name(9)}
+    user = tmp_path / "names.csv"
+    user.write_text("value,name,r,g,b\n5,Liver (user),10,20,30\n")
+    segmentation = load_segmentation(path, label_table=user)
+    assert segmentation.label_table[5].name == "Liver (user)" and segmentation.label_table[5].color == (10, 20, 30)
+    assert segmentation.label_table[1].name == "spleen"
+
+
+def test_slicer_color_table(tmp_path: Path) -> None:
+    path = tmp_path / "colors.ctbl"
+    path.write_text("# Color table file\n# 2 values\n0 Background 0 0 0 0\n3 right_kidney 185 102 83 255\n")
+    table = read_label_file(path)
+    assert table[3].name == "right_kidney" and table[3].color == (185, 102, 83)
+    assert set(complete_table([3, 4], table)) == {3, 4}
+
+
+def test_integral_float_and_trailing_singleton_are_accepted(tmp_path: Path) -> None:
+    labels = np.zeros((4, 5, 6, 1), dtype=np.float32)
+    labels[1, 2, 3, 0] = 300.0
+    image = nib.Nifti1Image(labels, np.eye(4))
+    image.set_sform(np.eye(4), code=1)
+    nib.save(image, tmp_path / "seg.nii")
+    segmentation = load_segmentation(tmp_path / "seg.nii")
+    assert segmentation.labels.shape == (4, 5, 6) and segmentation.labels.dtype == np.uint16
+    assert segmentation.voxel_counts == {300: 1}
