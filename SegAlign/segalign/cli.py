@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except SegAlignError as error:
-        print(f"segalign: error: {error}", file=sys.stderr)
+        print(f"segalign: error: {' '.join(str(error).split())}", file=sys.stderr)  # always one line
         return 1
     except KeyboardInterrupt:
         print("segalign: interrupted; nothing was written", file=sys.stderr)
@@ -107,6 +107,7 @@ def run_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         warnings=scan.warnings,
         progress=report.progress,
+        other_inputs=[args.labels] if args.labels else [],
     )
     report.done()
     for warning in result.warnings:

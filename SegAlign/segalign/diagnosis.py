@@ -123,6 +123,9 @@ def diagnose(series: Series) -> SeriesReport:
         tilt = tilt_degrees(stacking, normal)
 
     instance_direction, left_handed = _instance_direction(series.ordered("instance"), main, normal)
+    orientation, normal_letters = plane_orientation(reference).describe(), direction_letters(normal)
+    if not frames:
+        orientation = normal_letters = instance_direction = "n/a (no frame could be placed)"
     return SeriesReport(
         uid=series.uid,
         description=series.description,
@@ -133,9 +136,9 @@ def diagnose(series: Series) -> SeriesReport:
         multiframe=series.is_multiframe,
         matrix=sorted({f"{frame.rows}x{frame.columns}" for frame in frames}),
         pixel_spacing=sorted({f"{frame.pixel_spacing[0]:g} x {frame.pixel_spacing[1]:g}" for frame in frames}),
-        orientation=plane_orientation(reference).describe(),
+        orientation=orientation,
         orientations=orientations,
-        normal=direction_letters(normal),
+        normal=normal_letters,
         instance_direction=instance_direction,
         left_handed_in_instance_order=left_handed,
         positions=len(positions),

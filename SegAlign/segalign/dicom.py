@@ -105,6 +105,8 @@ class Series:
                     break
             else:
                 counts.append((frame.orientation, 1))
+        if not counts:  # no frame could be placed (see problems): nothing is ordered by this
+            return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
         return max(counts, key=lambda item: item[1])[0]
 
     @property
@@ -120,11 +122,12 @@ class Series:
         raise ValueError(f"unknown order {order!r}: use 'instance' or 'position'")
 
     def label(self) -> str:
-        """One line naming the series for the user."""
+        """One line naming the series for the user: UID (number, modality, description, frames)."""
         uid = self.uid or "(no SeriesInstanceUID)"
+        number = self.series_number if self.series_number is not None else "-"
         return (
-            f"{uid}  #{self.series_number if self.series_number is not None else '-'}"
-            f"  {self.modality or '?'}  {self.description or '(no description)'}  {len(self.frames)} frames"
+            f"{uid} (#{number}, {self.modality or '?'}, '{self.description or 'no description'}', "
+            f"{len(self.frames)} frames)"
         )
 
 
@@ -305,12 +308,15 @@ def _non_image_reason(dataset: pydicom.Dataset) -> str:
         return f"{modality} object"
     if "Rows" not in dataset or "Columns" not in dataset:
         return "no image (Rows/Columns missing)"
-    if "ImagePositionPatient" in dataset or "PerFrameFunctionalGroupsSequence" in dataset:
+    # An image with any plane attribute is meant to sit in the patient: if it cannot be placed, that is a
+    # problem of its series (reported by frames_of), not a reason to skip it quietly.
+    plane_attributes = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+    if any(keyword in dataset for keyword in plane_attributes) or "PerFrameFunctionalGroupsSequence" in dataset:
         return ""
     shared = dataset.get("SharedFunctionalGroupsSequence")
-    if shared and "PlanePositionSequence" in shared[0]:
+    if shared and any(s in shared[0] for s in ("PlanePositionSequence", "PlaneOrientationSequence")):
         return ""
-    return "no patient geometry (ImagePositionPatient missing)"
+    return "no patient geometry (no ImagePositionPatient, ImageOrientationPatient or PixelSpacing)"
 
 
 def _functional(

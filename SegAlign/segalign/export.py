@@ -23,11 +23,9 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image
-
 from . import __version__
 from .diagnosis import diagnose
 from .dicom import Frame, Order, Series, position_along
@@ -87,25 +85,28 @@ def export_segmentation(
     overwrite: bool = False,
     warnings: list[str] | None = None,
     progress: ProgressCallback | None = None,
+    other_inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> ExportResult:
     """Sample ``segmentation`` on every frame of ``series`` and write the export folder.
 
     ``dicom_root`` is the folder ``source_file`` paths in the manifest are relative to (default: the deepest
     folder holding all the series' files). ``warnings`` are earlier messages (from the scan) to keep with the
     export. ``progress(done, total)`` is called after each frame; raising :class:`ExportCancelled` from it stops
-    the export and removes everything it wrote.
+    the export and removes everything it wrote. ``other_inputs`` (a label table...) are refused as output
+    locations like the DICOM folder and the segmentation, so ``overwrite`` can never delete an input.
     """
     output_dir = Path(output_dir).absolute()
-    frames = series.ordered(order)
     if series.problems:
         more = f" (and {len(series.problems) - 1} more problems)" if len(series.problems) > 1 else ""
         raise SegAlignError(series.problems[0] + more)
+    frames = series.ordered(order)
     if not frames:
         raise SegAlignError(f"series {series.uid or '(no SeriesInstanceUID)'} has no frames")
     root = Path(dicom_root).absolute() if dicom_root is not None else Path(os.path.commonpath(series.files)).absolute()
     if root.is_file():
         root = root.parent
-    _check_output_dir(output_dir, overwrite, protected=[root, segmentation.source.absolute()])
+    inputs = [root, segmentation.source.absolute(), *(Path(p).absolute() for p in other_inputs)]
+    _check_output_dir(output_dir, overwrite, protected=inputs)
 
     sampler = FrameSampler(segmentation.labels, segmentation.affine)
     if not any(sampler.may_overlap(frame) for frame in frames):
@@ -116,7 +117,7 @@ def export_segmentation(
     mask_folders = _unique_safe_names([label.name for label in segments])
     names = _frame_file_names(frames)
     frames_with_label: dict[int, int] = {}
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    created_parents = _make_parents(output_dir)
     temporary = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     try:
         (temporary / "labels").mkdir()
@@ -152,6 +153,11 @@ def export_segmentation(
         _publish(temporary, output_dir)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
+        for folder in created_parents:  # deepest first; only folders this export made, and only if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return ExportResult(output_dir, len(frames), sorted(frames_with_label), all_warnings)
 
@@ -166,6 +172,8 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
     """Write a 2D array as a PNG exactly as laid out (row 0 at the top): bool as 1-bit, uint8, uint16 as 16-bit."""
     if pixels.dtype not in (np.bool_, np.uint8, np.uint16):
         raise TypeError(f"cannot write {pixels.dtype} as a PNG label image")
+    from PIL import Image  # imported here so the package imports without Pillow (Slicer installs it on first use)
+
     image = Image.fromarray(pixels)  # bool -> mode "1", uint8 -> "L", uint16 -> "I;16"
     image.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
@@ -269,6 +277,13 @@ def _check_output_dir(output_dir: Path, overwrite: bool, protected: list[Path]) 
             raise SegAlignError(f"output folder {output_dir} would contain the input {path}; choose another folder")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise SegAlignError(f"output folder {output_dir} exists and is not empty; use --overwrite to replace it")
+
+
+def _make_parents(output_dir: Path) -> list[Path]:
+    """Create the missing parents of ``output_dir``; returns those created, deepest first."""
+    missing = [parent for parent in output_dir.parents if not parent.exists()]
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    return missing
 
 
 def _publish(temporary: Path, output_dir: Path) -> None:

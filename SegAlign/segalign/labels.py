@@ -100,7 +100,7 @@ def read_label_file(path: str | os.PathLike[str]) -> dict[int, Label]:
         try:
             value = int(fields[0])
         except ValueError:
-            if line_number == 1:  # a header row
+            if line_number == rows[0][0] and not _is_number(fields[0]):  # a header row
                 continue
             raise SegAlignError(f"{where}: label value {fields[0]!r} is not an integer") from None
         if value < 0:
@@ -109,10 +109,10 @@ def read_label_file(path: str | os.PathLike[str]) -> dict[int, Label]:
             raise SegAlignError(f"{where}: a name is needed after the value")
         color = default_color(value)
         if len(fields) >= 5:
-            try:
-                color = tuple(int(float(v)) for v in fields[2:5])  # type: ignore[assignment]
-            except ValueError:
-                raise SegAlignError(f"{where}: colour {fields[2:5]} is not three numbers") from None
+            numbers = [float(v) if _is_number(v) else None for v in fields[2:5]]
+            if any(n is None or not n.is_integer() for n in numbers):
+                raise SegAlignError(f"{where}: colour {fields[2:5]} is not three integers")
+            color = tuple(int(n) for n in numbers)  # type: ignore[arg-type, assignment]
             if not all(0 <= channel <= 255 for channel in color):
                 raise SegAlignError(f"{where}: colour {color} is outside 0..255")
         elif len(fields) > 2:
@@ -121,6 +121,14 @@ def read_label_file(path: str | os.PathLike[str]) -> dict[int, Label]:
     if not labels:
         raise SegAlignError(f"label table {path} has no labels")
     return labels
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _csv_rows(text: str) -> list[tuple[int, list[str]]]:

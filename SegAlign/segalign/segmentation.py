@@ -16,13 +16,15 @@ import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import TYPE_CHECKING, Literal, Mapping
 
-import nibabel as nib
 import numpy as np
 
 from .errors import SegAlignError
 from .labels import Label, complete_table, default_color, embedded_label_table, read_label_file
+
+if TYPE_CHECKING:  # nibabel is imported when a NIfTI is read, so the package imports without it
+    import nibabel as nib
 
 Overlap = Literal["error", "later-wins"]
 
@@ -101,7 +103,7 @@ def load_segmentation(
     return Segmentation(labels, affine, table, path, source, counts, warnings)
 
 
-def resolve_affine(image: nib.Nifti1Image, path: Path) -> tuple[np.ndarray, str, list[str]]:
+def resolve_affine(image: "nib.Nifti1Image", path: Path) -> tuple[np.ndarray, str, list[str]]:
     """The voxel-to-RAS affine as nibabel resolves it, which form it came from, and warnings."""
     header = image.header
     sform, sform_code = header.get_sform(coded=True)
@@ -130,7 +132,9 @@ def max_corner_difference(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...]) 
     return float(np.max(np.linalg.norm((corners @ (np.asarray(a) - np.asarray(b)).T)[:, :3], axis=1)))
 
 
-def _load_nifti(path: Path) -> nib.Nifti1Image:
+def _load_nifti(path: Path) -> "nib.Nifti1Image":
+    import nibabel as nib
+
     if not path.name.endswith(NIFTI_SUFFIXES):
         raise SegAlignError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
     try:
@@ -142,7 +146,7 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
     return image
 
 
-def _volume_data(image: nib.Nifti1Image, path: Path) -> np.ndarray:
+def _volume_data(image: "nib.Nifti1Image", path: Path) -> np.ndarray:
     shape = image.shape
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
@@ -203,7 +207,7 @@ def _load_mask_folder(folder: Path, user: Mapping[int, Label], overlap: Overlap)
         ]
     largest = max(label.value for label in labels_for_files)
     combined: np.ndarray | None = None
-    first_image: nib.Nifti1Image | None = None
+    first_image: "nib.Nifti1Image | None" = None
     affine = np.eye(4)
     source = "sform"
     warnings: list[str] = []
