@@ -1,0 +1,323 @@
+"""SegAlign on MRML: import NIfTI segmentations as segmentation nodes, export segmentation nodes onto DICOM frames.
+
+This needs only Slicer's MRML layer, so it runs inside 3D Slicer and, headless, on the ``slicer-core`` wheel.
+The Slicer module (``SegAlign.py``) is a thin GUI over :class:`SegAlignMRMLLogic`.
+
+Export never goes through the reference volume's voxels. The segmentation is merged once into a labelmap in its
+own geometry, and every original DICOM frame of the reference volume is sampled in patient space by the same
+engine as the command line. So an acquisition transform (gantry tilt, uneven spacing), a hardened transform, or a
+left-handed slice order reversed by the DICOM plugin cannot break the frame-to-file correspondence.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .dicom import Order, Series, frames_of, read_header
+from .errors import SegAlignError
+from .export import ExportResult, ProgressCallback, export_segmentation
+from .labels import Label
+from .segmentation import Overlap, Segmentation, load_segmentation
+
+#: Volume attribute listing the DICOM files of a volume loaded without a DICOM database (newline-separated).
+FILES_ATTRIBUTE = "SegAlign.dicomFiles"
+
+#: Columns of a voxel-to-RAS matrix closer to orthogonal than this are stored as a plain Slicer volume geometry.
+ORTHOGONALITY_TOLERANCE = 1e-6
+
+FileLookup = Callable[[str], str]
+
+
+def _slicer():
+    """The ``slicer`` namespace (Slicer's own, or the slicer-core wheel's)."""
+    import slicer
+
+    return slicer
+
+
+def matrix_to_array(matrix) -> np.ndarray:
+    """A vtkMatrix4x4 as a 4x4 numpy array."""
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def array_to_matrix(array: np.ndarray):
+    """A 4x4 numpy array as a vtkMatrix4x4."""
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r, c]))
+    return matrix
+
+
+class SegAlignMRMLLogic:
+    """Import and export segmentations in a MRML scene.
+
+    ``file_for_instance`` finds the file of a SOPInstanceUID (in Slicer: ``slicer.dicomDatabase.fileForInstance``);
+    without it, the DICOM files of a reference volume must be given explicitly to :meth:`export`.
+    """
+
+    def __init__(self, scene, file_for_instance: FileLookup | None = None) -> None:
+        self.scene = scene
+        self.file_for_instance = file_for_instance
+
+    # ------------------------------------------------------------------------------------------------ import
+
+    def import_segmentation(
+        self,
+        path: str | os.PathLike[str],
+        reference_volume=None,
+        *,
+        label_table: str | os.PathLike[str] | None = None,
+        overlap: Overlap = "error",
+        name: str | None = None,
+    ):
+        """Load a multilabel NIfTI or a folder of masks as a new ``vtkMRMLSegmentationNode``.
+
+        Segment names and colours come from ``label_table``, else the table embedded by TotalSegmentator, else
+        ``Segment_<value>``. A colour table holding every label value is attached as the node's labelmap
+        conversion table, so an export writes the original label values. With ``reference_volume`` (the DICOM
+        volume), the segmentation's reference geometry is set to it.
+        """
+        segmentation = load_segmentation(path, label_table=label_table, overlap=overlap)
+        from slicer import vtkSlicerSegmentationsModuleLogic
+
+        base = name or _segmentation_name(Path(path))
+        color_table = self._color_table(segmentation.label_table, f"{base} labels")
+        geometry, residual = split_affine(segmentation.affine)
+        labelmap = self._labelmap_node(segmentation.labels, geometry, f"{base} labelmap", color_table)
+        segmentation_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", base)
+        segmentation_node.CreateDefaultDisplayNodes()
+        try:
+            if not vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation_node):
+                raise SegAlignError(f"{path}: Slicer could not import the label map into a segmentation")
+        finally:
+            self.scene.RemoveNode(labelmap)
+        segmentation_node.SetLabelmapConversionColorTableNodeID(color_table.GetID())
+        if residual is not None:  # a sheared affine: the shear lives in a linear transform above the segmentation
+            transform = self.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", f"{base} shear")
+            transform.SetMatrixTransformToParent(array_to_matrix(residual))
+            segmentation_node.SetAndObserveTransformNodeID(transform.GetID())
+        if reference_volume is not None:
+            segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+        for warning in segmentation.warnings:
+            logging.getLogger("SegAlign").warning(warning)
+        return segmentation_node
+
+    def _color_table(self, labels: dict[int, Label], name: str):
+        table = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+        table.SetTypeToUser()
+        table.HideFromEditorsOff()
+        table.SetNumberOfColors(max(labels, default=0) + 1)
+        table.SetColor(0, "Background", 0.0, 0.0, 0.0, 0.0)
+        for value, label in labels.items():
+            red, green, blue = (channel / 255.0 for channel in label.color)
+            table.SetColor(value, label.name, red, green, blue, 1.0)
+        return table
+
+    def _labelmap_node(self, labels: np.ndarray, ijk_to_ras: np.ndarray, name: str, color_table):
+        import vtk
+        from vtk.util import numpy_support
+
+        image = vtk.vtkImageData()
+        image.SetDimensions(*labels.shape)
+        voxels = np.ascontiguousarray(labels.transpose(2, 1, 0)).ravel()  # VTK runs i fastest
+        scalars = numpy_support.numpy_to_vtk(voxels, deep=True)
+        image.GetPointData().SetScalars(scalars)
+        node = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", name)
+        node.SetIJKToRASMatrix(array_to_matrix(ijk_to_ras))
+        node.SetAndObserveImageData(image)
+        node.CreateDefaultDisplayNodes()
+        node.GetDisplayNode().SetAndObserveColorNodeID(color_table.GetID())
+        return node
+
+    # ------------------------------------------------------------------------------------------------ export
+
+    def series_for_volume(self, volume, files: Sequence[str | os.PathLike[str]] | None = None) -> Series:
+        """The original DICOM frames behind ``volume``: ``files``, else the files SegAlign listed when it loaded the
+        volume, else the files of its ``DICOM.instanceUIDs`` (set by Slicer's DICOM plugins)."""
+        if files is None:
+            files = self._files_of_volume(volume)
+        paths = sorted({Path(f) for f in files})
+        if not paths:
+            raise SegAlignError(f"volume {volume.GetName()}: no DICOM files given")
+        series = Series(uid="")
+        uids = set()
+        for path in paths:
+            try:
+                header = read_header(path)
+            except Exception as error:
+                raise SegAlignError(f"{path}: cannot be read as DICOM ({type(error).__name__}: {error})") from None
+            uids.add(str(header.get("SeriesInstanceUID", "") or ""))
+            series.description = series.description or str(header.get("SeriesDescription", "") or "")
+            series.modality = series.modality or str(header.get("Modality", "") or "")
+            try:
+                series.frames.extend(frames_of(header, path))
+            except SegAlignError as error:
+                series.problems.append(str(error))
+        if len(uids) > 1:
+            raise SegAlignError(f"volume {volume.GetName()}: its files belong to {len(uids)} different series")
+        series.uid = uids.pop()
+        return series
+
+    def _files_of_volume(self, volume) -> list[str]:
+        listed = volume.GetAttribute(FILES_ATTRIBUTE)
+        if listed:
+            return listed.split("\n")
+        attribute = volume.GetAttribute("DICOM.instanceUIDs") or ""
+        uids = attribute.split()
+        if not uids:
+            raise SegAlignError(
+                f"volume {volume.GetName()} was not loaded from DICOM (no DICOM.instanceUIDs attribute); "
+                "load the series through the DICOM module, or give its files"
+            )
+        if self.file_for_instance is None:
+            raise SegAlignError("no DICOM database to find the volume's files in; give the files explicitly")
+        files = []
+        for uid in dict.fromkeys(uids):  # multi-frame instances repeat their UID
+            file = self.file_for_instance(uid) if uid != "Unknown" else ""
+            if not file:
+                raise SegAlignError(
+                    f"volume {volume.GetName()}: the DICOM database has no file for instance {uid}; give the files explicitly"
+                )
+            files.append(file)
+        return files
+
+    def labels_from_segmentation(self, segmentation_node) -> Segmentation:
+        """Merge every segment into one label volume in the segmentation's own geometry (no resampling).
+
+        Label values are those of the node's labelmap conversion colour table (set on import), matched by
+        segment name; segments it does not name get values after it. Names and colours are the segments' own,
+        so edits and renames made in Slicer are included.
+        """
+        slicer = _slicer()
+        from slicer import vtkSegmentation, vtkSlicerSegmentationsModuleLogic
+        import vtk
+
+        segmentation = segmentation_node.GetSegmentation()
+        segment_ids = vtk.vtkStringArray()
+        segmentation.GetSegmentIDs(segment_ids)
+        if segment_ids.GetNumberOfValues() == 0:
+            raise SegAlignError(f"segmentation {segmentation_node.GetName()} has no segments")
+        color_table = segmentation_node.GetLabelmapConversionColorTableNode()
+        values = vtk.vtkIntArray()
+        if color_table is not None:
+            vtkSlicerSegmentationsModuleLogic.GetLabelValuesFromColorNode(segmentation_node, color_table, segment_ids, values)
+            label_values = [values.GetValue(i) for i in range(values.GetNumberOfValues())]
+        else:
+            label_values = list(range(1, segment_ids.GetNumberOfValues() + 1))
+        table: dict[int, Label] = {}
+        for index, value in enumerate(label_values):
+            segment = segmentation.GetSegment(segment_ids.GetValue(index))
+            color = tuple(int(round(channel * 255)) for channel in segment.GetColor())
+            table[int(value)] = Label(int(value), segment.GetName(), color)  # type: ignore[arg-type]
+
+        labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SegAlign merged labels")
+        try:
+            exported = vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentation_node, segment_ids, labelmap, None, vtkSegmentation.EXTENT_UNION_OF_EFFECTIVE_SEGMENTS,
+                color_table,
+            )
+            if not exported or labelmap.GetImageData() is None:
+                raise SegAlignError(f"segmentation {segmentation_node.GetName()}: Slicer could not merge its segments")
+            dimensions = labelmap.GetImageData().GetDimensions()
+            if 0 in dimensions:
+                raise SegAlignError(f"segmentation {segmentation_node.GetName()}: every segment is empty")
+            voxels = slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0)  # [k, j, i] -> [i, j, k]
+            labels = voxels.astype(np.uint8 if voxels.max() <= 255 else np.uint16, order="F")
+            ijk_to_ras = matrix_to_array(_ijk_to_ras(labelmap))
+        finally:
+            self.scene.RemoveNode(labelmap)
+        affine = self._to_world(segmentation_node) @ ijk_to_ras
+        return Segmentation(labels, affine, table, Path(segmentation_node.GetName()), affine_source="slicer")
+
+    def _to_world(self, node) -> np.ndarray:
+        transform = node.GetParentTransformNode()
+        if transform is None:
+            return np.eye(4)
+        if not transform.IsTransformToWorldLinear():
+            raise SegAlignError(
+                f"segmentation {node.GetName()} is under the non-linear transform {transform.GetName()}; "
+                "harden it (Data module) or remove it before exporting"
+            )
+        import vtk
+
+        matrix = vtk.vtkMatrix4x4()
+        transform.GetMatrixTransformToWorld(matrix)
+        return matrix_to_array(matrix)
+
+    def export(
+        self,
+        segmentation_node,
+        reference_volume,
+        output_dir: str | os.PathLike[str],
+        *,
+        files: Sequence[str | os.PathLike[str]] | None = None,
+        order: Order = "instance",
+        masks: bool = False,
+        overwrite: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> ExportResult:
+        """Export ``segmentation_node`` onto every original DICOM frame of ``reference_volume``.
+
+        The frames are the volume's DICOM files (``files``, else looked up from its ``DICOM.instanceUIDs``); each is
+        sampled in patient space, so the volume's own geometry and transforms play no part.
+        """
+        series = self.series_for_volume(reference_volume, files)
+        segmentation = self.labels_from_segmentation(segmentation_node)
+        warnings = []
+        if reference_volume.GetParentTransformNode() is not None:
+            warnings.append(
+                f"volume {reference_volume.GetName()} has a parent transform ({reference_volume.GetParentTransformNode().GetName()}); "
+                "it is not used: frames are sampled where their DICOM headers place them"
+            )
+        return export_segmentation(
+            series, segmentation, output_dir, order=order, masks=masks, overwrite=overwrite,
+            warnings=warnings, progress=progress,
+        )
+
+
+def split_affine(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Split a voxel-to-RAS affine into a Slicer volume geometry (orthogonal axes) and a residual linear transform.
+
+    Slicer volumes have orthogonal axes; a sheared affine (raw tilted CT from dcm2niix) is stored as the nearest
+    orthogonal geometry plus ``residual``, with ``residual @ geometry == affine``. ``residual`` is None when the
+    affine is already orthogonal.
+    """
+    affine = np.asarray(affine, dtype=float)
+    columns = affine[:3, :3]
+    spacing = np.linalg.norm(columns, axis=0)
+    directions = columns / spacing
+    gram = directions.T @ directions
+    if np.max(np.abs(gram - np.eye(3))) <= ORTHOGONALITY_TOLERANCE:
+        return affine, None
+    q, r = np.linalg.qr(columns)
+    signs = np.sign(np.diag(r))
+    q = q * signs
+    geometry = np.eye(4)
+    geometry[:3, :3] = q * np.abs(np.diag(r))
+    geometry[:3, 3] = affine[:3, 3]
+    residual = affine @ np.linalg.inv(geometry)
+    return geometry, residual
+
+
+def _ijk_to_ras(volume):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+def _segmentation_name(path: Path) -> str:
+    for suffix in (".nii.gz", ".nii"):
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.name
+
