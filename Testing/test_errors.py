@@ -263,7 +263,7 @@ def test_segmentation_that_does_not_overlap_the_series(case):
     # the classic mistake: an affine to LPS stored as if it were RAS, so x and y are negated
     lps_as_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ AFFINE
     path = write_nifti(case.root / "lps.nii.gz", label_volume(), lps_as_ras)
-    refused(case.root, "export", case.dicom, path, "-o", case.out, words=("lps.nii.gz", "does not overlap"))
+    refused(case.root, "export", case.dicom, path, "-o", case.out, words=("lps.nii.gz", "do not overlap at all"))
 
 
 def test_oblique_frames_passing_beside_a_small_segmentation(case):
@@ -272,7 +272,7 @@ def test_oblique_frames_passing_beside_a_small_segmentation(case):
     frames = case.root / "oblique"
     write_series(frames, stack((0, 0, 0), 2, (0, 0.1, 0.1), orientation=tipped, rows=16, columns=16))
     small = write_nifti(case.root / "small.nii.gz", np.ones((2, 2, 2), np.uint8), grid_affine((5, 5, -2), (1, 1, 1)))
-    refused(case.root, "export", frames, small, "-o", case.out, words=("small.nii.gz", "does not overlap"))
+    refused(case.root, "export", frames, small, "-o", case.out, words=("small.nii.gz", "no pixel of any frame falls inside"))
 
 
 # --- folder of masks ---------------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def export_segmentation(
             if progress is not None:
                 progress(index + 1, len(frames))
         if sampler.pixels_inside == 0:
-            raise _no_overlap(series, segmentation)
+            raise _no_overlap(series, segmentation, boxes_meet=True)
         outside = [value for value in segmentation.values if value not in frames_with_label]
         if outside:
             described = ", ".join(f"{v} {segmentation.label_table[v].name}" for v in outside[:10])
@@ -297,10 +297,15 @@ def _publish(temporary: Path, output_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _no_overlap(series: Series, segmentation: Segmentation) -> NoOverlapError:
+def _no_overlap(series: Series, segmentation: Segmentation, boxes_meet: bool = False) -> NoOverlapError:
+    what = (
+        "no pixel of any frame falls inside it (their extents meet, but no frame crosses the volume)"
+        if boxes_meet
+        else "they do not overlap at all"
+    )
     return NoOverlapError(
-        f"segmentation {segmentation.source.name} does not overlap series {series.uid or '(no SeriesInstanceUID)'} "
-        f"at all: segmentation spans {_ras_box(segmentation)}, the series {_series_box(series)} "
+        f"segmentation {segmentation.source.name} does not cover series {series.uid or '(no SeriesInstanceUID)'}: "
+        f"{what}; segmentation spans {_ras_box(segmentation)}, the series {_series_box(series)} "
         "(wrong series, or an LPS affine written as RAS?)"
     )
 
