@@ -11,6 +11,7 @@ import enum
 import importlib.util
 import os
 import pathlib
+from typing import Annotated
 
 import qt
 import slicer
@@ -18,7 +19,7 @@ import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -49,6 +50,18 @@ class SegAlign(ScriptedLoadableModule):
         )
 
 
+class OverlayWindow(enum.Enum):
+    FRAME = "frame"
+    ABDOMEN = "abdomen"
+    BONE = "bone"
+    BRAIN = "brain"
+    LUNG = "lung"
+    MEDIASTINUM = "mediastinum"
+
+    def label(self) -> str:
+        return _("Each frame's own") if self is OverlayWindow.FRAME else self.value.capitalize()
+
+
 class ExportOrder(enum.Enum):
     INSTANCE = "instance"
     POSITION = "position"
@@ -66,6 +79,12 @@ class SegAlignParameterNode:
     outputFolder - where labels/, masks/, manifest.csv, labels.json and export.json are written.
     writeMasks - also write one binary image per segment per frame.
     order - native acquisition order or spatial order.
+    writeOverlays - also write the frames with the labels drawn on them, and the index.html preview page.
+    overlayWindow - the overlays' display window: each frame's own, or a preset.
+    overlayOpacity - opacity of the labels on the overlays.
+    overlayOutline - draw outlines instead of filled labels.
+    writeImages - also write the frames' pixels as 16-bit images.
+    writeStats - per-label pixel counts and areas in the manifest.
     overwrite - replace a non-empty output folder.
     """
 
@@ -74,6 +93,12 @@ class SegAlignParameterNode:
     outputFolder: pathlib.Path
     writeMasks: bool = False
     order: ExportOrder = ExportOrder.INSTANCE
+    writeOverlays: bool = True
+    overlayWindow: OverlayWindow = OverlayWindow.FRAME
+    overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
+    overlayOutline: bool = False
+    writeImages: bool = False
+    writeStats: bool = False
     overwrite: bool = False
 
 
@@ -210,7 +235,9 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
                 result = self.logic.exportSegmentation(
                     node.segmentation, node.referenceVolume, node.outputFolder, masks=node.writeMasks,
-                    order=node.order.value, overwrite=node.overwrite, progress=progress,
+                    order=node.order.value, overlays=node.writeOverlays, images=node.writeImages,
+                    stats=node.writeStats, window=None if node.overlayWindow is OverlayWindow.FRAME else node.overlayWindow.value,
+                    alpha=node.overlayOpacity, outline=node.overlayOutline, overwrite=node.overwrite, progress=progress,
                 )
                 self.ui.summaryTextEdit.plainText = self.logic.summary(result, node.segmentation)
         finally:
@@ -291,11 +318,20 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
         return self.mrml.import_segmentation(path, referenceVolume, label_table=labelTable)
 
     def exportSegmentation(self, segmentationNode, referenceVolume, outputFolder, masks=False, order="instance",
+                           overlays=False, images=False, stats=False, window=None, alpha=0.4, outline=False,
                            overwrite=False, progress=None, files=None):
-        """Export ``segmentationNode`` onto every original DICOM frame of ``referenceVolume``."""
+        """Export ``segmentationNode`` onto every original DICOM frame of ``referenceVolume``.
+
+        ``window`` is ``"CENTER,WIDTH"`` or a preset name (abdomen, bone, brain, lung, mediastinum); None uses each
+        frame's own. Overlays use the segments' current names and colours.
+        """
+        from segalign.pixels import parse_window
+        from segalign.render import OverlayStyle
+
+        style = OverlayStyle(parse_window(window) if window else None, alpha, outline)
         return self.mrml.export(
             segmentationNode, referenceVolume, outputFolder, files=files, order=order, masks=masks,
-            overwrite=overwrite, progress=progress,
+            overlays=overlays, images=images, stats=stats, style=style, overwrite=overwrite, progress=progress,
         )
 
     @staticmethod
@@ -304,6 +340,8 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
             _("Wrote {frames} frames to {folder}").format(frames=result.frames, folder=result.output_dir),
             _("Labels on the frames: {labels}").format(labels=", ".join(str(v) for v in result.labels_found) or "none"),
         ]
+        if (result.output_dir / "index.html").exists():
+            lines.append(_("Preview: {page}").format(page=result.output_dir / "index.html"))
         lines += [_("Warning: {message}").format(message=w) for w in result.warnings]
         return "\n".join(lines)
 

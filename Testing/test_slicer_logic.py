@@ -298,3 +298,33 @@ def test_real_totalsegmentator_three_way(tmp_path: Path, testdata: Path) -> None
     outcome = assert_three_way(tmp_path, dicom, folder / "segmentation_ml.nii.gz", files)
     print(f"real TotalSegmentator three-way in {time.perf_counter() - started:.1f} s")
     assert len(outcome["result"].labels_found) >= 10
+
+
+def test_overlays_use_the_segments_current_colours(tmp_path: Path) -> None:
+    """Names and colours reach the segment list on import; overlays use the colours the user set in Slicer."""
+    specs = stack((-20, -20, -10), 10, (0, 0, 1.7), rows=40, columns=40)
+    dicom = tmp_path / "dicom"
+    files = write_series(dicom, specs, pixel_function=lambda spec: np.full((spec.rows, spec.columns), 1024, np.uint16))
+    affine, shape = stack_affine(specs)
+    segmentation = write_segmentation(tmp_path / "seg.nii.gz", PHANTOM, affine, shape, label_table_xml=PHANTOM.label_table_xml())
+    app = headless_slicer()
+    volume = load_dicom_volume(app, files)
+    logic = SegAlignMRMLLogic(app.scene, file_for_instance=file_lookup(dicom))
+    node = logic.import_segmentation(segmentation, volume)
+    segment = node.GetSegmentation().GetSegment(node.GetSegmentation().GetSegmentIdBySegmentName("big"))
+    assert segment is not None and tuple(round(c * 255) for c in segment.GetColor()) == (200, 80, 80)
+    segment.SetColor(0.0, 1.0, 0.0)
+    from segalign.render import OverlayStyle
+
+    logic.export(node, volume, tmp_path / "out", overlays=True, style=OverlayStyle(alpha=1.0))
+    import json
+
+    entries = {e["name"]: e for e in json.loads((tmp_path / "out" / "labels.json").read_text())}
+    assert entries["big"]["color"] == [0, 255, 0]
+    for row in read_manifest(tmp_path / "out"):
+        labels = read_png(tmp_path / "out" / row["label_png"])
+        rgb = read_png(tmp_path / "out" / row["overlay_png"])
+        big = labels == entries["big"]["value"]
+        assert (rgb[big] == [0, 255, 0]).all()
+        assert (rgb[labels == 0] == rgb[labels == 0][:, :1]).all(), "unlabelled pixels stay gray"
+    assert (tmp_path / "out" / "index.html").is_file()

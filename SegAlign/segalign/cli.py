@@ -18,6 +18,8 @@ from .diagnosis import diagnose
 from .dicom import scan_folder
 from .errors import SegAlignError
 from .export import export_segmentation
+from .pixels import parse_window
+from .render import OverlayStyle
 from .segmentation import load_segmentation
 
 
@@ -61,8 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--masks", action="store_true", help="also write one binary PNG per segment per frame")
     export.add_argument(
-        "--labels", type=Path, metavar="TABLE",
-        help="label names and colours: CSV value,name[,r,g,b] or a Slicer color table",
+        "--overlays", action="store_true",
+        help="also write the frames with the labels drawn on them (overlays/*.png) and the index.html preview page",
+    )
+    export.add_argument(
+        "--images", action="store_true",
+        help="also write each frame's pixels as a 16-bit PNG (images/*.png; the manifest gives slope and intercept)",
+    )
+    export.add_argument("--stats", action="store_true", help="per-label pixel counts and areas (mm2) in the manifest")
+    export.add_argument(
+        "--window", metavar="CENTER,WIDTH|PRESET",
+        help="overlay window: CENTER,WIDTH or abdomen, bone, brain, lung, mediastinum (default: each frame's own)",
+    )
+    export.add_argument("--alpha", type=float, default=0.4, help="overlay label opacity, 0..1 (default 0.4)")
+    export.add_argument("--outline", action="store_true", help="draw label outlines instead of filled labels")
+    export.add_argument(
+        "--labels", metavar="TABLE",
+        help="label names and colours: CSV value,name[,r,g,b], a Slicer color table, or 'totalsegmentator' "
+        "(the built-in TotalSegmentator v2 'total' classes)",
     )
     export.add_argument(
         "--overlap", choices=["error", "later-wins"], default="error",
@@ -97,6 +115,7 @@ def run_export(args: argparse.Namespace) -> int:
     scan = scan_folder(args.dicom_dir)
     series = scan.select(args.series)
     segmentation = load_segmentation(args.segmentation, label_table=args.labels, overlap=args.overlap)
+    style = OverlayStyle(parse_window(args.window) if args.window else None, args.alpha, args.outline)
     result = export_segmentation(
         series,
         segmentation,
@@ -104,10 +123,14 @@ def run_export(args: argparse.Namespace) -> int:
         dicom_root=args.dicom_dir,
         order=args.order,
         masks=args.masks,
+        overlays=args.overlays,
+        images=args.images,
+        stats=args.stats,
+        style=style,
         overwrite=args.overwrite,
         warnings=scan.warnings,
         progress=report.progress,
-        other_inputs=[args.labels] if args.labels else [],
+        other_inputs=[args.labels] if args.labels and Path(args.labels).exists() else [],
     )
     report.done()
     for warning in result.warnings:
@@ -118,6 +141,7 @@ def run_export(args: argparse.Namespace) -> int:
         f"wrote {result.frames} frames of series {series.uid or '(no SeriesInstanceUID)'} to {result.output_dir}\n"
         f"  {len(result.labels_found)} labels on the frames: {names or 'none'}{more}\n"
         f"  manifest: {result.manifest}"
+        + (f"\n  preview:  {result.output_dir / 'index.html'}" if args.overlays else "")
     )
     return 0
 

@@ -31,6 +31,9 @@ from .diagnosis import diagnose
 from .dicom import Frame, Order, Series, position_along
 from .errors import NoOverlapError, SegAlignError
 from .geometry import LPS_TO_RAS, pixel_to_lps
+from .pixels import FramePixels, PixelReader
+from .preview import write_preview
+from .render import OverlayStyle, color_lookup, overlay
 from .sampling import FrameSampler
 from .segmentation import Segmentation
 
@@ -52,6 +55,8 @@ MANIFEST_COLUMNS = [
     "slice_position",
     "labels_present",
 ]
+#: Columns added by the options that write them (--images, --overlays, --stats).
+OPTIONAL_COLUMNS = ["image_png", "image_slope", "image_intercept", "overlay_png", "label_pixels", "label_areas_mm2"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -82,6 +87,10 @@ def export_segmentation(
     dicom_root: str | os.PathLike[str] | None = None,
     order: Order = "instance",
     masks: bool = False,
+    overlays: bool = False,
+    images: bool = False,
+    stats: bool = False,
+    style: OverlayStyle | None = None,
     overwrite: bool = False,
     warnings: list[str] | None = None,
     progress: ProgressCallback | None = None,
@@ -94,6 +103,10 @@ def export_segmentation(
     export. ``progress(done, total)`` is called after each frame; raising :class:`ExportCancelled` from it stops
     the export and removes everything it wrote. ``other_inputs`` (a label table...) are refused as output
     locations like the DICOM folder and the segmentation, so ``overwrite`` can never delete an input.
+
+    Besides the label images: ``masks`` writes one 1-bit image per segment per frame; ``overlays`` the frame's
+    pixels, windowed, with the labels drawn in their colours (``style``), plus the ``index.html`` preview page;
+    ``images`` the frame's pixels as 16-bit PNGs; ``stats`` per-label pixel counts and areas in the manifest.
     """
     output_dir = Path(output_dir).absolute()
     if series.problems:
@@ -113,32 +126,21 @@ def export_segmentation(
         raise _no_overlap(series, segmentation)
 
     all_warnings = list(warnings or []) + diagnose(series).warnings() + list(segmentation.warnings)
-    segments = [segmentation.label_table[value] for value in segmentation.values if value in segmentation.label_table]
-    mask_folders = _unique_safe_names([label.name for label in segments])
-    names = _frame_file_names(frames)
-    frames_with_label: dict[int, int] = {}
+    writer = _FrameWriter(segmentation, frames, masks, overlays, images, stats, style or OverlayStyle())
     created_parents = _make_parents(output_dir)
     temporary = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     try:
-        (temporary / "labels").mkdir()
-        if masks:
-            for folder in mask_folders:
-                (temporary / "masks" / folder).mkdir(parents=True)
+        writer.make_folders(temporary)
         rows = []
-        for index, (frame, name) in enumerate(zip(frames, names)):
-            labels = sampler.sample(frame)
-            present = labels_present(labels)
-            write_png(temporary / "labels" / name, labels)
-            if masks:
-                for label, folder in zip(segments, mask_folders):
-                    write_png(temporary / "masks" / folder / name, labels == label.value)
-            for value in present:
-                frames_with_label[value] = frames_with_label.get(value, 0) + 1
-            rows.append(_manifest_row(index, frame, name, root, series, present))
+        for index, frame in enumerate(frames):
+            row = _manifest_row(index, frame, writer.names[index], root, series)
+            row.update(writer.write(temporary, index, frame, sampler.sample(frame)))
+            rows.append(row)
             if progress is not None:
                 progress(index + 1, len(frames))
         if sampler.pixels_inside == 0:
             raise _no_overlap(series, segmentation, boxes_meet=True)
+        frames_with_label = writer.frames_with_label
         outside = [value for value in segmentation.values if value not in frames_with_label]
         if outside:
             described = ", ".join(f"{v} {segmentation.label_table[v].name}" for v in outside[:10])
@@ -147,8 +149,12 @@ def export_segmentation(
                 f"{len(outside)} labels of the segmentation fall on no frame (outside the series' field of view): "
                 f"{described}{more}"
             )
-        _write_json(temporary / "labels.json", _label_entries(segmentation, frames_with_label))
-        _write_json(temporary / "export.json", _provenance(series, segmentation, root, order, masks, all_warnings))
+        label_entries = _label_entries(segmentation, frames_with_label)
+        provenance = _provenance(series, segmentation, root, order, masks, all_warnings)
+        _write_json(temporary / "labels.json", label_entries)
+        _write_json(temporary / "export.json", provenance)
+        if overlays:
+            write_preview(temporary / "index.html", writer.preview_frames(rows), label_entries, provenance)
         _write_manifest(temporary / "manifest.csv", rows)
         _publish(temporary, output_dir)
     except BaseException:
@@ -162,19 +168,94 @@ def export_segmentation(
     return ExportResult(output_dir, len(frames), sorted(frames_with_label), all_warnings)
 
 
-def labels_present(labels: np.ndarray) -> list[int]:
-    """Non-zero label values in one frame, ascending."""
-    counts = np.bincount(labels.ravel())
-    return [int(value) for value in np.flatnonzero(counts) if value != 0]
+class _FrameWriter:
+    """Writes everything one frame produces and returns its extra manifest columns."""
+
+    def __init__(
+        self, segmentation: Segmentation, frames: list[Frame], masks: bool, overlays: bool, images: bool,
+        stats: bool, style: OverlayStyle,
+    ) -> None:
+        self.names = _frame_file_names(frames)
+        self.segments = [segmentation.label_table[v] for v in segmentation.values if v in segmentation.label_table]
+        self.mask_folders = _unique_safe_names([label.name for label in self.segments]) if masks else []
+        self.overlays, self.images, self.stats, self.style = overlays, images, stats, style
+        self.reader = PixelReader() if overlays or images else None
+        largest = max([*segmentation.label_table, *segmentation.values, 0])
+        self.lookup = color_lookup(segmentation.label_table, largest) if overlays else None
+        self.frames_with_label: dict[int, int] = {}
+
+    def make_folders(self, root: Path) -> None:
+        (root / "labels").mkdir()
+        for folder in self.mask_folders:
+            (root / "masks" / folder).mkdir(parents=True)
+        if self.overlays:
+            (root / "overlays").mkdir()
+        if self.images:
+            (root / "images").mkdir()
+
+    def write(self, root: Path, index: int, frame: Frame, labels: np.ndarray) -> dict[str, object]:
+        name = self.names[index]
+        counts = np.bincount(labels.ravel())
+        present = [int(value) for value in np.flatnonzero(counts) if value != 0]
+        for value in present:
+            self.frames_with_label[value] = self.frames_with_label.get(value, 0) + 1
+        write_png(root / "labels" / name, labels)
+        for label, folder in zip(self.segments, self.mask_folders):
+            write_png(root / "masks" / folder / name, labels == label.value)
+        columns: dict[str, object] = {"labels_present": " ".join(str(value) for value in present)}
+        if self.reader is not None:
+            pixels = self.reader.read(frame)
+            if self.images:
+                stored, slope, intercept = image_values(pixels, frame)
+                write_png(root / "images" / name, stored)
+                columns.update(image_png=f"images/{name}", image_slope=f"{slope:.10g}", image_intercept=f"{intercept:.10g}")
+            if self.overlays:
+                gray = pixels.display(self.style.window)
+                write_png(root / "overlays" / name, overlay(gray, labels, self.lookup, self.style.alpha, self.style.outline))
+                columns["overlay_png"] = f"overlays/{name}"
+        if self.stats:
+            area = frame.pixel_spacing[0] * frame.pixel_spacing[1]
+            columns["label_pixels"] = " ".join(f"{v}:{int(counts[v])}" for v in present)
+            columns["label_areas_mm2"] = " ".join(f"{v}:{counts[v] * area:.2f}" for v in present)
+        return columns
+
+    def preview_frames(self, rows: list[dict]) -> list[dict[str, object]]:
+        return [
+            {
+                "image": row["overlay_png"],
+                "label": row["label_png"],
+                "instance": row["instance_number"],
+                "position": row["slice_position"],
+                "labels": [int(v) for v in str(row["labels_present"]).split()],
+            }
+            for row in rows
+        ]
+
+
+def image_values(pixels: FramePixels, frame: Frame) -> tuple[np.ndarray, float, float]:
+    """Stored values as uint16 for a 16-bit PNG, and the slope and intercept that give modality values from it.
+
+    Unsigned stored values are written as they are; signed ones shifted by 32768 (the intercept says so).
+    """
+    stored = pixels.stored
+    if stored.dtype.kind == "u" and stored.dtype.itemsize <= 2:
+        return stored.astype(np.uint16, copy=False), pixels.slope, pixels.intercept
+    if stored.dtype.kind == "i" and stored.dtype.itemsize <= 2:
+        shifted = (stored.astype(np.int32) + 32768).astype(np.uint16)
+        return shifted, pixels.slope, pixels.intercept - 32768 * pixels.slope
+    raise SegAlignError(
+        f"{frame.source_file}: {stored.dtype} pixel data does not fit a 16-bit PNG; use labels or overlays only"
+    )
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
-    """Write a 2D array as a PNG exactly as laid out (row 0 at the top): bool as 1-bit, uint8, uint16 as 16-bit."""
-    if pixels.dtype not in (np.bool_, np.uint8, np.uint16):
-        raise TypeError(f"cannot write {pixels.dtype} as a PNG label image")
+    """Write an array as a PNG exactly as laid out (row 0 at the top): bool as 1-bit, uint8, uint16 as 16-bit
+    grayscale, ``(rows, columns, 3)`` uint8 as RGB."""
+    if pixels.dtype not in (np.bool_, np.uint8, np.uint16) or not (pixels.ndim == 2 or pixels.shape[2:] == (3,)):
+        raise TypeError(f"cannot write a {pixels.dtype} array of shape {pixels.shape} as a PNG")
     from PIL import Image  # imported here so the package imports without Pillow (Slicer installs it on first use)
 
-    image = Image.fromarray(pixels)  # bool -> mode "1", uint8 -> "L", uint16 -> "I;16"
+    image = Image.fromarray(pixels)  # bool -> mode "1", uint8 -> "L", uint16 -> "I;16", (r, c, 3) -> "RGB"
     image.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
 
@@ -208,7 +289,7 @@ def _frame_file_names(frames: list[Frame]) -> list[str]:
     return names
 
 
-def _manifest_row(index: int, frame: Frame, name: str, root: Path, series: Series, present: list[int]) -> dict:
+def _manifest_row(index: int, frame: Frame, name: str, root: Path, series: Series) -> dict:
     return {
         "index": index,
         "sop_instance_uid": frame.sop_instance_uid,
@@ -222,7 +303,6 @@ def _manifest_row(index: int, frame: Frame, name: str, root: Path, series: Serie
         "rows": frame.rows,
         "columns": frame.columns,
         "slice_position": f"{position_along(frame, series.reference_normal):.4f}",
-        "labels_present": " ".join(str(value) for value in present),
     }
 
 
@@ -261,8 +341,9 @@ def _write_json(path: Path, content: object) -> None:
 
 
 def _write_manifest(path: Path, rows: list[dict]) -> None:
+    optional = [column for column in OPTIONAL_COLUMNS if column in rows[0]]
     with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.DictWriter(stream, fieldnames=MANIFEST_COLUMNS)
+        writer = csv.DictWriter(stream, fieldnames=MANIFEST_COLUMNS + optional)
         writer.writeheader()
         writer.writerows(rows)
 

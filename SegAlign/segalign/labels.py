@@ -87,8 +87,36 @@ def embedded_label_table(extensions: Iterable[object]) -> dict[int, Label]:
     return {}
 
 
+#: Label tables shipped with SegAlign, by the name ``--labels`` accepts.
+BUILTIN_TABLES = {"totalsegmentator": "totalsegmentator_v2_total.csv"}
+#: A segmentation without a table whose labels are all TotalSegmentator 'total' values, and at least this many of
+#: them, is named with the built-in TotalSegmentator table (with a warning saying so).
+TOTALSEGMENTATOR_MIN_LABELS = 20
+
+
+def builtin_table(name: str) -> dict[int, Label]:
+    """A label table shipped with SegAlign (see :data:`BUILTIN_TABLES`)."""
+    from importlib import resources
+
+    resource = resources.files(__package__).joinpath("data", BUILTIN_TABLES[name])
+    with resources.as_file(resource) as path:
+        return read_label_file(path)
+
+
+def guess_totalsegmentator(values: Iterable[int]) -> dict[int, Label]:
+    """The built-in TotalSegmentator v2 table if ``values`` look like its 'total' output, else an empty dict."""
+    values = set(values) - {0}
+    table = builtin_table("totalsegmentator")
+    if len(values) >= TOTALSEGMENTATOR_MIN_LABELS and values <= set(table):
+        return table
+    return {}
+
+
 def read_label_file(path: str | os.PathLike[str]) -> dict[int, Label]:
-    """Read a user label table: CSV ``value,name[,r,g,b]`` or a Slicer color table (``value name r g b a``)."""
+    """Read a user label table: CSV ``value,name[,r,g,b]`` or a Slicer color table (``value name r g b a``), or
+    the name of a built-in table (``totalsegmentator``)."""
+    if str(path).lower() in BUILTIN_TABLES and not Path(path).exists():
+        return builtin_table(str(path).lower())
     path = Path(path)
     if not path.is_file():
         raise SegAlignError(f"label table not found: {path}")
@@ -133,7 +161,11 @@ def _is_number(text: str) -> bool:
 
 def _csv_rows(text: str) -> list[tuple[int, list[str]]]:
     reader = csv.reader(text.splitlines())
-    return [(number, row) for number, row in enumerate(reader, start=1) if row and row[0].strip()]
+    return [
+        (number, row)
+        for number, row in enumerate(reader, start=1)
+        if row and row[0].strip() and not row[0].lstrip().startswith("#")
+    ]
 
 
 def _ctbl_rows(text: str) -> list[tuple[int, list[str]]]:

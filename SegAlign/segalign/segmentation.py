@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal, Mapping
 import numpy as np
 
 from .errors import SegAlignError
-from .labels import Label, complete_table, default_color, embedded_label_table, read_label_file
+from .labels import Label, complete_table, default_color, embedded_label_table, guess_totalsegmentator, read_label_file
 
 if TYPE_CHECKING:  # nibabel is imported when a NIfTI is read, so the package imports without it
     import nibabel as nib
@@ -99,7 +99,13 @@ def load_segmentation(
     affine, source, warnings = resolve_affine(image, path)
     counts = count_labels(labels)
     embedded = embedded_label_table(image.header.extensions)
-    table = complete_table(counts, user, embedded)
+    guessed = {} if user or embedded else guess_totalsegmentator(counts)
+    if guessed:
+        warnings.append(
+            f"{path.name} has no label table; its {len(counts)} label values are all TotalSegmentator v2 'total' "
+            "classes, so they are named after them (pass --labels to name them otherwise)"
+        )
+    table = complete_table(counts, user, embedded, guessed)
     return Segmentation(labels, affine, table, path, source, counts, warnings)
 
 

@@ -22,6 +22,7 @@ from .dicom import Order, Series, frames_of, read_header
 from .errors import SegAlignError
 from .export import ExportResult, ProgressCallback, export_segmentation
 from .labels import Label
+from .render import OverlayStyle
 from .segmentation import Overlap, Segmentation, load_segmentation
 
 #: Volume attribute listing the DICOM files of a volume loaded without a DICOM database (newline-separated).
@@ -261,13 +262,19 @@ class SegAlignMRMLLogic:
         files: Sequence[str | os.PathLike[str]] | None = None,
         order: Order = "instance",
         masks: bool = False,
+        overlays: bool = False,
+        images: bool = False,
+        stats: bool = False,
+        style: OverlayStyle | None = None,
         overwrite: bool = False,
         progress: ProgressCallback | None = None,
     ) -> ExportResult:
         """Export ``segmentation_node`` onto every original DICOM frame of ``reference_volume``.
 
         The frames are the volume's DICOM files (``files``, else looked up from its ``DICOM.instanceUIDs``); each is
-        sampled in patient space, so the volume's own geometry and transforms play no part.
+        sampled in patient space, so the volume's own geometry and transforms play no part. Overlays and
+        ``labels.json`` use the segments' current names and colours. The other options are those of
+        :func:`segalign.export.export_segmentation`.
         """
         series = self.series_for_volume(reference_volume, files)
         segmentation = self.labels_from_segmentation(segmentation_node)
@@ -278,8 +285,8 @@ class SegAlignMRMLLogic:
                 "it is not used: frames are sampled where their DICOM headers place them"
             )
         return export_segmentation(
-            series, segmentation, output_dir, order=order, masks=masks, overwrite=overwrite,
-            warnings=warnings, progress=progress,
+            series, segmentation, output_dir, order=order, masks=masks, overlays=overlays, images=images,
+            stats=stats, style=style, overwrite=overwrite, warnings=warnings, progress=progress,
         )
 
 

@@ -1,0 +1,211 @@
+"""DICOM pixel data for people to look at: decoding one frame at a time, rescale, windowing, MONOCHROME1.
+
+Label export never reads pixel data; overlays and image PNGs do. Compressed transfer syntaxes decode through
+pydicom's plugins (pylibjpeg or gdcm, the ``codecs`` extra); when none can, the error names the transfer syntax and
+what to install.
+
+Conventions:
+
+* **Modality LUT**: ``value = stored * RescaleSlope + RescaleIntercept`` (from the frame's
+  PixelValueTransformationSequence in enhanced files, else the top level; 1 and 0 when absent).
+* **Window**: the DICOM linear VOI function (PS3.3 C.11.2.1.2) mapped onto 0..255::
+
+      x <= c - 0.5 - (w - 1) / 2  ->  0
+      x >  c - 0.5 + (w - 1) / 2  ->  255
+      otherwise                   ->  ((x - (c - 0.5)) / (w - 1) + 0.5) * 255
+
+  then rounded half up. The frame's own WindowCenter/WindowWidth (FrameVOILUTSequence in enhanced files; the first
+  value when several) are used unless a window is given; without either, the frame's own value range.
+* **MONOCHROME1** is inverted after windowing (``255 - y``), so bright always means dense.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.multival import MultiValue
+from pydicom.pixels import pixel_array
+
+from .dicom import Frame
+from .errors import SegAlignError
+
+
+@dataclass(frozen=True)
+class Window:
+    """A display window in modality units (e.g. HU): centre and width."""
+
+    center: float
+    width: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.center) and math.isfinite(self.width)) or self.width < 1:
+            raise SegAlignError(f"window width must be at least 1, got centre {self.center}, width {self.width}")
+
+
+#: Named CT windows (centre, width in HU), as commonly used in radiology.
+PRESETS: dict[str, Window] = {
+    "abdomen": Window(40, 400),
+    "bone": Window(400, 1800),
+    "brain": Window(40, 80),
+    "lung": Window(-600, 1500),
+    "mediastinum": Window(50, 350),
+}
+
+
+def parse_window(text: str) -> Window:
+    """``"CENTER,WIDTH"`` (e.g. ``"40,400"``) or a preset name (abdomen, bone, brain, lung, mediastinum)."""
+    name = text.strip().lower()
+    if name in PRESETS:
+        return PRESETS[name]
+    parts = name.split(",")
+    try:
+        center, width = (float(part) for part in parts)
+    except ValueError:
+        presets = ", ".join(sorted(PRESETS))
+        raise SegAlignError(f"window {text!r} is neither CENTER,WIDTH nor a preset ({presets})") from None
+    return Window(center, width)
+
+
+def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+    """The DICOM linear VOI function of ``values`` onto 0..255 (uint8), rounded half up."""
+    center, width = window.center, window.width
+    if width == 1:
+        return np.where(values > center - 0.5, 255, 0).astype(np.uint8)
+    low = center - 0.5 - (width - 1) / 2
+    high = center - 0.5 + (width - 1) / 2
+    scaled = ((values - (center - 0.5)) / (width - 1) + 0.5) * 255.0
+    scaled = np.floor(scaled + 0.5)
+    scaled[values <= low] = 0
+    scaled[values > high] = 255
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class FramePixels:
+    """One frame's decoded pixels and how to show them."""
+
+    stored: np.ndarray  #: stored values, ``(Rows, Columns)``, as pydicom decodes them
+    slope: float
+    intercept: float
+    window: Window | None  #: the frame's own window, if it has one
+    monochrome1: bool
+
+    @property
+    def values(self) -> np.ndarray:
+        """Modality values (e.g. HU) as float32."""
+        return self.stored.astype(np.float32) * np.float32(self.slope) + np.float32(self.intercept)
+
+    def display(self, window: Window | None = None) -> np.ndarray:
+        """8-bit grayscale for display: ``window``, else the frame's own, else its value range."""
+        values = self.values
+        chosen = window or self.window or _range_window(values)
+        gray = apply_window(values, chosen)
+        return 255 - gray if self.monochrome1 else gray
+
+
+class PixelReader:
+    """Reads the pixel data of frames, one frame at a time (multi-frame files are not decoded whole)."""
+
+    def __init__(self) -> None:
+        self._header_path: Path | None = None
+        self._header: pydicom.Dataset | None = None
+
+    def read(self, frame: Frame) -> FramePixels:
+        if frame.number_of_frames > 1:  # decode only this frame; the header is kept for the file's next frame
+            header = self._read_header(frame.source_file)
+            stored = self._decode(frame, header, lambda: pixel_array(str(frame.source_file), index=frame.frame_number - 1))
+        else:  # one read gives header and pixels
+            header = _read(frame.source_file, stop_before_pixels=False)
+            stored = self._decode(frame, header, lambda: header.pixel_array)
+        groups = _frame_groups(header, frame.frame_number - 1)
+        slope = _first_number(_functional(groups, header, "PixelValueTransformationSequence", "RescaleSlope"), 1.0)
+        intercept = _first_number(_functional(groups, header, "PixelValueTransformationSequence", "RescaleIntercept"), 0.0)
+        center = _first_number(_functional(groups, header, "FrameVOILUTSequence", "WindowCenter"), None)
+        width = _first_number(_functional(groups, header, "FrameVOILUTSequence", "WindowWidth"), None)
+        window = Window(center, width) if center is not None and width is not None and width >= 1 else None
+        monochrome1 = str(header.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+        return FramePixels(stored, slope, intercept, window, monochrome1)
+
+    def _read_header(self, path: Path) -> pydicom.Dataset:
+        if path != self._header_path:
+            self._header = _read(path, stop_before_pixels=True)
+            self._header_path = path
+        assert self._header is not None
+        return self._header
+
+    @staticmethod
+    def _decode(frame: Frame, header: pydicom.Dataset, decode) -> np.ndarray:
+        photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+        if photometric not in ("MONOCHROME1", "MONOCHROME2") or int(header.get("SamplesPerPixel", 1)) != 1:
+            raise SegAlignError(
+                f"{frame.source_file}: PhotometricInterpretation {photometric} is not grayscale; "
+                "overlays and image PNGs need MONOCHROME1 or MONOCHROME2 pixel data"
+            )
+        if "PixelData" not in header and frame.number_of_frames == 1:
+            raise SegAlignError(f"{frame.source_file}: has no PixelData")
+        syntax = header.file_meta.get("TransferSyntaxUID") if hasattr(header, "file_meta") else None
+        try:
+            stored = decode()
+        except Exception as error:
+            reason = " ".join(str(error).split())[:300]
+            if syntax is not None and syntax.is_compressed:
+                raise SegAlignError(
+                    f"{frame.source_file}: cannot decode {syntax.name} ({syntax}) pixel data ({reason}); install a "
+                    "decoder: pip install 'segalign[codecs]' (pylibjpeg), or python-gdcm"
+                ) from None
+            raise SegAlignError(f"{frame.source_file}: cannot read the pixel data ({reason})") from None
+        if stored.shape != (frame.rows, frame.columns):
+            raise SegAlignError(
+                f"{frame.source_file}: decoded pixel data has shape {stored.shape}, expected ({frame.rows}, {frame.columns})"
+            )
+        return stored
+
+
+def _read(path: Path, stop_before_pixels: bool) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except Exception as error:
+        raise SegAlignError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
+
+
+def _range_window(values: np.ndarray) -> Window:
+    low, high = float(values.min()), float(values.max())
+    width = max(high - low, 1.0)
+    return Window(low + width / 2 + 0.5, width + 1)
+
+
+def _frame_groups(header: pydicom.Dataset, index: int) -> list[pydicom.Dataset]:
+    groups = []
+    per_frame = header.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and index < len(per_frame):
+        groups.append(per_frame[index])
+    shared = header.get("SharedFunctionalGroupsSequence")
+    if shared:
+        groups.append(shared[0])
+    return groups
+
+
+def _functional(groups: list[pydicom.Dataset], header: pydicom.Dataset, sequence: str, keyword: str):
+    for group in groups:
+        items = group.get(sequence)
+        if items and keyword in items[0]:
+            return items[0].get(keyword)
+    return header.get(keyword)
+
+
+def _first_number(value, default):
+    if value is None or value == "":
+        return default
+    if isinstance(value, (list, tuple, MultiValue)):
+        if not len(value):
+            return default
+        value = value[0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
