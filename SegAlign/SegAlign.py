@@ -222,26 +222,33 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             parent=slicer.util.mainWindow(), windowTitle=_("SegAlign"), labelText=_("Exporting frames..."), maximum=100
         )
 
+        from segalign import ExportCancelled
+
         def progress(done: int, total: int) -> None:
             progressDialog.maximum = total
             progressDialog.value = done
             slicer.app.processEvents()
             if progressDialog.wasCanceled:
-                from segalign import ExportCancelled
-
                 raise ExportCancelled(_("export cancelled; nothing was written"))
 
         try:
             with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
-                result = self.logic.exportSegmentation(
-                    node.segmentation, node.referenceVolume, node.outputFolder, masks=node.writeMasks,
-                    order=node.order.value, overlays=node.writeOverlays, images=node.writeImages,
-                    stats=node.writeStats, window=None if node.overlayWindow is OverlayWindow.FRAME else node.overlayWindow.value,
-                    alpha=node.overlayOpacity, outline=node.overlayOutline, overwrite=node.overwrite, progress=progress,
-                )
+                try:
+                    result = self._export(node, progress)
+                except ExportCancelled:  # the user's choice, not an error: nothing was written
+                    self.ui.summaryTextEdit.plainText = _("Export cancelled; nothing was written.")
+                    return
                 self.ui.summaryTextEdit.plainText = self.logic.summary(result, node.segmentation)
         finally:
             progressDialog.close()
+
+    def _export(self, node, progress):
+        return self.logic.exportSegmentation(
+            node.segmentation, node.referenceVolume, node.outputFolder, masks=node.writeMasks,
+            order=node.order.value, overlays=node.writeOverlays, images=node.writeImages,
+            stats=node.writeStats, window=None if node.overlayWindow is OverlayWindow.FRAME else node.overlayWindow.value,
+            alpha=node.overlayOpacity, outline=node.overlayOutline, overwrite=node.overwrite, progress=progress,
+        )
 
 
 class SegAlignLogic(ScriptedLoadableModuleLogic):
@@ -262,8 +269,11 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
         missing = [r for r, module in zip(REQUIREMENTS, ("nibabel", "PIL")) if importlib.util.find_spec(module) is None]
         if not missing:
             return True
-        packaging = getattr(slicer, "packaging", None)
-        if packaging is not None and hasattr(packaging, "pip_ensure"):  # Slicer 5.12 and later
+        try:  # Slicer 5.12 and later; not imported at startup, so import it explicitly
+            import slicer.packaging as packaging
+        except ImportError:
+            packaging = None
+        if packaging is not None and hasattr(packaging, "pip_ensure"):
             try:
                 packaging.pip_ensure(missing, requester="SegAlign")
             except RuntimeError:  # the user declined
