@@ -25,7 +25,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from .errors import SegAlignError
-from .geometry import same_orientation, slice_normal
+from .geometry import slice_normal
 
 Order = Literal["instance", "position"]
 
@@ -97,17 +97,16 @@ class Series:
     @property
     def reference_orientation(self) -> tuple[float, ...]:
         """The IOP shared by most frames (the first such in native order when counts tie)."""
-        counts: list[tuple[tuple[float, ...], int]] = []
+        counts: dict[tuple[float, ...], list] = {}
         for frame in sorted(self.frames, key=_instance_key_without_position):
-            for index, (orientation, count) in enumerate(counts):
-                if same_orientation(orientation, frame.orientation):
-                    counts[index] = (orientation, count + 1)
-                    break
+            key = tuple(np.round(frame.orientation, 4))
+            if key in counts:
+                counts[key][1] += 1
             else:
-                counts.append((frame.orientation, 1))
+                counts[key] = [frame.orientation, 1]
         if not counts:  # no frame could be placed (see problems): nothing is ordered by this
             return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-        return max(counts, key=lambda item: item[1])[0]
+        return max(counts.values(), key=lambda item: item[1])[0]
 
     @property
     def reference_normal(self) -> np.ndarray:

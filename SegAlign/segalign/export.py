@@ -20,10 +20,13 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from . import __version__
@@ -126,21 +129,22 @@ def export_segmentation(
         raise _no_overlap(series, segmentation)
 
     all_warnings = list(warnings or []) + diagnose(series).warnings() + list(segmentation.warnings)
-    writer = _FrameWriter(segmentation, frames, masks, overlays, images, stats, style or OverlayStyle())
+    normal = series.reference_normal
     created_parents = _make_parents(output_dir)
     temporary = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    writer = _FrameWriter(temporary, sampler, segmentation, frames, masks, overlays, images, stats, style or OverlayStyle())
     try:
-        writer.make_folders(temporary)
+        writer.make_folders()
         rows = []
-        for index, frame in enumerate(frames):
-            row = _manifest_row(index, frame, writer.names[index], root, series)
-            row.update(writer.write(temporary, index, frame, sampler.sample(frame)))
-            rows.append(row)
+        frames_with_label: dict[int, int] = {}
+        for index, (frame, (columns, present)) in enumerate(zip(frames, writer.run())):
+            for value in present:
+                frames_with_label[value] = frames_with_label.get(value, 0) + 1
+            rows.append({**_manifest_row(index, frame, writer.names[index], root, normal), **columns})
             if progress is not None:
                 progress(index + 1, len(frames))
         if sampler.pixels_inside == 0:
             raise _no_overlap(series, segmentation, boxes_meet=True)
-        frames_with_label = writer.frames_with_label
         outside = [value for value in segmentation.values if value not in frames_with_label]
         if outside:
             described = ", ".join(f"{v} {segmentation.label_table[v].name}" for v in outside[:10])
@@ -169,42 +173,66 @@ def export_segmentation(
 
 
 class _FrameWriter:
-    """Writes everything one frame produces and returns its extra manifest columns."""
+    """Samples and writes every frame, two frames at a time.
+
+    numpy's gather and zlib release the GIL, so two threads use both cores; at most a few frames are in flight,
+    so memory stays flat in the number of frames. Results come back in frame order.
+    """
+
+    THREADS = 2
+    IN_FLIGHT = 4
 
     def __init__(
-        self, segmentation: Segmentation, frames: list[Frame], masks: bool, overlays: bool, images: bool,
-        stats: bool, style: OverlayStyle,
+        self, root: Path, sampler: FrameSampler, segmentation: Segmentation, frames: list[Frame], masks: bool,
+        overlays: bool, images: bool, stats: bool, style: OverlayStyle,
     ) -> None:
+        self.root, self.sampler, self.frames = root, sampler, frames
         self.names = _frame_file_names(frames)
         self.segments = [segmentation.label_table[v] for v in segmentation.values if v in segmentation.label_table]
         self.mask_folders = _unique_safe_names([label.name for label in self.segments]) if masks else []
         self.overlays, self.images, self.stats, self.style = overlays, images, stats, style
-        self.reader = PixelReader() if overlays or images else None
         largest = max([*segmentation.label_table, *segmentation.values, 0])
         self.lookup = color_lookup(segmentation.label_table, largest) if overlays else None
-        self.frames_with_label: dict[int, int] = {}
+        self._local = threading.local()  # one PixelReader per thread (it caches a header)
 
-    def make_folders(self, root: Path) -> None:
-        (root / "labels").mkdir()
+    def make_folders(self) -> None:
+        (self.root / "labels").mkdir()
         for folder in self.mask_folders:
-            (root / "masks" / folder).mkdir(parents=True)
+            (self.root / "masks" / folder).mkdir(parents=True)
         if self.overlays:
-            (root / "overlays").mkdir()
+            (self.root / "overlays").mkdir()
         if self.images:
-            (root / "images").mkdir()
+            (self.root / "images").mkdir()
 
-    def write(self, root: Path, index: int, frame: Frame, labels: np.ndarray) -> dict[str, object]:
-        name = self.names[index]
-        counts = np.bincount(labels.ravel())
-        present = [int(value) for value in np.flatnonzero(counts) if value != 0]
-        for value in present:
-            self.frames_with_label[value] = self.frames_with_label.get(value, 0) + 1
+    def run(self) -> Iterator[tuple[dict[str, object], list[int]]]:
+        """Manifest columns and label values present, frame by frame, in order."""
+        with ThreadPoolExecutor(max_workers=self.THREADS) as pool:
+            pending: deque = deque()
+            try:
+                for index in range(len(self.frames)):
+                    pending.append(pool.submit(self.write, index))
+                    if len(pending) >= self.IN_FLIGHT:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:  # stopped early (error, cancel): let running frames finish, drop the rest
+                for future in pending:
+                    future.cancel()
+
+    def write(self, index: int) -> tuple[dict[str, object], list[int]]:
+        frame, name, root = self.frames[index], self.names[index], self.root
+        labels = self.sampler.sample(frame)
+        labelled = labels[labels != 0]
+        counts = np.bincount(labelled) if labelled.size else np.zeros(1, dtype=np.int64)
+        present = [int(value) for value in np.flatnonzero(counts)]
         write_png(root / "labels" / name, labels)
         for label, folder in zip(self.segments, self.mask_folders):
             write_png(root / "masks" / folder / name, labels == label.value)
         columns: dict[str, object] = {"labels_present": " ".join(str(value) for value in present)}
-        if self.reader is not None:
-            pixels = self.reader.read(frame)
+        if self.overlays or self.images:
+            reader = getattr(self._local, "reader", None) or PixelReader()
+            self._local.reader = reader
+            pixels = reader.read(frame)
             if self.images:
                 stored, slope, intercept = image_values(pixels, frame)
                 write_png(root / "images" / name, stored)
@@ -217,7 +245,7 @@ class _FrameWriter:
             area = frame.pixel_spacing[0] * frame.pixel_spacing[1]
             columns["label_pixels"] = " ".join(f"{v}:{int(counts[v])}" for v in present)
             columns["label_areas_mm2"] = " ".join(f"{v}:{counts[v] * area:.2f}" for v in present)
-        return columns
+        return columns, present
 
     def preview_frames(self, rows: list[dict]) -> list[dict[str, object]]:
         return [
@@ -289,7 +317,7 @@ def _frame_file_names(frames: list[Frame]) -> list[str]:
     return names
 
 
-def _manifest_row(index: int, frame: Frame, name: str, root: Path, series: Series) -> dict:
+def _manifest_row(index: int, frame: Frame, name: str, root: Path, normal: np.ndarray) -> dict:
     return {
         "index": index,
         "sop_instance_uid": frame.sop_instance_uid,
@@ -302,7 +330,7 @@ def _manifest_row(index: int, frame: Frame, name: str, root: Path, series: Serie
         "pixel_spacing": " ".join(f"{v:.10g}" for v in frame.pixel_spacing),
         "rows": frame.rows,
         "columns": frame.columns,
-        "slice_position": f"{position_along(frame, series.reference_normal):.4f}",
+        "slice_position": f"{position_along(frame, normal):.4f}",
     }
 
 

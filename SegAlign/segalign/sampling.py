@@ -12,6 +12,8 @@ cost one gather.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .dicom import Frame
@@ -38,6 +40,7 @@ class FrameSampler:
         self._strides = tuple(stride // labels.itemsize for stride in labels.strides)
         self.ras_to_index = np.linalg.inv(np.asarray(affine, dtype=float))
         self.pixels_inside = 0  #: pixels sampled inside the volume so far, over all frames
+        self._lock = threading.Lock()  # sample() may run on several threads
 
     def mapping(self, frame: Frame) -> IndexMapping:
         """Continuous voxel index of the frame's pixel ``(0, 0)`` and its increments per row and per column."""
@@ -73,9 +76,11 @@ class FrameSampler:
         if valid is not True:
             valid = np.broadcast_to(valid, (rows, columns))
             result[~valid] = 0
-            self.pixels_inside += int(np.count_nonzero(valid))
+            inside = int(np.count_nonzero(valid))
         else:
-            self.pixels_inside += rows * columns
+            inside = rows * columns
+        with self._lock:
+            self.pixels_inside += inside
         return result
 
 

@@ -42,6 +42,12 @@ class Ellipsoid:
     axes: tuple[tuple[float, float, float], ...] = ((1, 0, 0), (0, 1, 0), (0, 0, 1))  #: columns of R, in LPS
     color: tuple[int, int, int] = (200, 80, 80)
 
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The LPS box holding the ellipsoid: lowest and highest corner."""
+        axes = np.asarray(self.axes, dtype=float)  # rows: the ellipsoid's axes in LPS
+        half = np.sqrt(((axes * np.asarray(self.radii, dtype=float)[:, None]) ** 2).sum(axis=0))
+        return np.asarray(self.centre) - half, np.asarray(self.centre) + half
+
     def contains(self, points: np.ndarray) -> np.ndarray:
         local = (points - np.asarray(self.centre)) @ np.asarray(self.axes, dtype=float).T
         return np.sum((local / np.asarray(self.radii)) ** 2, axis=-1) <= 1.0
@@ -317,13 +323,26 @@ def las_affine(lps_box_min: Sequence[float], lps_box_max: Sequence[float], spaci
 
 
 def rasterize(phantom: Phantom, shape: Sequence[int], affine: np.ndarray, dtype=np.uint8) -> np.ndarray:
-    """The phantom's labels at every voxel centre of a grid (``affine``: voxel to RAS), slice by slice."""
+    """The phantom's labels at every voxel centre of a grid (``affine``: voxel to RAS).
+
+    Each shape is evaluated only on the voxels of its bounding box, in phantom order (later shapes win), so
+    large grids with many small shapes are quick.
+    """
     labels = np.zeros(tuple(shape), dtype=dtype, order="F")
-    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
-    for k in range(shape[2]):
-        ras = affine[:3, :3] @ np.stack([i.ravel(), j.ravel(), np.full(i.size, k)]) + affine[:3, 3:4]
-        lps = (LPS_TO_RAS @ ras).T
-        labels[:, :, k] = phantom.labels_at(lps).reshape(i.shape)
+    index_from_lps = np.linalg.inv(affine)[:3, :3] @ LPS_TO_RAS
+    index_offset = np.linalg.inv(affine)[:3, 3]
+    for ellipsoid in phantom.shapes:
+        low, high = ellipsoid.bounds()
+        corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
+        index = corners @ index_from_lps.T + index_offset
+        start = np.clip(np.floor(index.min(axis=0)).astype(int), 0, np.array(shape))
+        stop = np.clip(np.ceil(index.max(axis=0)).astype(int) + 1, 0, np.array(shape))
+        if np.any(stop <= start):
+            continue
+        grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(start, stop)], indexing="ij"), axis=-1)
+        lps = (grid @ affine[:3, :3].T + affine[:3, 3]) @ LPS_TO_RAS.T
+        block = labels[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]]
+        block[ellipsoid.contains(lps)] = ellipsoid.value
     return labels
 
 
