@@ -328,3 +328,46 @@ def test_overlays_use_the_segments_current_colours(tmp_path: Path) -> None:
         assert (rgb[big] == [0, 255, 0]).all()
         assert (rgb[labels == 0] == rgb[labels == 0][:, :1]).all(), "unlabelled pixels stay gray"
     assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_fast_layer_merge_matches_slicers_own_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments on two labelmap layers that overlap (later segment wins): reading the layers directly gives the
+    same export as Slicer's ExportSegmentsToLabelmapNode merge."""
+    from vtk.util import numpy_support
+
+    import segalign.slicer_logic as slicer_logic
+    from slicer import vtkOrientedImageData, vtkSegment
+
+    specs = stack((-20, -20, -10), 12, (0, 0, 1.7), rows=40, columns=40)
+    dicom = tmp_path / "dicom"
+    files = write_series(dicom, specs)
+    affine, shape = stack_affine(specs, flips=(True, False, False))
+    segmentation = write_segmentation(tmp_path / "seg.nii.gz", PHANTOM, affine, shape, label_table_xml=PHANTOM.label_table_xml())
+    app = headless_slicer()
+    volume = load_dicom_volume(app, files)
+    logic = SegAlignMRMLLogic(app.scene, file_for_instance=file_lookup(dicom))
+    node = logic.import_segmentation(segmentation, volume)
+    seg = node.GetSegmentation()
+    first_layer = seg.GetNthSegment(0).GetRepresentation("Binary labelmap")
+    extent = (5, 30, 8, 25, 2, 9)  # a box overlapping "big" and "left_blob", on the same grid
+    box = vtkOrientedImageData()
+    box.SetExtent(*extent)
+    box.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    numpy_support.vtk_to_numpy(box.GetPointData().GetScalars())[:] = 1
+    matrix = vtk.vtkMatrix4x4()
+    first_layer.GetImageToWorldMatrix(matrix)
+    box.SetImageToWorldMatrix(matrix)
+    segment = vtkSegment()
+    segment.SetName("box")
+    segment.SetColor(0.1, 0.2, 0.9)
+    segment.AddRepresentation("Binary labelmap", box)
+    seg.AddSegment(segment, "box")
+    assert seg.GetNumberOfLayers() == 2
+    logic.export(node, volume, tmp_path / "fast")
+    monkeypatch.setattr(slicer_logic, "merge_labelmap_layers", lambda *args: None)
+    logic.export(node, volume, tmp_path / "slicer")
+    fast, slow = labels_by_file(tmp_path / "fast", dicom), labels_by_file(tmp_path / "slicer", dicom)
+    box_value = {e["name"]: e["value"] for e in __import__("json").loads((tmp_path / "fast" / "labels.json").read_text())}["box"]
+    assert any((image == box_value).any() for image in fast.values())
+    for key in fast:
+        np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)

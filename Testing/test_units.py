@@ -102,3 +102,27 @@ def test_integral_float_and_trailing_singleton_are_accepted(tmp_path: Path) -> N
     segmentation = load_segmentation(tmp_path / "seg.nii")
     assert segmentation.labels.shape == (4, 5, 6) and segmentation.labels.dtype == np.uint16
     assert segmentation.voxel_counts == {300: 1}
+
+
+def test_exact_ties_do_not_depend_on_where_the_grid_is_stored() -> None:
+    """A 1.5 mm grid on 0.78125 mm pixels puts whole rows exactly halfway between voxels. The same labels stored
+    with another origin (cropped by whole voxels, as Slicer's merge does) must give the same frames: ties are
+    decided by the rule (round up), not by floating-point error."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, size=(267, 267, 40)).astype(np.uint8)
+    first = np.array([-200 + 0.78125 / 2, -200 + 0.78125 / 2, 0.0])
+    high_y = first[1] + 511 * 0.78125
+    affine = np.array([[-1.5, 0, 0, -(first[0] - 0.37)], [0, 1.5, 0, -high_y], [0, 0, 1.5, -0.37], [0, 0, 0, 1]])
+    crop = np.array([25, 63, 2])
+    cropped = np.asfortranarray(labels[25:, 63:, 2:])
+    shifted = affine.copy()
+    shifted[:3, 3] = affine[:3, :3] @ crop + affine[:3, 3]
+    whole, part = FrameSampler(labels, affine), FrameSampler(cropped, shifted)
+    tie_rows = 0
+    for k in range(0, 30, 3):
+        f = frame((first[0], first[1], 1.6 * k), rows=512, columns=512, spacing=(0.78125, 0.78125))
+        a, b = whole.sample(f), part.sample(f)
+        np.testing.assert_array_equal(a[b != 0], b[b != 0])
+        j = (high_y - (first[1] + 0.78125 * np.arange(512))) / 1.5
+        tie_rows = int(np.sum(np.isclose(j - np.floor(j), 0.5)))
+    assert tie_rows >= 5, "the geometry must contain exact ties, or the test proves nothing"

@@ -2,7 +2,8 @@
 
 For pixel ``(r, c)`` of a frame, the LPS centre ``IPP + c * dc * IOP[0:3] + r * dr * IOP[3:6]`` is taken to RAS
 and through the inverse NIfTI affine to a continuous voxel index ``x``; the label is that of voxel
-``floor(x + 0.5)`` (ties rounded up, as ITK's nearest-neighbour interpolator does), or 0 outside the volume.
+``floor(x + 0.5)`` (ties rounded up, as ITK's nearest-neighbour interpolator does; a tie is anything within
+:data:`TIE_TOLERANCE_VOXELS` of halfway, so rounding error cannot decide it), or 0 outside the volume.
 
 The mapping is affine in ``(r, c)``, so each voxel axis is ``origin + r * per_row + c * per_column``. An axis that
 does not change across the frame is a constant, one that changes only along rows or columns is a vector, and only a
@@ -21,6 +22,10 @@ from .geometry import IndexMapping, frame_index_mapping
 
 #: An axis index that drifts less than this (in voxels) across a whole frame is treated as constant there.
 CONSTANT_DRIFT_VOXELS = 1e-7
+#: A pixel centre within this many voxels of halfway between two voxel centres is a tie, and rounds up. Without
+#: it, rounding error decides exact ties (which are common: 1.5 mm grids on 0.78125 mm pixels), so the same
+#: segmentation cropped or stored with another origin could round them apart.
+TIE_TOLERANCE_VOXELS = 1e-9
 
 
 class FrameSampler:
@@ -89,6 +94,7 @@ def _axis_indices(origin: float, per_row: float, per_column: float, rows: int, c
     varies_by_row = abs(per_row) * (rows - 1) > CONSTANT_DRIFT_VOXELS
     varies_by_column = abs(per_column) * (columns - 1) > CONSTANT_DRIFT_VOXELS
     continuous: np.ndarray
+    origin = origin + TIE_TOLERANCE_VOXELS
     if varies_by_row and varies_by_column:
         continuous = (origin + 0.5) + per_row * np.arange(rows)[:, None] + per_column * np.arange(columns)[None, :]
     elif varies_by_row:

@@ -219,24 +219,33 @@ class SegAlignMRMLLogic:
             color = tuple(int(round(channel * 255)) for channel in segment.GetColor())
             table[int(value)] = Label(int(value), segment.GetName(), color)  # type: ignore[arg-type]
 
+        ids = [segment_ids.GetValue(i) for i in range(segment_ids.GetNumberOfValues())]
+        merged = merge_labelmap_layers(segmentation, ids, label_values)
+        if merged is None:  # not stored as binary labelmaps: let Slicer convert and merge
+            merged = self._merge_with_slicer(segmentation_node, segment_ids, color_table)
+        labels, ijk_to_ras = merged
+        if not labels.any():
+            raise SegAlignError(f"segmentation {segmentation_node.GetName()}: every segment is empty")
+        affine = self._to_world(segmentation_node) @ ijk_to_ras
+        return Segmentation(labels, affine, table, Path(segmentation_node.GetName()), affine_source="slicer")
+
+    def _merge_with_slicer(self, segmentation_node, segment_ids, color_table) -> tuple[np.ndarray, np.ndarray]:
+        slicer = _slicer()
+        from slicer import vtkSegmentation, vtkSlicerSegmentationsModuleLogic
+
         labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SegAlign merged labels")
         try:
             exported = vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
                 segmentation_node, segment_ids, labelmap, None, vtkSegmentation.EXTENT_UNION_OF_EFFECTIVE_SEGMENTS,
                 color_table,
             )
-            if not exported or labelmap.GetImageData() is None:
+            if not exported or labelmap.GetImageData() is None or 0 in labelmap.GetImageData().GetDimensions():
                 raise SegAlignError(f"segmentation {segmentation_node.GetName()}: Slicer could not merge its segments")
-            dimensions = labelmap.GetImageData().GetDimensions()
-            if 0 in dimensions:
-                raise SegAlignError(f"segmentation {segmentation_node.GetName()}: every segment is empty")
             voxels = slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0)  # [k, j, i] -> [i, j, k]
             labels = voxels.astype(np.uint8 if voxels.max() <= 255 else np.uint16, order="F")
-            ijk_to_ras = matrix_to_array(_ijk_to_ras(labelmap))
+            return labels, matrix_to_array(_ijk_to_ras(labelmap))
         finally:
             self.scene.RemoveNode(labelmap)
-        affine = self._to_world(segmentation_node) @ ijk_to_ras
-        return Segmentation(labels, affine, table, Path(segmentation_node.GetName()), affine_source="slicer")
 
     def _to_world(self, node) -> np.ndarray:
         transform = node.GetParentTransformNode()
@@ -290,6 +299,67 @@ class SegAlignMRMLLogic:
         )
 
 
+def merge_labelmap_layers(segmentation, segment_ids: list[str], values: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Merge a segmentation's binary labelmap layers into one label volume, with ``values[n]`` for
+    ``segment_ids[n]``; where segments overlap, the later one in ``segment_ids`` wins (as in Slicer's export).
+
+    Reads the layers' voxels directly (one numpy pass per layer) instead of Slicer's per-segment export, which
+    takes seconds for a hundred segments. Returns ``(labels[i, j, k], ijk_to_ras)``, or None when the segments are
+    not stored as binary labelmaps on one grid.
+    """
+    from vtk.util import numpy_support
+
+    representation = "Binary labelmap"
+    if segmentation.GetSourceRepresentationName() != representation:
+        return None
+    layers: dict[int, list[tuple[int, int, int]]] = {}  # layer -> (rank, internal label value, export value)
+    images = {}
+    for rank, (segment_id, value) in enumerate(zip(segment_ids, values), start=1):
+        segment = segmentation.GetSegment(segment_id)
+        image = segment.GetRepresentation(representation) if segment is not None else None
+        if image is None:
+            return None
+        layer = segmentation.GetLayerIndex(segment_id)
+        layers.setdefault(layer, []).append((rank, segment.GetLabelValue(), value))
+        images[layer] = image
+    matrices = {layer: matrix_to_array(_image_to_world(image)) for layer, image in images.items()}
+    first = next(iter(matrices.values()))
+    if any(not np.allclose(m, first, atol=1e-9) for m in matrices.values()):
+        return None  # layers on different grids
+    extents = {layer: image.GetExtent() for layer, image in images.items()}
+    extents = {layer: e for layer, e in extents.items() if e[1] >= e[0] and e[3] >= e[2] and e[5] >= e[4]}
+    if not extents:
+        return np.zeros((1, 1, 1), dtype=np.uint8), first
+    low = np.min([e[0::2] for e in extents.values()], axis=0)
+    high = np.max([e[1::2] for e in extents.values()], axis=0)
+    largest = max(values)
+    dtype = np.uint8 if largest <= 255 else np.uint16
+    labels = np.zeros(tuple(high - low + 1), dtype=dtype, order="F")
+    rank_of = np.zeros(labels.shape, dtype=np.uint16, order="F") if len(extents) > 1 else None
+    for layer, extent in extents.items():
+        image = images[layer]
+        scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+        shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
+        voxels = scalars.reshape(shape).transpose(2, 1, 0)  # [k, j, i] -> [i, j, k]
+        size = int(voxels.max()) + 1
+        value_of = np.zeros(max(size, 1), dtype=dtype)
+        rank_lookup = np.zeros(max(size, 1), dtype=np.uint16)
+        for rank, internal, value in layers[layer]:
+            if internal < size:
+                value_of[internal], rank_lookup[internal] = value, rank
+        region = tuple(slice(extent[2 * a] - low[a], extent[2 * a + 1] - low[a] + 1) for a in range(3))
+        if rank_of is None:
+            labels[region] = value_of[voxels]
+        else:
+            ranks = rank_lookup[voxels]
+            wins = ranks > rank_of[region]
+            labels[region][wins] = value_of[voxels][wins]
+            rank_of[region][wins] = ranks[wins]
+    ijk_to_ras = first.copy()
+    ijk_to_ras[:3, 3] = first[:3, :3] @ low + first[:3, 3]  # array index 0 is extent index ``low``
+    return labels, ijk_to_ras
+
+
 def split_affine(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Split a voxel-to-RAS affine into a Slicer volume geometry (orthogonal axes) and a residual linear transform.
 
@@ -312,6 +382,14 @@ def split_affine(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     geometry[:3, 3] = affine[:3, 3]
     residual = affine @ np.linalg.inv(geometry)
     return geometry, residual
+
+
+def _image_to_world(image):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    return matrix
 
 
 def _ijk_to_ras(volume):
