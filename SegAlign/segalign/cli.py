@@ -25,7 +25,7 @@ from .segmentation import load_segmentation
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_window(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.run(args) or 0)
     except SegAlignError as error:
@@ -34,6 +34,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segalign: interrupted; nothing was written", file=sys.stderr)
         return 130
+
+
+def _join_negative_window(argv: list[str]) -> list[str]:
+    """``--window -600,1500`` as ``--window=-600,1500``: argparse would take the negative centre for an option."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        if argv[index] == "--window" and index + 1 < len(argv) and argv[index + 1].startswith("-"):
+            joined.append(f"--window={argv[index + 1]}")
+            index += 2
+        else:
+            joined.append(argv[index])
+            index += 1
+    return joined
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +129,7 @@ def run_export(args: argparse.Namespace) -> int:
     scan = scan_folder(args.dicom_dir)
     series = scan.select(args.series)
     segmentation = load_segmentation(args.segmentation, label_table=args.labels, overlap=args.overlap)
-    style = OverlayStyle(parse_window(args.window) if args.window else None, args.alpha, args.outline)
+    style = OverlayStyle(parse_window(args.window) if args.window is not None else None, args.alpha, args.outline)
     result = export_segmentation(
         series,
         segmentation,

@@ -1,8 +1,9 @@
 """DICOM pixel data for people to look at: decoding one frame at a time, rescale, windowing, MONOCHROME1.
 
 Label export never reads pixel data; overlays and image PNGs do. Compressed transfer syntaxes decode through
-pydicom's plugins (pylibjpeg or gdcm, the ``codecs`` extra); when none can, the error names the transfer syntax and
-what to install.
+pydicom's plugins: JPEG Lossless and JPEG-LS need pylibjpeg (the ``codecs`` extra) or gdcm, while JPEG 2000 and RLE
+usually decode without it (Pillow's OpenJPEG, pydicom's own RLE decoder). When no plugin can, the error names the
+transfer syntax and what to install.
 
 Conventions:
 
@@ -14,7 +15,7 @@ Conventions:
       x >  c - 0.5 + (w - 1) / 2  ->  255
       otherwise                   ->  ((x - (c - 0.5)) / (w - 1) + 0.5) * 255
 
-  then rounded half up. The frame's own WindowCenter/WindowWidth (FrameVOILUTSequence in enhanced files; the first
+  computed in float64 and rounded half up. The frame's own WindowCenter/WindowWidth (FrameVOILUTSequence in enhanced files; the first
   value when several) are used unless a window is given; without either, the frame's own value range.
 * **MONOCHROME1** is inverted after windowing (``255 - y``), so bright always means dense.
 """
@@ -59,6 +60,8 @@ PRESETS: dict[str, Window] = {
 def parse_window(text: str) -> Window:
     """``"CENTER,WIDTH"`` (e.g. ``"40,400"``) or a preset name (abdomen, bone, brain, lung, mediastinum)."""
     name = text.strip().lower()
+    if not name:
+        raise SegAlignError(f"window is empty: give CENTER,WIDTH or a preset ({', '.join(sorted(PRESETS))})")
     if name in PRESETS:
         return PRESETS[name]
     parts = name.split(",")
@@ -70,15 +73,20 @@ def parse_window(text: str) -> Window:
     return Window(center, width)
 
 
+#: Display values within this of a half (x.5) are halves, and round up; float error must not decide them.
+HALF_TOLERANCE = 1e-9
+
+
 def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
-    """The DICOM linear VOI function of ``values`` onto 0..255 (uint8), rounded half up."""
+    """The DICOM linear VOI function of ``values`` onto 0..255 (uint8), rounded half up (in float64)."""
+    values = np.asarray(values, dtype=np.float64)
     center, width = window.center, window.width
     if width == 1:
         return np.where(values > center - 0.5, 255, 0).astype(np.uint8)
     low = center - 0.5 - (width - 1) / 2
     high = center - 0.5 + (width - 1) / 2
     scaled = ((values - (center - 0.5)) / (width - 1) + 0.5) * 255.0
-    scaled = np.floor(scaled + 0.5)
+    scaled = np.floor(scaled + (0.5 + HALF_TOLERANCE))
     scaled[values <= low] = 0
     scaled[values > high] = 255
     return np.clip(scaled, 0, 255).astype(np.uint8)
@@ -96,8 +104,8 @@ class FramePixels:
 
     @property
     def values(self) -> np.ndarray:
-        """Modality values (e.g. HU) as float32."""
-        return self.stored.astype(np.float32) * np.float32(self.slope) + np.float32(self.intercept)
+        """Modality values (e.g. HU) as float64 (exact for stored integers and decimal rescale values)."""
+        return self.stored.astype(np.float64) * self.slope + self.intercept
 
     def display(self, window: Window | None = None) -> np.ndarray:
         """8-bit grayscale for display: ``window``, else the frame's own, else its value range."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import SegAlignError
 from .labels import Label, default_color
-from .pixels import Window
+from .pixels import HALF_TOLERANCE, Window
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,6 @@ def overlay(gray: np.ndarray, labels: np.ndarray, lookup: np.ndarray, alpha: flo
     if outline:
         rgb[mask] = colors
     else:
-        mixed = (1.0 - alpha) * gray[mask][:, None].astype(np.float32) + np.float32(alpha) * colors
-        rgb[mask] = np.floor(mixed + 0.5).astype(np.uint8)
+        mixed = (1.0 - alpha) * gray[mask][:, None].astype(np.float64) + alpha * colors
+        rgb[mask] = np.floor(mixed + (0.5 + HALF_TOLERANCE)).astype(np.uint8)  # halves round up, whatever float error
     return rgb
