@@ -8,7 +8,6 @@ slice by slice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,39 +17,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is needed for the MRML tests (pip install slicer-core)")
 vtk = pytest.importorskip("vtk")
-from slicer import (  # noqa: E402
-    vtkMRMLScene,
-    vtkSlicerApplicationLogic,
-    vtkSlicerColorLogic,
-    vtkSlicerSegmentationsModuleLogic,
-    vtkSlicerVolumesLogic,
-)
-
-
-@dataclass
-class HeadlessSlicer:
-    scene: "vtkMRMLScene"
-    volumes: "vtkSlicerVolumesLogic"
-    segmentations: "vtkSlicerSegmentationsModuleLogic"
-    application: "vtkSlicerApplicationLogic"  # kept alive: the application holds module logics by raw pointer
-    colors: "vtkSlicerColorLogic"
-
-
-def headless_slicer() -> HeadlessSlicer:
-    scene = vtkMRMLScene()
-    application = vtkSlicerApplicationLogic()
-    application.SetMRMLScene(scene)
-    colors = vtkSlicerColorLogic()
-    colors.SetMRMLApplicationLogic(application)
-    colors.SetMRMLScene(scene)
-    application.SetModuleLogic("Colors", colors)
-    volumes = vtkSlicerVolumesLogic()
-    volumes.SetMRMLApplicationLogic(application)
-    volumes.SetMRMLScene(scene)
-    segmentations = vtkSlicerSegmentationsModuleLogic()
-    segmentations.SetMRMLApplicationLogic(application)
-    segmentations.SetMRMLScene(scene)
-    return HeadlessSlicer(scene, volumes, segmentations, application, colors)
+from segalign.slicer_logic import HeadlessSlicer, headless_slicer  # noqa: E402,F401  (re-exported for the tests)
 
 
 def load_dicom_volume(app: HeadlessSlicer, files: Sequence[Path], name: str = "series"):

@@ -173,10 +173,41 @@ def _volume_data(image: "nib.Nifti1Image", path: Path) -> np.ndarray:
     if len(shape) > 3:
         raise SegAlignError(f"{path}: a label map must have at most 3 dimensions, this one has shape {image.shape}")
     try:
-        data = np.asanyarray(image.dataobj)
+        data = _read_compressed(image, path) if path.name.endswith(".gz") else None
+        if data is None:
+            data = np.asanyarray(image.dataobj)
+    except SegAlignError:
+        raise
     except Exception as error:
         raise SegAlignError(f"{path}: cannot read the voxel data ({type(error).__name__}: {error})") from None
     return data.reshape(shape + (1,) * (3 - len(shape)), order="A")
+
+
+def _read_compressed(image: "nib.Nifti1Image", path: Path) -> np.ndarray | None:
+    """Decompress the voxels of an unscaled .nii.gz straight into their array.
+
+    nibabel reads a compressed file into a bytes object and then copies it into the array, so loading peaks at
+    twice the volume; reading into the array itself keeps the peak at the volume. Scaled data (scl_slope/inter)
+    is left to nibabel (None is returned).
+    """
+    import gzip
+
+    proxy = image.dataobj  # nibabel's ArrayProxy knows where the voxels are and how they are laid out
+    slope, intercept = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
+    if slope != 1.0 or intercept != 0.0 or getattr(proxy, "order", "F") != "F" or not hasattr(proxy, "offset"):
+        return None
+    count = int(np.prod(proxy.shape))
+    flat = np.empty(count, dtype=proxy.dtype)
+    target = memoryview(flat).cast("B")
+    with gzip.open(path, "rb") as stream:
+        stream.seek(int(proxy.offset))
+        filled = 0
+        while filled < len(target):  # in pieces: GzipFile.readinto of the whole view would allocate it again
+            read = stream.readinto(target[filled:filled + (1 << 22)])
+            if not read:
+                raise SegAlignError(f"{path}: the file ends {len(target) - filled} bytes before its voxel data does")
+            filled += read
+    return flat.reshape(proxy.shape, order="F")
 
 
 def _integer_labels(data: np.ndarray, path: Path) -> np.ndarray:

@@ -152,22 +152,6 @@ def _label_colors(segmentation: Path) -> np.ndarray:
     return colors
 
 
-def _slicer_scene():
-    from slicer import vtkMRMLScene, vtkSlicerApplicationLogic, vtkSlicerColorLogic, vtkSlicerVolumesLogic
-
-    scene = vtkMRMLScene()
-    application = vtkSlicerApplicationLogic()
-    application.SetMRMLScene(scene)
-    colors = vtkSlicerColorLogic()
-    colors.SetMRMLApplicationLogic(application)
-    colors.SetMRMLScene(scene)
-    application.SetModuleLogic("Colors", colors)
-    volumes = vtkSlicerVolumesLogic()
-    volumes.SetMRMLApplicationLogic(application)
-    volumes.SetMRMLScene(scene)
-    return scene, volumes, (application, colors)
-
-
 def _files_by_position(dicom: Path) -> list[str]:
     import pydicom
 
@@ -175,28 +159,20 @@ def _files_by_position(dicom: Path) -> list[str]:
     return sorted(headers, key=lambda p: float(headers[p].ImagePositionPatient[2]))
 
 
-def _load_series(volumes, files: list[str]):
-    import vtk
-
-    file_list = vtk.vtkStringArray()
-    for path in files:
-        file_list.InsertNextValue(path)
-    return volumes.AddArchetypeVolume(files[0], "series", 0, file_list)
-
-
 def _slicer_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
     import vtk
     import slicer.util
     from PIL import Image
+    from segalign.slicer_logic import headless_slicer
     from slicer import vtkSlicerSegmentationsModuleLogic
 
-    scene, volumes, keep = _slicer_scene()
+    app = headless_slicer()
     files = _files_by_position(dicom)
-    volume = _load_series(volumes, files)
-    labelmap = volumes.AddArchetypeVolume(str(segmentation), "segmentation", 1, vtk.vtkStringArray())
-    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    volume = app.load_dicom_files(files)
+    labelmap = app.volumes.AddArchetypeVolume(str(segmentation), "segmentation", 1, vtk.vtkStringArray())
+    node = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, node)
-    exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    exported = app.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
     vtkSlicerSegmentationsModuleLogic.ExportVisibleSegmentsToLabelmapNode(node, exported, volume)
     array = slicer.util.arrayFromVolume(exported)
     out.mkdir(parents=True)
@@ -205,15 +181,15 @@ def _slicer_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
 
 
 def _segalign_slicer_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
-    from segalign.slicer_logic import SegAlignMRMLLogic
+    from segalign.slicer_logic import SegAlignMRMLLogic, headless_slicer
 
-    scene, volumes, keep = _slicer_scene()
+    app = headless_slicer()
     files = _files_by_position(dicom)
-    volume = _load_series(volumes, files)
+    volume = app.load_dicom_files(files)
     started = time.perf_counter()  # SegAlign's own part: what the panel's Import and Export buttons run
-    logic = SegAlignMRMLLogic(scene)
+    logic = SegAlignMRMLLogic(app.scene)
     node = logic.import_segmentation(segmentation, volume)
-    logic.export(node, volume, out, files=files)
+    logic.export(node, volume, out)
     print(json.dumps({"logic_s": time.perf_counter() - started}))
 
 
