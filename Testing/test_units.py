@@ -145,3 +145,18 @@ def test_compressed_voxels_read_in_place_equal_nibabel(tmp_path: Path, dtype: st
     scaled.header.set_slope_inter(2.0, 1.0)
     nib.save(scaled, tmp_path / "scaled.nii.gz")
     assert _read_compressed(nib.load(tmp_path / "scaled.nii.gz"), tmp_path / "scaled.nii.gz") is None
+
+
+@pytest.mark.parametrize("dtype", ["bool", "uint8", "uint16"])
+def test_png_writer_round_trips_through_pillow(tmp_path: Path, dtype: str) -> None:
+    """The fast grayscale PNG writer: Pillow reads back exactly the array, for odd widths and 1-bit packing."""
+    from PIL import Image
+
+    from segalign.png import write_gray
+
+    rng = np.random.default_rng(3)
+    pixels = (rng.integers(0, 2, (13, 21)) > 0) if dtype == "bool" else rng.integers(0, np.iinfo(dtype).max, (13, 21)).astype(dtype)
+    write_gray(tmp_path / "x.png", pixels)
+    with Image.open(tmp_path / "x.png") as image:
+        assert image.mode == {"bool": "1", "uint8": "L", "uint16": "I;16"}[dtype]
+        np.testing.assert_array_equal(np.array(image), pixels)

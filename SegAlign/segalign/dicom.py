@@ -284,7 +284,8 @@ def position_order(frames: Iterable[Frame], normal: np.ndarray) -> list[Frame]:
 
 def position_along(frame: Frame, normal: np.ndarray) -> float:
     """Signed distance (mm) of the frame's IPP along ``normal``."""
-    return float(np.dot(frame.position, normal))
+    x, y, z = frame.position
+    return float(x * normal[0] + y * normal[1] + z * normal[2])  # plain floats: np.dot on a tuple costs 30 us
 
 
 def _native_key(frame: Frame, normal: np.ndarray) -> tuple[Any, ...]:

@@ -35,12 +35,13 @@ from .dicom import Frame, Order, Series, position_along
 from .errors import NoOverlapError, SegAlignError
 from .geometry import LPS_TO_RAS, pixel_to_lps
 from .pixels import FramePixels, PixelReader
+from .png import write_gray
 from .preview import write_preview
 from .render import OverlayStyle, color_lookup, overlay
 from .sampling import FrameSampler
 from .segmentation import Segmentation
 
-#: zlib level for label PNGs: label images are mostly runs, so a low level is nearly as small and much faster.
+#: zlib level for the RGB overlays (written by Pillow): a low level is much faster and nearly as small.
 PNG_COMPRESS_LEVEL = 1
 
 MANIFEST_COLUMNS = [
@@ -278,13 +279,15 @@ def image_values(pixels: FramePixels, frame: Frame) -> tuple[np.ndarray, float, 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
     """Write an array as a PNG exactly as laid out (row 0 at the top): bool as 1-bit, uint8, uint16 as 16-bit
-    grayscale, ``(rows, columns, 3)`` uint8 as RGB."""
-    if pixels.dtype not in (np.bool_, np.uint8, np.uint16) or not (pixels.ndim == 2 or pixels.shape[2:] == (3,)):
+    grayscale (with :mod:`segalign.png`, fast for label images), ``(rows, columns, 3)`` uint8 as RGB (Pillow)."""
+    if pixels.ndim == 2 and pixels.dtype in (np.bool_, np.uint8, np.uint16):
+        write_gray(path, pixels)
+        return
+    if pixels.dtype != np.uint8 or pixels.shape[2:] != (3,):
         raise TypeError(f"cannot write a {pixels.dtype} array of shape {pixels.shape} as a PNG")
     from PIL import Image  # imported here so the package imports without Pillow (Slicer installs it on first use)
 
-    image = Image.fromarray(pixels)  # bool -> mode "1", uint8 -> "L", uint16 -> "I;16", (r, c, 3) -> "RGB"
-    image.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    Image.fromarray(pixels).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
 
 def safe_name(text: str, fallback: str = "unnamed") -> str:

@@ -65,29 +65,53 @@ class FrameSampler:
         """Labels on the frame's pixel grid: an array of ``(Rows, Columns)`` laid out like its ``pixel_array``."""
         rows, columns = frame.rows, frame.columns
         origin, per_row, per_column = self.mapping(frame)
-        offset: np.ndarray | int = 0
-        valid: np.ndarray | bool = True
+        indices = []
         for axis in range(3):
             index = _axis_indices(origin[axis], per_row[axis], per_column[axis], rows, columns)
             inside = (index >= 0) & (index < self.shape[axis])
             if not np.any(inside):
                 return np.zeros((rows, columns), dtype=self.labels.dtype)
-            if not np.all(inside):
+            if np.all(inside):
+                inside = None
+            else:
                 index = np.clip(index, 0, self.shape[axis] - 1)
+            indices.append((index, inside))
+        shapes = [index.shape for index, _ in indices]
+        if sorted(shapes) == sorted([(1, 1), (rows, 1), (1, columns)]) and rows > 1 and columns > 1:
+            result = self._sample_plane(indices, shapes, rows, columns)
+        else:
+            result = self._sample_general(indices, rows, columns)
+        valid: np.ndarray | bool = True
+        for _, inside in indices:
+            if inside is not None:
                 valid = valid & inside
-            offset = offset + index * self._strides[axis]
-        offset = np.broadcast_to(offset, (rows, columns))
-        result = np.take(self._flat, offset)
         if valid is not True:
             valid = np.broadcast_to(valid, (rows, columns))
             result[~valid] = 0
-            inside = int(np.count_nonzero(valid))
+            count = int(np.count_nonzero(valid))
         else:
-            inside = rows * columns
+            count = rows * columns
         with self._lock:
-            self.pixels_inside += inside
+            self.pixels_inside += count
         return result
 
+    def _sample_general(self, indices, rows: int, columns: int) -> np.ndarray:
+        """Any geometry: one flat gather through the sum of the axes' offsets."""
+        offset: np.ndarray | int = 0
+        for axis, (index, _) in enumerate(indices):
+            offset = offset + index * self._strides[axis]
+        return np.take(self._flat, np.broadcast_to(offset, (rows, columns)))
+
+    def _sample_plane(self, indices, shapes, rows: int, columns: int) -> np.ndarray:
+        """Frames parallel to a plane of the volume (one axis constant, one following rows, one columns): a slice
+        of the volume, then one gather along each of its two axes."""
+        fixed = shapes.index((1, 1))
+        row_axis, column_axis = shapes.index((rows, 1)), shapes.index((1, columns))
+        plane = self.labels[(slice(None),) * fixed + (int(indices[fixed][0][0, 0]),)]  # a view: the other two axes
+        row_position = 0 if row_axis < column_axis else 1
+        picked = np.take(plane, indices[row_axis][0][:, 0], axis=row_position)
+        picked = np.take(picked, indices[column_axis][0][0, :], axis=1 - row_position)
+        return np.ascontiguousarray(picked if row_position == 0 else picked.T)
 
 def _axis_indices(origin: float, per_row: float, per_column: float, rows: int, columns: int) -> np.ndarray:
     """Nearest voxel index along one axis, shaped to broadcast against ``(rows, columns)``."""
