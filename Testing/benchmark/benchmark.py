@@ -21,6 +21,7 @@ Recipes:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -197,7 +198,8 @@ def _segalign_slicer_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
 
 
 def measure(recipe: str, case: Path, out: Path) -> dict[str, float]:
-    """Run one recipe as a child process; wall and CPU seconds and peak resident memory (MiB) of that process."""
+    """Run one recipe as a child process; wall and CPU seconds and peak resident memory (MiB) of that process
+    (its own VmHWM where /proc has it, else the parent's view of its ru_maxrss)."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         child = subprocess.Popen([sys.executable, __file__, "run", recipe, str(case), str(out)], stdout=stdout, stderr=stderr)
@@ -213,6 +215,18 @@ def measure(recipe: str, case: Path, out: Path) -> dict[str, float]:
         if line.startswith("{"):
             result.update(json.loads(line))
     return result
+
+
+def _report_peak_memory() -> None:
+    """Print this process's own peak resident memory (VmHWM). The parent's ru_maxrss of a child also counts pages
+    the child inherited from the (large) benchmark process before it exec'd, so it overstates the recipe."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            print(json.dumps({"peak_mib": int(line.split()[1]) / 1024}), flush=True)
 
 
 def labels_by_file(recipe: str, out: Path) -> dict[str, np.ndarray]:
@@ -303,6 +317,7 @@ def table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "run":
+        atexit.register(_report_peak_memory)
         run_recipe(argv[1], Path(argv[2]), Path(argv[3]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
