@@ -35,13 +35,6 @@ ORTHOGONALITY_TOLERANCE = 1e-6
 FileLookup = Callable[[str], str]
 
 
-def _slicer():
-    """The ``slicer`` namespace (Slicer's own, or the slicer-core wheel's)."""
-    import slicer
-
-    return slicer
-
-
 def matrix_to_array(matrix) -> np.ndarray:
     """A vtkMatrix4x4 as a 4x4 numpy array."""
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
@@ -175,9 +168,8 @@ class SegAlignMRMLLogic:
         segment name; segments it does not name get values after it. Names and colours are the segments' own,
         so edits and renames made in Slicer are included.
         """
-        slicer = _slicer()
-        from slicer import vtkSegmentation, vtkSlicerSegmentationsModuleLogic
         import vtk
+        from slicer import vtkSlicerSegmentationsModuleLogic
 
         segmentation = segmentation_node.GetSegmentation()
         segment_ids = vtk.vtkStringArray()
@@ -208,7 +200,7 @@ class SegAlignMRMLLogic:
         return Segmentation(labels, affine, table, Path(segmentation_node.GetName()), affine_source="slicer")
 
     def _merge_with_slicer(self, segmentation_node, segment_ids, color_table) -> tuple[np.ndarray, np.ndarray]:
-        slicer = _slicer()
+        import slicer.util
         from slicer import vtkSegmentation, vtkSlicerSegmentationsModuleLogic
 
         labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SegAlign merged labels")
