@@ -269,21 +269,12 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
         missing = [r for r, module in zip(REQUIREMENTS, ("nibabel", "PIL")) if importlib.util.find_spec(module) is None]
         if not missing:
             return True
-        try:  # Slicer 5.12 and later; not imported at startup, so import it explicitly
-            import slicer.packaging as packaging
-        except ImportError:
-            packaging = None
-        if packaging is not None and hasattr(packaging, "pip_ensure"):
-            try:
-                packaging.pip_ensure(missing, requester="SegAlign")
-            except RuntimeError:  # the user declined
-                return False
-            return True
-        if not slicer.util.confirmOkCancelDisplay(
-            _("SegAlign needs these Python packages: {packages}. Install them now?").format(packages=", ".join(missing))
-        ):
+        import slicer.packaging  # not imported at startup
+
+        try:
+            slicer.packaging.pip_ensure(missing, requester="SegAlign")  # asks the user first
+        except RuntimeError:  # the user declined
             return False
-        slicer.util.pip_install(missing)
         return True
 
     @staticmethod
@@ -376,6 +367,10 @@ class SegAlignTest(ScriptedLoadableModuleTest):
         import csv
         import tempfile
 
+        import slicer.packaging
+
+        # nibabel and Pillow are not bundled with Slicer: install them for the test (not skipped in testing mode).
+        slicer.packaging.pip_ensure(REQUIREMENTS, requester="SegAlign", prompt_install=False, skip_in_testing=False)
         import numpy as np
         from DICOMLib import DICOMUtils
         from PIL import Image

@@ -358,7 +358,7 @@ def test_mask_folder_with_label_table_not_naming_a_file(case):
         ("1,liver,red,0,0\n", ("line 1", "colour")),
         ("1,liver,255,0,0\n2,spleen,300,0,0\n", ("line 2", "colour", "0..255")),
         ("1,liver,255,0\n", ("line 1", "value,name")),
-        ("-1,liver\n", ("line 1", "negative")),
+        ("-1,liver\n", ("line 1", "outside 0..65535")),
         ("1,\n", ("line 1", "name")),
         ("value,name\n", ("no labels",)),
     ],

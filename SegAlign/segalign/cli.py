@@ -31,6 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SegAlignError as error:
         print(f"segalign: error: {' '.join(str(error).split())}", file=sys.stderr)  # always one line
         return 1
+    except OSError as error:  # the file system said no (permissions, a file where a folder should be...)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"segalign: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("segalign: interrupted; nothing was written", file=sys.stderr)
         return 130

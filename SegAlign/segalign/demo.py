@@ -4,12 +4,14 @@ other. Everything is generated, so it runs anywhere with no data to download."""
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .dicom import scan_folder
+from .errors import SegAlignError
 from .export import ExportResult, ProgressCallback, export_segmentation
 from .segmentation import load_segmentation
 from .synthetic import SeriesIdentity, abdomen_phantom, las_affine, rasterize, stack, write_nifti, write_series
@@ -29,7 +31,7 @@ class DemoPaths:
 def run_demo(folder: str | os.PathLike[str], slices: int = 80, progress: ProgressCallback | None = None) -> DemoPaths:
     """Write the demo CT and segmentation under ``folder`` (reused if already there) and export it."""
     if slices < 1:
-        raise ValueError("slices must be positive")
+        raise SegAlignError(f"--slices must be at least 1, got {slices}")
     folder = Path(folder)
     dicom_dir = folder / "ct_dicom"
     segmentation_path = folder / "segmentation.nii.gz"
@@ -41,6 +43,8 @@ def run_demo(folder: str | os.PathLike[str], slices: int = 80, progress: Progres
         instance_numbers=range(slices, 0, -1),
     )
     if not (dicom_dir.is_dir() and len(list(dicom_dir.iterdir())) == slices and segmentation_path.is_file()):
+        if dicom_dir.is_dir():  # an earlier demo with another --slices: start again (only the demo's own folder)
+            shutil.rmtree(dicom_dir)
         identity = SeriesIdentity(description="SegAlign demo abdomen CT")
         names = [f"CT.{n:04d}.dcm" for n in range(slices)]  # named in position order, numbered the other way
         write_series(dicom_dir, specs, phantom, identity=identity, file_names=names)

@@ -50,7 +50,7 @@ HEADER_TAGS = [
 ]
 
 #: Modalities that are never images on a patient grid of their own, even when they carry geometry.
-NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC"})
+NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "SR", "PR", "KO", "REG", "DOC"})
 
 
 @dataclass(frozen=True)
@@ -170,9 +170,12 @@ class DicomScan:
         return " (skipped " + ", ".join(parts) + ")" if parts else ""
 
 
-def iter_files(root: Path) -> Iterable[Path]:
-    """Every regular file under ``root``, recursively, in a deterministic order (hidden folders skipped)."""
+def iter_files(root: Path, hidden: list[Path] | None = None) -> Iterable[Path]:
+    """Every regular file under ``root``, recursively, in a deterministic order. Hidden folders (``.name``) are
+    not entered; they are appended to ``hidden`` when given."""
     for directory, subdirectories, names in os.walk(root):
+        if hidden is not None:
+            hidden.extend(Path(directory) / name for name in subdirectories if name.startswith("."))
         subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
         for name in sorted(names):
             path = Path(directory) / name
@@ -197,7 +200,8 @@ def scan_folder(root: str | os.PathLike[str]) -> DicomScan:
         raise SegAlignError(f"DICOM folder not found: {root}")
     scan = DicomScan(root=root, series=[])
     by_uid: dict[str, Series] = {}
-    for path in iter_files(root):
+    hidden: list[Path] = []
+    for path in iter_files(root, hidden):
         try:
             dataset = read_header(path)
         except InvalidDicomError:
@@ -225,8 +229,10 @@ def scan_folder(root: str | os.PathLike[str]) -> DicomScan:
             series.problems.append(str(error))
     scan.series = sorted(by_uid.values(), key=lambda s: (s.series_number is None, s.series_number or 0, s.uid))
     for series in scan.series:
-        _check_uids(series, root)
+        check_uids(series, root)
     _summarise_skipped(scan)
+    if hidden:
+        scan.warnings.append(f"did not look into {len(hidden)} hidden folders (e.g. {hidden[0]})")
     return scan
 
 
@@ -245,6 +251,11 @@ def frames_of(dataset: pydicom.Dataset, path: Path) -> list[Frame]:
     if per_frame is not None and len(per_frame) != number_of_frames:
         raise SegAlignError(
             f"{path}: PerFrameFunctionalGroupsSequence has {len(per_frame)} items for NumberOfFrames {number_of_frames}"
+        )
+    if number_of_frames > 1 and per_frame is None:
+        raise SegAlignError(
+            f"{path}: {number_of_frames} frames but no PerFrameFunctionalGroupsSequence, so the frames' positions are "
+            "unknown (legacy multi-frame); convert it to enhanced or single-frame DICOM"
         )
     frames = []
     for index in range(number_of_frames):
@@ -273,13 +284,23 @@ def frames_of(dataset: pydicom.Dataset, path: Path) -> list[Frame]:
 
 
 def native_order(frames: Iterable[Frame], normal: np.ndarray) -> list[Frame]:
-    """Acquisition order: InstanceNumber, then frame number; missing InstanceNumber and ties by position."""
-    return sorted(frames, key=lambda frame: _native_key(frame, normal))
+    """Acquisition order: InstanceNumber, then frame number; missing InstanceNumber and ties by position.
+
+    The frames of one multi-frame file stay together (files that share an InstanceNumber are taken in the order
+    of their first frames' positions), so frame number orders frames within their file.
+    """
+    frames = list(frames)
+    first_position = {
+        frame.source_file: position_along(frame, normal) for frame in frames if frame.frame_number == 1
+    }
+    return sorted(frames, key=lambda frame: _native_key(frame, normal, first_position))
 
 
 def position_order(frames: Iterable[Frame], normal: np.ndarray) -> list[Frame]:
     """Spatial order: position along ``normal`` ascending; frames at one position stay in native order."""
-    return sorted(frames, key=lambda frame: (position_along(frame, normal), _native_key(frame, normal)))
+    frames = list(frames)
+    native = {id(frame): rank for rank, frame in enumerate(native_order(frames, normal))}
+    return sorted(frames, key=lambda frame: (position_along(frame, normal), native[id(frame)]))
 
 
 def position_along(frame: Frame, normal: np.ndarray) -> float:
@@ -288,18 +309,22 @@ def position_along(frame: Frame, normal: np.ndarray) -> float:
     return float(x * normal[0] + y * normal[1] + z * normal[2])  # plain floats: np.dot on a tuple costs 30 us
 
 
-def _native_key(frame: Frame, normal: np.ndarray) -> tuple[Any, ...]:
+def _native_key(frame: Frame, normal: np.ndarray, first_position: dict[Path, float]) -> tuple[Any, ...]:
+    own = round(position_along(frame, normal), 6)
+    group = round(first_position.get(frame.source_file, own), 6) if frame.number_of_frames > 1 else own
     return (
         frame.instance_number is None,
         frame.instance_number or 0,
+        group,
+        str(frame.source_file) if frame.number_of_frames > 1 else "",
         frame.frame_number,
-        round(position_along(frame, normal), 6),
+        own,
         str(frame.source_file),
     )
 
 
 def _instance_key_without_position(frame: Frame) -> tuple[Any, ...]:
-    return (frame.instance_number is None, frame.instance_number or 0, frame.frame_number, str(frame.source_file))
+    return (frame.instance_number is None, frame.instance_number or 0, str(frame.source_file), frame.frame_number)
 
 
 def _non_image_reason(dataset: pydicom.Dataset) -> str:
@@ -376,7 +401,7 @@ def _optional_int(value: Any) -> int | None:
             return None
 
 
-def _check_uids(series: Series, root: Path) -> None:
+def check_uids(series: Series, root: Path) -> None:
     """Never trust a UID as a key without checking: report blank and repeated SOPInstanceUIDs."""
     if not series.uid:
         series.notes.append(

@@ -14,6 +14,7 @@ interrupted export never leaves a folder that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -122,7 +123,7 @@ def export_segmentation(
     root = Path(dicom_root).absolute() if dicom_root is not None else Path(os.path.commonpath(series.files)).absolute()
     if root.is_file():
         root = root.parent
-    inputs = [root, segmentation.source.absolute(), *(Path(p).absolute() for p in other_inputs)]
+    inputs = [root, *([segmentation.source.absolute()] if segmentation.source else []), *(Path(p).absolute() for p in other_inputs)]
     _check_output_dir(output_dir, overwrite, protected=inputs)
 
     sampler = FrameSampler(segmentation.labels, segmentation.affine)
@@ -133,17 +134,18 @@ def export_segmentation(
     normal = series.reference_normal
     created_parents = _make_parents(output_dir)
     temporary = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-    writer = _FrameWriter(temporary, sampler, segmentation, frames, masks, overlays, images, stats, style or OverlayStyle())
     try:
+        writer = _FrameWriter(temporary, sampler, segmentation, frames, masks, overlays, images, stats, style or OverlayStyle())
         writer.make_folders()
         rows = []
         frames_with_label: dict[int, int] = {}
-        for index, (frame, (columns, present)) in enumerate(zip(frames, writer.run())):
-            for value in present:
-                frames_with_label[value] = frames_with_label.get(value, 0) + 1
-            rows.append({**_manifest_row(index, frame, writer.names[index], root, normal), **columns})
-            if progress is not None:
-                progress(index + 1, len(frames))
+        with contextlib.closing(writer.run()) as results:  # closing stops the worker threads on any exit
+            for index, (frame, (columns, present)) in enumerate(zip(frames, results)):
+                for value in present:
+                    frames_with_label[value] = frames_with_label.get(value, 0) + 1
+                rows.append({**_manifest_row(index, frame, writer.names[index], root, normal), **columns})
+                if progress is not None:
+                    progress(index + 1, len(frames))
         if sampler.pixels_inside == 0:
             raise _no_overlap(series, segmentation, boxes_meet=True)
         outside = [value for value in segmentation.values if value not in frames_with_label]
@@ -357,7 +359,7 @@ def _provenance(
         "series_instance_uid": series.uid,
         "series_description": series.description,
         "modality": series.modality,
-        "segmentation": str(segmentation.source.absolute()),
+        "segmentation": str(segmentation.source.absolute()) if segmentation.source else segmentation.description,
         "segmentation_shape": list(segmentation.labels.shape),
         "affine_source": segmentation.affine_source,
         "affine_ras": np.round(segmentation.affine, 6).tolist(),
@@ -387,8 +389,14 @@ def _check_output_dir(output_dir: Path, overwrite: bool, protected: list[Path]) 
         path = path.resolve()
         if resolved == path or resolved in path.parents:
             raise SegAlignError(f"output folder {output_dir} would contain the input {path}; choose another folder")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise SegAlignError(f"output folder {output_dir} exists and is not empty; use --overwrite to replace it")
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        if not overwrite:
+            raise SegAlignError(f"output folder {output_dir} exists and is not empty; use --overwrite to replace it")
+        if not (output_dir / "export.json").is_file():  # never replace a folder SegAlign did not write
+            raise SegAlignError(
+                f"output folder {output_dir} is not empty and is not a SegAlign export (no export.json); "
+                "--overwrite only replaces an earlier export"
+            )
 
 
 def _make_parents(output_dir: Path) -> list[Path]:
@@ -405,7 +413,11 @@ def _publish(temporary: Path, output_dir: Path) -> None:
         return
     old = output_dir.with_name(f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}")
     output_dir.rename(old)
-    temporary.rename(output_dir)
+    try:
+        temporary.rename(output_dir)
+    except BaseException:
+        old.rename(output_dir)  # put the previous export back rather than leave it hidden
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -416,7 +428,7 @@ def _no_overlap(series: Series, segmentation: Segmentation, boxes_meet: bool = F
         else "they do not overlap at all"
     )
     return NoOverlapError(
-        f"segmentation {segmentation.source.name} does not cover series {series.uid or '(no SeriesInstanceUID)'}: "
+        f"segmentation {segmentation.name} does not cover series {series.uid or '(no SeriesInstanceUID)'}: "
         f"{what}; segmentation spans {_ras_box(segmentation)}, the series {_series_box(series)} "
         "(wrong series, or an LPS affine written as RAS?)"
     )

@@ -51,21 +51,6 @@ def pixel_to_lps(
     return position + column * spacing[1] * orientation[:3] + row * spacing[0] * orientation[3:6]
 
 
-def frame_to_lps_matrix(position: np.ndarray, orientation: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
-    """4x4 matrix taking homogeneous ``(column, row, 0, 1)`` to the LPS pixel centre.
-
-    The third column is the unit slice normal so the matrix is invertible; it is what ITK uses as the
-    direction of a one-frame image.
-    """
-    orientation = np.asarray(orientation, dtype=float)
-    matrix = np.eye(4)
-    matrix[:3, 0] = orientation[:3] * spacing[1]
-    matrix[:3, 1] = orientation[3:6] * spacing[0]
-    matrix[:3, 2] = slice_normal(orientation)
-    matrix[:3, 3] = position
-    return matrix
-
-
 class IndexMapping(NamedTuple):
     """Continuous voxel index of pixel ``(r, c)``: ``origin + r * per_row + c * per_column``."""
 

@@ -131,8 +131,8 @@ def read_label_file(path: str | os.PathLike[str]) -> dict[int, Label]:
             if line_number == rows[0][0] and not _is_number(fields[0]):  # a header row
                 continue
             raise SegAlignError(f"{where}: label value {fields[0]!r} is not an integer") from None
-        if value < 0:
-            raise SegAlignError(f"{where}: label value {value} is negative")
+        if not 0 <= value <= 65535:
+            raise SegAlignError(f"{where}: label value {value} is outside 0..65535")
         if len(fields) < 2 or not fields[1].strip():
             raise SegAlignError(f"{where}: a name is needed after the value")
         color = default_color(value)

@@ -44,32 +44,36 @@ class Segmentation:
     labels: np.ndarray
     affine: np.ndarray
     label_table: dict[int, Label]
-    source: Path
-    affine_source: str = "sform"  #: "sform", "qform" or "given"
+    source: Path | None  #: the file or folder it was read from (None for a Slicer segmentation node)
+    affine_source: str = "sform"  #: "sform", "qform", or "slicer" for a segmentation node
     voxel_counts: dict[int, int] = field(default_factory=dict)  #: non-zero label value -> voxels
     warnings: list[str] = field(default_factory=list)
+    description: str = "segmentation"  #: used in messages and provenance when there is no source file
 
     def __post_init__(self) -> None:
         if self.labels.ndim != 3:
-            raise SegAlignError(f"{self.source}: a label volume must be 3D, got shape {self.labels.shape}")
+            raise SegAlignError(f"{self.name}: a label volume must be 3D, got shape {self.labels.shape}")
         if self.labels.dtype not in (np.uint8, np.uint16):
-            raise SegAlignError(f"{self.source}: labels must be uint8 or uint16, got {self.labels.dtype}")
+            raise SegAlignError(f"{self.name}: labels must be uint8 or uint16, got {self.labels.dtype}")
         if not (self.labels.flags.c_contiguous or self.labels.flags.f_contiguous):
             self.labels = np.asfortranarray(self.labels)
         self.affine = np.asarray(self.affine, dtype=float)
         if abs(np.linalg.det(self.affine[:3, :3])) < 1e-12:
-            raise SegAlignError(f"{self.source}: the affine is singular: {self.affine.tolist()}")
+            raise SegAlignError(f"{self.name}: the affine is singular: {self.affine.tolist()}")
         if not self.voxel_counts:
             self.voxel_counts = count_labels(self.labels)
+        self.label_table = complete_table(self.voxel_counts, self.label_table)  # every value present has a label
+
+    @property
+    def name(self) -> str:
+        """How to call it in messages: its file name, or the given description."""
+        return self.source.name if self.source is not None else self.description
 
     @property
     def values(self) -> list[int]:
         """Non-zero label values present in the volume."""
         return sorted(self.voxel_counts)
 
-    @property
-    def max_value(self) -> int:
-        return max(self.label_table, default=0)
 
 
 def count_labels(labels: np.ndarray) -> dict[int, int]:
@@ -235,7 +239,8 @@ def _integer_labels(data: np.ndarray, path: Path) -> np.ndarray:
     return data if data.dtype == target else data.astype(target, order=order)
 
 
-def _mask_name(path: Path) -> str:
+def nifti_stem(path: Path) -> str:
+    """A NIfTI file's name without .nii or .nii.gz (a mask's structure name)."""
     for suffix in (".nii.gz", ".nii"):
         if path.name.endswith(suffix):
             return path.name[: -len(suffix)]
@@ -248,13 +253,16 @@ def _load_mask_folder(folder: Path, user: Mapping[int, Label], overlap: Overlap)
         raise SegAlignError(f"{folder}: the folder holds no .nii or .nii.gz masks")
     by_name = {label.name: label for label in user.values()}
     if user:
-        unnamed = [path.name for path in files if _mask_name(path) not in by_name]
+        unnamed = [path.name for path in files if nifti_stem(path) not in by_name]
         if unnamed:
             raise SegAlignError(f"{folder}: the label table does not name {', '.join(unnamed[:5])}")
-        labels_for_files = [by_name[_mask_name(path)] for path in files]
+        labels_for_files = [by_name[nifti_stem(path)] for path in files]
+        bad = [f"{path.name} -> {label.value}" for path, label in zip(files, labels_for_files) if label.value == 0]
+        if bad:
+            raise SegAlignError(f"{folder}: the label table gives value 0 (background) to {', '.join(bad)}")
     else:
         labels_for_files = [
-            Label(value, _mask_name(path), default_color(value)) for value, path in enumerate(files, start=1)
+            Label(value, nifti_stem(path), default_color(value)) for value, path in enumerate(files, start=1)
         ]
     largest = max(label.value for label in labels_for_files)
     combined: np.ndarray | None = None

@@ -19,12 +19,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dicom import Order, Series, frames_of, read_header
+from .dicom import Order, Series, check_uids, frames_of, read_header
 from .errors import SegAlignError
-from .export import ExportResult, ProgressCallback, export_segmentation
+from .export import ExportResult, ProgressCallback, export_segmentation, safe_name
 from .labels import Label
 from .render import OverlayStyle
-from .segmentation import Overlap, Segmentation, load_segmentation
+from .segmentation import Overlap, Segmentation, load_segmentation, nifti_stem
 
 #: Volume attribute listing the DICOM files of a volume loaded without a DICOM database (newline-separated).
 FILES_ATTRIBUTE = "SegAlign.dicomFiles"
@@ -81,12 +81,17 @@ class SegAlignMRMLLogic:
         volume), the segmentation's reference geometry is set to it.
         """
         segmentation = load_segmentation(path, label_table=label_table, overlap=overlap)
-        base = name or _segmentation_name(Path(path))
+        base = name or nifti_stem(Path(path))
         color_table = self._color_table(segmentation.label_table, f"{base} labels")
         geometry, residual = split_affine(segmentation.affine)
         segmentation_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", base)
-        segmentation_node.CreateDefaultDisplayNodes()
-        _add_shared_labelmap(segmentation_node, segmentation, geometry)
+        try:
+            segmentation_node.CreateDefaultDisplayNodes()
+            _add_shared_labelmap(segmentation_node, segmentation, geometry)
+        except BaseException:  # leave no half-made nodes in the scene
+            self.scene.RemoveNode(segmentation_node)
+            self.scene.RemoveNode(color_table)
+            raise
         segmentation_node.SetLabelmapConversionColorTableNodeID(color_table.GetID())
         if residual is not None:  # a sheared affine: the shear lives in a linear transform above the segmentation
             transform = self.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", f"{base} shear")
@@ -136,6 +141,7 @@ class SegAlignMRMLLogic:
         if len(uids) > 1:
             raise SegAlignError(f"volume {volume.GetName()}: its files belong to {len(uids)} different series")
         series.uid = uids.pop()
+        check_uids(series, Path(os.path.commonpath([str(p) for p in paths])).parent)
         return series
 
     def _files_of_volume(self, volume) -> list[str]:
@@ -191,13 +197,21 @@ class SegAlignMRMLLogic:
 
         ids = [segment_ids.GetValue(i) for i in range(segment_ids.GetNumberOfValues())]
         merged = merge_labelmap_layers(segmentation, ids, label_values)
-        if merged is None:  # not stored as binary labelmaps: let Slicer convert and merge
+        warnings = []
+        if merged is None:  # not binary labelmaps on one grid: Slicer merges them on the reference geometry
             merged = self._merge_with_slicer(segmentation_node, segment_ids, color_table)
+            warnings.append(
+                f"segments of {segmentation_node.GetName()} are not binary labelmaps on one grid; Slicer merged them "
+                "on the segmentation's reference geometry (resampling them) before the frames were sampled"
+            )
         labels, ijk_to_ras = merged
         if not labels.any():
             raise SegAlignError(f"segmentation {segmentation_node.GetName()}: every segment is empty")
         affine = self._to_world(segmentation_node) @ ijk_to_ras
-        return Segmentation(labels, affine, table, Path(segmentation_node.GetName()), affine_source="slicer")
+        return Segmentation(
+            labels, affine, table, None, affine_source="slicer", warnings=warnings,
+            description=f"Slicer segmentation node {segmentation_node.GetName()} ({segmentation_node.GetID()})",
+        )
 
     def _merge_with_slicer(self, segmentation_node, segment_ids, color_table) -> tuple[np.ndarray, np.ndarray]:
         import slicer.util
@@ -294,13 +308,9 @@ def _add_shared_labelmap(segmentation_node, segmentation: Segmentation, ijk_to_r
             segment.SetColor(*(channel / 255.0 for channel in label.color))
             segment.SetLabelValue(value)
             segment.AddRepresentation("Binary labelmap", image)
-            target.AddSegment(segment, target.GenerateUniqueSegmentID(safe_segment_id(label.name)))
+            target.AddSegment(segment, target.GenerateUniqueSegmentID(safe_name(label.name, "segment")))
     finally:
         segmentation_node.EndModify(was_modified)
-
-
-def safe_segment_id(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in name) or "segment"
 
 
 @dataclass
@@ -457,10 +467,4 @@ def _ijk_to_ras(volume):
     volume.GetIJKToRASMatrix(matrix)
     return matrix
 
-
-def _segmentation_name(path: Path) -> str:
-    for suffix in (".nii.gz", ".nii"):
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.name
 
