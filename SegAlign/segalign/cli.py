@@ -24,6 +24,7 @@ from .segmentation import load_segmentation
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(_join_negative_window(list(sys.argv[1:] if argv is None else argv)))
     try:
@@ -55,6 +56,7 @@ def _join_negative_window(argv: list[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``segalign`` argument parser: commands export, info and demo."""
     parser = argparse.ArgumentParser(
         prog="segalign",
         description="Put a NIfTI segmentation on its DICOM frames, pixel for pixel, in native acquisition order.",
@@ -129,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    """``segalign export``: scan, load, export, then report warnings and a summary."""
     report = _Reporter(quiet=args.quiet)
     scan = scan_folder(args.dicom_dir)
     series = scan.select(args.series)
@@ -165,6 +168,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    """``segalign info``: describe every image series of a folder, as text or JSON."""
     scan = scan_folder(args.dicom_dir)
     reports = [diagnose(series) for series in scan.series]
     if args.json:
@@ -180,6 +184,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """``segalign demo``: write the synthetic CT and segmentation, export, and say where everything is."""
     from .demo import run_demo as demo  # the phantom writer is only needed here
 
     report = _Reporter(quiet=args.quiet)

@@ -51,6 +51,7 @@ class SeriesReport:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as a dict (``segalign info --json``)."""
         return asdict(self)
 
     def warnings(self) -> list[str]:
@@ -79,6 +80,7 @@ class SeriesReport:
         return messages
 
     def to_text(self) -> str:
+        """The report as readable lines (``segalign info``)."""
         gaps = (
             f"{self.min_gap_mm:.3f} to {self.max_gap_mm:.3f} mm ({'uniform' if self.uniform_spacing else 'UNEVEN'})"
             if self.min_gap_mm is not None
@@ -153,6 +155,7 @@ def diagnose(series: Series) -> SeriesReport:
 
 
 def position_along_point(point: np.ndarray, normal: np.ndarray) -> float:
+    """Signed distance (mm) of an LPS point along ``normal``."""
     return float(np.dot(point, normal))
 
 

@@ -88,10 +88,12 @@ class Series:
 
     @property
     def files(self) -> list[Path]:
+        """The distinct files holding the series' frames, sorted."""
         return sorted({frame.source_file for frame in self.frames})
 
     @property
     def is_multiframe(self) -> bool:
+        """True when any file holds more than one frame."""
         return any(frame.number_of_frames > 1 for frame in self.frames)
 
     @property
@@ -110,6 +112,7 @@ class Series:
 
     @property
     def reference_normal(self) -> np.ndarray:
+        """The slice normal of :attr:`reference_orientation`: the direction positions are measured along."""
         return slice_normal(self.reference_orientation)
 
     def ordered(self, order: Order = "instance") -> list[Frame]:
@@ -247,7 +250,6 @@ def frames_of(dataset: pydicom.Dataset, path: Path) -> list[Frame]:
     instance_number = _optional_int(dataset.get("InstanceNumber"))
     number_of_frames = _optional_int(dataset.get("NumberOfFrames")) or 1
     per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
-    shared = dataset.get("SharedFunctionalGroupsSequence")
     if per_frame is not None and len(per_frame) != number_of_frames:
         raise SegAlignError(
             f"{path}: PerFrameFunctionalGroupsSequence has {len(per_frame)} items for NumberOfFrames {number_of_frames}"
@@ -259,9 +261,7 @@ def frames_of(dataset: pydicom.Dataset, path: Path) -> list[Frame]:
         )
     frames = []
     for index in range(number_of_frames):
-        groups = [per_frame[index]] if per_frame is not None else []
-        if shared is not None and len(shared):
-            groups.append(shared[0])
+        groups = functional_groups(dataset, index)
         where = f"{path} frame {index + 1}" if number_of_frames > 1 else str(path)
         position = _functional(groups, dataset, "PlanePositionSequence", "ImagePositionPatient", 3, where)
         orientation = _functional(groups, dataset, "PlaneOrientationSequence", "ImageOrientationPatient", 6, where)
@@ -344,18 +344,33 @@ def _non_image_reason(dataset: pydicom.Dataset) -> str:
     return "no patient geometry (no ImagePositionPatient, ImageOrientationPatient or PixelSpacing)"
 
 
-def _functional(
-    groups: list[pydicom.Dataset], dataset: pydicom.Dataset, sequence: str, keyword: str, length: int, where: str
-) -> list[float]:
-    """An attribute from the first functional group macro that has it, else from the top level."""
-    value = None
+def functional_groups(dataset: pydicom.Dataset, index: int) -> list[pydicom.Dataset]:
+    """The functional groups that describe frame ``index`` (0-based) of a file: its per-frame item, then the
+    shared one (either may be absent)."""
+    groups = []
+    per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and index < len(per_frame):
+        groups.append(per_frame[index])
+    shared = dataset.get("SharedFunctionalGroupsSequence")
+    if shared:
+        groups.append(shared[0])
+    return groups
+
+
+def functional_value(groups: list[pydicom.Dataset], dataset: pydicom.Dataset, sequence: str, keyword: str) -> Any:
+    """An attribute from the first functional group macro ``sequence`` that has it, else from the top level."""
     for group in groups:
         items = group.get(sequence)
         if items and keyword in items[0]:
-            value = items[0].get(keyword)
-            break
-    if value is None:
-        value = dataset.get(keyword)
+            return items[0].get(keyword)
+    return dataset.get(keyword)
+
+
+def _functional(
+    groups: list[pydicom.Dataset], dataset: pydicom.Dataset, sequence: str, keyword: str, length: int, where: str
+) -> list[float]:
+    """:func:`functional_value` as ``length`` finite numbers, or a :class:`SegAlignError` naming frame and tag."""
+    value = functional_value(groups, dataset, sequence, keyword)
     if value is None or value == "":
         raise SegAlignError(f"{where}: {keyword} is missing")
     try:

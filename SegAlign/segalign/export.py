@@ -81,6 +81,7 @@ class ExportResult:
 
     @property
     def manifest(self) -> Path:
+        """The export's manifest.csv."""
         return self.output_dir / "manifest.csv"
 
 

@@ -97,6 +97,7 @@ class PlaneOrientation(NamedTuple):
     degrees_off: float  #: angle between the slice normal and that axis
 
     def describe(self) -> str:
+        """E.g. ``AXIAL`` or ``OBLIQUE (nearest AXIAL, 18.5 deg off)``."""
         if self.name == "OBLIQUE":
             return f"OBLIQUE (nearest {self.nearest}, {self.degrees_off:.1f} deg off)"
         return self.name

@@ -33,6 +33,7 @@ class Label:
     color: Color
 
     def as_dict(self) -> dict[str, object]:
+        """The JSON form used in labels.json: value, name, color."""
         return {"value": self.value, "name": self.name, "color": list(self.color)}
 
 
@@ -49,6 +50,7 @@ def default_color(value: int) -> Color:
 
 
 def default_label(value: int) -> Label:
+    """``Segment_<value>`` in its default colour."""
     return Label(value, default_name(value), default_color(value))
 
 

@@ -31,7 +31,7 @@ import pydicom
 from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 
-from .dicom import Frame
+from .dicom import Frame, functional_groups, functional_value
 from .errors import SegAlignError
 
 
@@ -123,17 +123,18 @@ class PixelReader:
         self._header: pydicom.Dataset | None = None
 
     def read(self, frame: Frame) -> FramePixels:
+        """Decode ``frame``'s pixels, with its rescale, window and photometric interpretation."""
         if frame.number_of_frames > 1:  # decode only this frame; the header is kept for the file's next frame
             header = self._read_header(frame.source_file)
             stored = self._decode(frame, header, lambda: pixel_array(str(frame.source_file), index=frame.frame_number - 1))
         else:  # one read gives header and pixels
             header = _read(frame.source_file, stop_before_pixels=False)
             stored = self._decode(frame, header, lambda: header.pixel_array)
-        groups = _frame_groups(header, frame.frame_number - 1)
-        slope = _first_number(_functional(groups, header, "PixelValueTransformationSequence", "RescaleSlope"), 1.0)
-        intercept = _first_number(_functional(groups, header, "PixelValueTransformationSequence", "RescaleIntercept"), 0.0)
-        center = _first_number(_functional(groups, header, "FrameVOILUTSequence", "WindowCenter"), None)
-        width = _first_number(_functional(groups, header, "FrameVOILUTSequence", "WindowWidth"), None)
+        groups = functional_groups(header, frame.frame_number - 1)
+        slope = _first_number(functional_value(groups, header, "PixelValueTransformationSequence", "RescaleSlope"), 1.0)
+        intercept = _first_number(functional_value(groups, header, "PixelValueTransformationSequence", "RescaleIntercept"), 0.0)
+        center = _first_number(functional_value(groups, header, "FrameVOILUTSequence", "WindowCenter"), None)
+        width = _first_number(functional_value(groups, header, "FrameVOILUTSequence", "WindowWidth"), None)
         window = Window(center, width) if center is not None and width is not None and width >= 1 else None
         monochrome1 = str(header.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
         return FramePixels(stored, slope, intercept, window, monochrome1)
@@ -184,25 +185,6 @@ def _range_window(values: np.ndarray) -> Window:
     low, high = float(values.min()), float(values.max())
     width = max(high - low, 1.0)
     return Window(low + width / 2 + 0.5, width + 1)
-
-
-def _frame_groups(header: pydicom.Dataset, index: int) -> list[pydicom.Dataset]:
-    groups = []
-    per_frame = header.get("PerFrameFunctionalGroupsSequence")
-    if per_frame is not None and index < len(per_frame):
-        groups.append(per_frame[index])
-    shared = header.get("SharedFunctionalGroupsSequence")
-    if shared:
-        groups.append(shared[0])
-    return groups
-
-
-def _functional(groups: list[pydicom.Dataset], header: pydicom.Dataset, sequence: str, keyword: str):
-    for group in groups:
-        items = group.get(sequence)
-        if items and keyword in items[0]:
-            return items[0].get(keyword)
-    return header.get(keyword)
 
 
 def _first_number(value, default):

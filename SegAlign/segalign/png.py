@@ -39,6 +39,7 @@ def encode_gray(pixels: np.ndarray) -> bytes:
 
 
 def write_gray(path: Path, pixels: np.ndarray) -> None:
+    """Write :func:`encode_gray` of ``pixels`` to ``path``."""
     Path(path).write_bytes(encode_gray(pixels))
 
 
