@@ -194,8 +194,9 @@ def run_demo(args: argparse.Namespace) -> int:
         "demo finished\n"
         f"  DICOM series:     {paths.dicom_dir}\n"
         f"  segmentation:     {paths.segmentation}\n"
-        f"  export:           {paths.export_dir}  (labels/*.png, manifest.csv, labels.json)\n"
-        f"  same as:          segalign export {paths.dicom_dir} {paths.segmentation} -o {paths.export_dir} --overwrite"
+        f"  export:           {paths.export_dir}  (labels/*.png, overlays/*.png, manifest.csv, labels.json)\n"
+        f"  preview page:     {paths.export_dir / 'index.html'}  (open it in a browser)\n"
+        f"  same as:          segalign export {paths.dicom_dir} {paths.segmentation} -o {paths.export_dir} --overlays --overwrite"
     )
     return 0
 

@@ -29,7 +29,8 @@ class DemoPaths:
 
 
 def run_demo(folder: str | os.PathLike[str], slices: int = 80, progress: ProgressCallback | None = None) -> DemoPaths:
-    """Write the demo CT and segmentation under ``folder`` (reused if already there) and export it."""
+    """Write the demo CT and segmentation under ``folder`` (reused if already there with as many slices) and
+    export it, with overlays and the index.html preview page."""
     if slices < 1:
         raise SegAlignError(f"--slices must be at least 1, got {slices}")
     folder = Path(folder)
@@ -55,7 +56,7 @@ def run_demo(folder: str | os.PathLike[str], slices: int = 80, progress: Progres
     export_dir = folder / "export"
     scan = scan_folder(dicom_dir)
     result = export_segmentation(
-        scan.select(), load_segmentation(segmentation_path), export_dir, dicom_root=dicom_dir,
+        scan.select(), load_segmentation(segmentation_path), export_dir, dicom_root=dicom_dir, overlays=True,
         overwrite=True, warnings=scan.warnings, progress=progress,
     )
     return DemoPaths(dicom_dir, segmentation_path, export_dir, result)
