@@ -24,7 +24,7 @@ import pytest
 from conftest import read_manifest, read_png, require, run_cli
 from phantoms import rotated_orientation, small_phantom, stack_affine, write_segmentation
 from segalign.errors import SegAlignError
-from segalign.synthetic import AXIAL, grid_affine, shuffled_names, stack, write_nifti, write_series
+from segalign.synthetic import grid_affine, shuffled_names, stack, write_nifti, write_series
 from slicer_scene import file_lookup, headless_slicer, load_dicom_volume, slicer, vtk
 
 from segalign.slicer_logic import SegAlignMRMLLogic, split_affine  # noqa: E402  (needs slicer-core)

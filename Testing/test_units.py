@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from segalign.dicom import Frame
-from segalign.errors import SegAlignError
 from segalign.geometry import direction_letters, plane_orientation, tilt_degrees
 from segalign.labels import complete_table, default_name, parse_caret_label_table, read_label_file
 from segalign.sampling import FrameSampler
