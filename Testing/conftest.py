@@ -69,6 +69,12 @@ def exported_labels(export_dir: Path) -> list[np.ndarray]:
     return [read_png(export_dir / row["label_png"]) for row in read_manifest(export_dir)]
 
 
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its content (None for folders): compare before and after to prove nothing
+    was written or changed."""
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
 def leftovers(parent: Path) -> list[str]:
     """Hidden temporary export folders left in ``parent`` (there must never be any)."""
     return sorted(p.name for p in parent.iterdir() if ".partial-" in p.name or ".old-" in p.name)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import exported_labels, leftovers, read_manifest, read_png, run_cli
+from conftest import exported_labels, leftovers, read_manifest, read_png, run_cli, snapshot
 
 import segalign.cli
 from segalign.dicom import scan_folder
@@ -48,10 +48,6 @@ def label_volume(slices: int = SLICES) -> np.ndarray:
 
 def expected_frames(labels: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray(labels[:, :, k].T) for k in range(SLICES)]
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture

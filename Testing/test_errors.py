@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import exported_labels, leftovers, read_manifest, run_cli
+from conftest import exported_labels, leftovers, read_manifest, run_cli, snapshot
 
 from segalign.synthetic import (
     SeriesIdentity,
@@ -49,11 +49,6 @@ def expected_frames(labels: np.ndarray) -> list[np.ndarray]:
 def write_dicom(folder: Path, count: int = SLICES, identity: SeriesIdentity | None = None) -> list[Path]:
     specs = stack(ORIGIN_LPS, count, (0, 0, SLICE_STEP), rows=ROWS, columns=COLUMNS)
     return write_series(folder, specs, identity=identity)
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under ``root`` with its content (None for folders)."""
-    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture

@@ -779,17 +779,7 @@ def test_gantry_tilt_own_sheared_volume(testdata: Path, tmp_path: Path) -> None:
 def test_tilt_with_missing_slice_own_sheared_volume(testdata: Path, tmp_path: Path) -> None:
     """failing/sliceincrement/002 (15.5 degree tilt, slice 4 missing): a sheared volume with an empty slot for the
     missing slice, filled with a label that must appear nowhere, comes back exactly on the four frames."""
-    dicom = require(_dicom2nifti(testdata) / "failing" / "sliceincrement" / "002")
-    files = _frames_by_instance(dicom)
-    pixels = [modality_pixels(path) for path in files]
-    thresholds = per_frame_median_thresholds(pixels)
-    truth = [levels(p, thresholds) for p in pixels]
-    assert_well_populated(truth)
-    segmentation, slots = stack_frames_as_nifti([(path, 1) for path in files], truth, tmp_path / "seg.nii.gz", fill=250)
-    assert slots == [0, 1, 2, 4]
-    out = tmp_path / "export"
-    export_cli(dicom, segmentation, out)
-    assert assert_rows_match_levels(out, dicom, thresholds) == 4
+    out = _gapped_series_round_trip(require(_dicom2nifti(testdata) / "failing" / "sliceincrement" / "002"), tmp_path)
     warnings = " ".join(export_warnings(out))
     assert "uneven slice spacing" in warnings and "tilt" in warnings
 
@@ -797,7 +787,13 @@ def test_tilt_with_missing_slice_own_sheared_volume(testdata: Path, tmp_path: Pa
 def test_missing_slice_exports_and_warns(testdata: Path, tmp_path: Path) -> None:
     """failing/sliceincrement/001 (5 mm steps, one 10 mm gap): exact on every frame, label of the empty slot
     never appears, and the export warns about uneven spacing."""
-    dicom = require(_dicom2nifti(testdata) / "failing" / "sliceincrement" / "001")
+    out = _gapped_series_round_trip(require(_dicom2nifti(testdata) / "failing" / "sliceincrement" / "001"), tmp_path)
+    assert any("uneven slice spacing" in warning for warning in export_warnings(out))
+
+
+def _gapped_series_round_trip(dicom: Path, tmp_path: Path) -> Path:
+    """Four frames with a missing slot between frames 3 and 4: stack them into a volume with the empty slot filled
+    with label 250, export, and require every frame exact (250 must appear nowhere). Returns the export folder."""
     files = _frames_by_instance(dicom)
     pixels = [modality_pixels(path) for path in files]
     thresholds = per_frame_median_thresholds(pixels)
@@ -808,7 +804,7 @@ def test_missing_slice_exports_and_warns(testdata: Path, tmp_path: Path) -> None
     out = tmp_path / "export"
     export_cli(dicom, segmentation, out)
     assert assert_rows_match_levels(out, dicom, thresholds) == 4
-    assert any("uneven slice spacing" in warning for warning in export_warnings(out))
+    return out
 
 
 def test_frames_at_one_position_export_and_warn(testdata: Path, tmp_path: Path) -> None:
