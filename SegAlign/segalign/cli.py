@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--stats", action="store_true", help="per-label pixel counts and areas (mm2) in the manifest")
     export.add_argument(
+        "--split-mosaics", action="store_true",
+        help="Siemens mosaics: one image per slice (tile), each with its own geometry in the manifest, instead of "
+        "one label mosaic per frame laid out like pixel_array (the default; tiles.csv says where each tile lies)",
+    )
+    export.add_argument(
         "--window", metavar="CENTER,WIDTH|PRESET",
         help="overlay window: CENTER,WIDTH or abdomen, bone, brain, lung, mediastinum (default: each frame's own)",
     )
@@ -152,6 +157,7 @@ def run_export(args: argparse.Namespace) -> int:
         warnings=scan.warnings,
         progress=report.progress,
         other_inputs=[args.labels] if args.labels and Path(args.labels).exists() else [],
+        split_mosaics=args.split_mosaics,
     )
     report.done()
     for warning in result.warnings:

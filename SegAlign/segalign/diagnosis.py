@@ -47,6 +47,8 @@ class SeriesReport:
     max_gap_mm: float | None
     uniform_spacing: bool
     tilt_degrees: float
+    #: Siemens mosaics: e.g. "35 slices of 64x64 in a 6x6 grid, slices towards SA (3.6 mm apart, CSA order)"
+    mosaic: str = ""
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -102,6 +104,8 @@ class SeriesReport:
             f"  slice gaps       {gaps}",
             f"  gantry tilt      {self.tilt_degrees:.2f} deg (from IPP and IOP)",
         ]
+        if self.mosaic:
+            lines.insert(3, f"  mosaic           {self.mosaic}")
         lines += [f"  problem: {problem}" for problem in self.problems]
         lines += [f"  note: {note}" for note in self.warnings()]
         return "\n".join(lines)
@@ -149,9 +153,31 @@ def diagnose(series: Series) -> SeriesReport:
         max_gap_mm=float(gaps.max()) if len(gaps) else None,
         uniform_spacing=bool(len(gaps) == 0 or gaps.max() - gaps.min() <= GAP_TOLERANCE_MM),
         tilt_degrees=tilt,
+        mosaic=_describe_mosaic(frames),
         problems=list(series.problems),
         notes=list(series.notes),
     )
+
+
+def _describe_mosaic(frames: list[Frame]) -> str:
+    """The mosaic layout of a series' frames: slices, tile matrix, grid, and where the slices run."""
+    mosaics = [frame for frame in frames if frame.tiles]
+    if not mosaics:
+        return ""
+    layouts = Counter(
+        (len(f.tiles), f.tiles[0].rows, f.tiles[0].columns, f.rows // f.tiles[0].rows) for f in mosaics
+    )
+    (count, rows, columns, grid), _ = layouts.most_common(1)[0]
+    first = mosaics[0]
+    text = f"{count} slices of {rows}x{columns} in a {grid}x{grid} grid"
+    if len(first.tiles) > 1:
+        step = np.asarray(first.tiles[1].position) - np.asarray(first.tiles[0].position)
+        text += f", slices towards {direction_letters(step)} ({np.linalg.norm(step):.3g} mm apart, CSA order)"
+    if len(mosaics) < len(frames):
+        text += f"; {len(mosaics)} of {len(frames)} frames are mosaics"
+    if len(layouts) > 1:
+        text += f"; {len(layouts)} different layouts"
+    return text
 
 
 def position_along_point(point: np.ndarray, normal: np.ndarray) -> float:

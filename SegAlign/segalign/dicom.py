@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
@@ -26,6 +26,7 @@ from pydicom.multival import MultiValue
 
 from .errors import SegAlignError
 from .geometry import slice_normal
+from .mosaic import MOSAIC_HEADER_TAGS, Tile, is_multi_slice, mosaic_tiles
 
 Order = Literal["instance", "position"]
 
@@ -47,6 +48,12 @@ HEADER_TAGS = [
     "NumberOfFrames",
     "SharedFunctionalGroupsSequence",
     "PerFrameFunctionalGroupsSequence",
+    # Siemens mosaics (see segalign.mosaic): what marks them and what places their slices.
+    "ImageType",
+    "Manufacturer",
+    "SpacingBetweenSlices",
+    "SliceThickness",
+    *MOSAIC_HEADER_TAGS,
 ]
 
 #: Modalities that are never images on a patient grid of their own, even when they carry geometry.
@@ -67,11 +74,47 @@ class Frame:
     rows: int
     columns: int
     number_of_frames: int = 1  #: frames in ``source_file``
+    #: For a Siemens mosaic: the slices the frame holds, each on its own plane, in the CSA header's order. The
+    #: frame's own ``position`` is then the header's ImagePositionPatient, which describes none of them.
+    tiles: tuple[Tile, ...] = field(default=(), repr=False)
+    #: For one tile of a mosaic exported as an image of its own (``Frame.split_tiles``): which tile it is. Its
+    #: ``position``, ``rows`` and ``columns`` are the tile's; ``tile.region()`` finds its pixels in the frame.
+    tile: Tile | None = None
 
     @property
     def normal(self) -> np.ndarray:
         """Unit slice normal ``cross(IOP[0:3], IOP[3:6])``."""
         return slice_normal(self.orientation)
+
+    @property
+    def is_mosaic(self) -> bool:
+        """True for a frame that holds several slices (a Siemens mosaic)."""
+        return bool(self.tiles)
+
+    def planes(self) -> list[Tile]:
+        """The planes the frame's pixels lie on: every tile of a mosaic, else the whole frame as one plane.
+
+        Everything that places pixels in the patient (sampling, extents) goes through this, so a mosaic is never
+        treated as one plane.
+        """
+        if self.tiles:
+            return list(self.tiles)
+        return [
+            Tile(0, 0, 0, self.rows, self.columns, self.position, self.orientation, self.pixel_spacing,
+                 (self.rows, self.columns))
+        ]
+
+    def split_tiles(self) -> list["Frame"]:
+        """One frame per tile of a mosaic (each with the tile's geometry and shape); an ordinary frame as is."""
+        if not self.tiles:
+            return [self]
+        return [
+            replace(
+                self, position=tile.position, orientation=tile.orientation, pixel_spacing=tile.pixel_spacing,
+                rows=tile.rows, columns=tile.columns, tiles=(), tile=tile,
+            )
+            for tile in self.tiles
+        ]
 
 
 @dataclass
@@ -259,6 +302,9 @@ def frames_of(dataset: pydicom.Dataset, path: Path) -> list[Frame]:
             f"{path}: {number_of_frames} frames but no PerFrameFunctionalGroupsSequence, so the frames' positions are "
             "unknown (legacy multi-frame); convert it to enhanced or single-frame DICOM"
         )
+    tiles = mosaic_tiles(dataset, path) if is_multi_slice(dataset) else ()
+    if tiles and number_of_frames > 1:
+        raise SegAlignError(f"{path}: a mosaic with {number_of_frames} frames; SegAlign reads single-frame mosaics")
     frames = []
     for index in range(number_of_frames):
         groups = functional_groups(dataset, index)
@@ -278,6 +324,7 @@ def frames_of(dataset: pydicom.Dataset, path: Path) -> list[Frame]:
                 rows=rows,
                 columns=columns,
                 number_of_frames=number_of_frames,
+                tiles=tiles,
             )
         )
     return frames
@@ -304,8 +351,8 @@ def position_order(frames: Iterable[Frame], normal: np.ndarray) -> list[Frame]:
 
 
 def position_along(frame: Frame, normal: np.ndarray) -> float:
-    """Signed distance (mm) of the frame's IPP along ``normal``."""
-    x, y, z = frame.position
+    """Signed distance (mm) of the frame's IPP along ``normal`` (for a mosaic: its first tile's)."""
+    x, y, z = frame.tiles[0].position if frame.tiles else frame.position
     return float(x * normal[0] + y * normal[1] + z * normal[2])  # plain floats: np.dot on a tuple costs 30 us
 
 

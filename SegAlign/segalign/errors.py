@@ -2,14 +2,71 @@
 
 Every :class:`SegAlignError` carries a one-line, user-facing message that names the offending file or DICOM
 attribute. The command line prints it as is and exits non-zero; the Slicer module shows it in a dialog.
+
+Library callers and command-line users are told different things about the same choice: the library message
+names the Python argument (``pass overwrite=True``), the command line names the flag (``use --overwrite``). An
+error that mentions an option gives both: ``str(error)`` is the library's wording, :attr:`SegAlignError.cli_message`
+the command line's. Long lists (every series in a folder, every problem of a series) go into
+:attr:`SegAlignError.details`, printed on the lines after the one-line message, never into the line itself.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Sequence
 
-class SegAlignError(Exception):
-    """Bad input or an impossible request, explained in one line for the user."""
+
+class SegAlignError(ValueError):
+    """Bad input or an impossible request, explained in one line for the user.
+
+    It is a :class:`ValueError`, so code that already handles bad values catches it.
+    """
+
+    def __init__(self, message: str = "", *, cli_message: str | None = None, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.cli_message: str = cli_message if cli_message is not None else message
+        """The same message for the command line (naming flags instead of Python arguments)."""
+        self.details: list[str] = list(details)
+        """Lines that explain the message further (listings), shown after it."""
 
 
 class NoOverlapError(SegAlignError):
     """The segmentation does not cover any pixel of the DICOM series."""
+
+
+def short(value: object, limit: int = 60) -> str:
+    """``value`` as text for quoting in a one-line message: whitespace collapsed, cut to ``limit`` characters.
+
+    A header value may hold 10,000 digits; a message quotes its start and says how long it was, so the line stays
+    short whatever the input holds.
+    """
+    text = " ".join(str(value).split())
+    if len(text) <= limit:
+        return text
+    return f"{text[:max(limit - 1, 1)]}… ({len(text)} characters)"
+
+
+def short_path(path: object, limit: int = 160) -> str:
+    """A path for a one-line message: whole when short, else its last ``limit`` characters after ``…``."""
+    text = str(path)
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+
+
+def describe(error: BaseException, limit: int = 200) -> str:
+    """What went wrong, in words, for a user message: the operating system's reason for an :class:`OSError`
+    (``Permission denied``), else the exception's own text, without its class name (``HeaderDataError``)."""
+    if isinstance(error, OSError) and error.strerror:
+        text = error.strerror
+    elif isinstance(error, MemoryError):
+        text = "not enough memory"
+    elif isinstance(error, RecursionError):
+        text = "nested too deeply"
+    else:
+        text = str(error) or _words(type(error).__name__)
+    return short(text, limit)
+
+
+def _words(class_name: str) -> str:
+    """``UnexpectedEOFError`` as ``unexpected eof``: a class name in words, for exceptions that say nothing else."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", class_name.removesuffix("Error").removesuffix("Exception"))
+    return words.lower() or "unknown error"

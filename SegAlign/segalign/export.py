@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -60,8 +61,17 @@ MANIFEST_COLUMNS = [
     "slice_position",
     "labels_present",
 ]
-#: Columns added by the options that write them (--images, --overlays, --stats).
-OPTIONAL_COLUMNS = ["image_png", "image_slope", "image_intercept", "overlay_png", "label_pixels", "label_areas_mm2"]
+#: Columns added by the options that write them (--images, --overlays, --stats), and for Siemens mosaics: the
+#: number of tiles of a label mosaic (their geometry is in tiles.csv), or which tile an image is (split_mosaics).
+OPTIONAL_COLUMNS = [
+    "image_png", "image_slope", "image_intercept", "overlay_png", "label_pixels", "label_areas_mm2",
+    "mosaic_tiles", "tile", "tile_row_offset", "tile_column_offset",
+]
+#: tiles.csv: one row per tile of every mosaic frame, in export order, with the tile's own plane.
+TILE_COLUMNS = [
+    "index", "label_png", "tile", "tile_row_offset", "tile_column_offset", "rows", "columns",
+    "image_position_patient", "image_orientation_patient", "pixel_spacing", "slice_position", "labels_present",
+]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -101,6 +111,7 @@ def export_segmentation(
     warnings: list[str] | None = None,
     progress: ProgressCallback | None = None,
     other_inputs: Sequence[str | os.PathLike[str]] = (),
+    split_mosaics: bool = False,
 ) -> ExportResult:
     """Sample ``segmentation`` on every frame of ``series`` and write the export folder.
 
@@ -113,6 +124,10 @@ def export_segmentation(
     Besides the label images: ``masks`` writes one 1-bit image per segment per frame; ``overlays`` the frame's
     pixels, windowed, with the labels drawn in their colours (``style``), plus the ``index.html`` preview page;
     ``images`` the frame's pixels as 16-bit PNGs; ``stats`` per-label pixel counts and areas in the manifest.
+
+    A Siemens mosaic frame gives a label mosaic laid out like its pixel array (each tile sampled on its own
+    slice plane), and ``tiles.csv`` says where each tile lies; with ``split_mosaics`` every tile is an image of
+    its own instead, with its own row (and geometry) in the manifest.
     """
     output_dir = Path(output_dir).absolute()
     if series.problems:
@@ -121,6 +136,10 @@ def export_segmentation(
     frames = series.ordered(order)
     if not frames:
         raise SegAlignError(f"series {series.uid or '(no SeriesInstanceUID)'} has no frames")
+    if split_mosaics and any(frame.tiles for frame in frames):
+        frames = [tile for frame in frames for tile in frame.split_tiles()]
+        if order == "position":  # tiles of one mosaic lie at many positions: order them all along the normal
+            frames = sorted(frames, key=lambda frame: position_along(frame, series.reference_normal))
     root = Path(dicom_root).absolute() if dicom_root is not None else Path(os.path.commonpath(series.files)).absolute()
     if root.is_file():
         root = root.parent
@@ -139,12 +158,14 @@ def export_segmentation(
         writer = _FrameWriter(temporary, sampler, segmentation, frames, masks, overlays, images, stats, style or OverlayStyle())
         writer.make_folders()
         rows = []
+        tile_rows: list[dict] = []
         frames_with_label: dict[int, int] = {}
         with contextlib.closing(writer.run()) as results:  # closing stops the worker threads on any exit
-            for index, (frame, (columns, present)) in enumerate(zip(frames, results)):
+            for index, (frame, (columns, present, tiles_present)) in enumerate(zip(frames, results)):
                 for value in present:
                     frames_with_label[value] = frames_with_label.get(value, 0) + 1
                 rows.append({**_manifest_row(index, frame, writer.names[index], root, normal), **columns})
+                tile_rows += _tile_rows(index, frame, writer.names[index], normal, tiles_present)
                 if progress is not None:
                     progress(index + 1, len(frames))
         if sampler.pixels_inside == 0:
@@ -163,6 +184,8 @@ def export_segmentation(
         _write_json(temporary / "export.json", provenance)
         if overlays:
             write_preview(temporary / "index.html", writer.preview_frames(rows), label_entries, provenance)
+        if tile_rows:
+            _write_csv(temporary / "tiles.csv", TILE_COLUMNS, tile_rows)
         _write_manifest(temporary / "manifest.csv", rows)
         _publish(temporary, output_dir)
     except BaseException:
@@ -223,12 +246,12 @@ class _FrameWriter:
                 for future in pending:
                     future.cancel()
 
-    def write(self, index: int) -> tuple[dict[str, object], list[int]]:
+    def write(self, index: int) -> tuple[dict[str, object], list[int], list[list[int]]]:
         frame, name, root = self.frames[index], self.names[index], self.root
         labels = self.sampler.sample(frame)
-        labelled = labels[labels != 0]
-        counts = np.bincount(labelled) if labelled.size else np.zeros(1, dtype=np.int64)
+        counts = _label_counts(labels)
         present = [int(value) for value in np.flatnonzero(counts)]
+        tiles_present = [[int(v) for v in np.flatnonzero(_label_counts(labels[tile.region()]))] for tile in frame.tiles]
         write_png(root / "labels" / name, labels)
         for label, folder in zip(self.segments, self.mask_folders):
             write_png(root / "masks" / folder / name, labels == label.value)
@@ -236,7 +259,7 @@ class _FrameWriter:
         if self.overlays or self.images:
             reader = getattr(self._local, "reader", None) or PixelReader()
             self._local.reader = reader
-            pixels = reader.read(frame)
+            pixels = _read_pixels(reader, frame)
             if self.images:
                 stored, slope, intercept = image_values(pixels, frame)
                 write_png(root / "images" / name, stored)
@@ -249,7 +272,14 @@ class _FrameWriter:
             area = frame.pixel_spacing[0] * frame.pixel_spacing[1]
             columns["label_pixels"] = " ".join(f"{v}:{int(counts[v])}" for v in present)
             columns["label_areas_mm2"] = " ".join(f"{v}:{counts[v] * area:.2f}" for v in present)
-        return columns, present
+        if frame.tiles:
+            columns["mosaic_tiles"] = len(frame.tiles)
+        if frame.tile is not None:
+            columns.update(
+                tile=frame.tile.number, tile_row_offset=frame.tile.row_offset,
+                tile_column_offset=frame.tile.column_offset,
+            )
+        return columns, present, tiles_present
 
     def preview_frames(self, rows: list[dict]) -> list[dict[str, object]]:
         return [
@@ -262,6 +292,21 @@ class _FrameWriter:
             }
             for row in rows
         ]
+
+
+def _label_counts(labels: np.ndarray) -> np.ndarray:
+    """Pixel count of every label value on a frame (index = value; background not counted)."""
+    labelled = labels[labels != 0]
+    return np.bincount(labelled) if labelled.size else np.zeros(1, dtype=np.int64)
+
+
+def _read_pixels(reader: PixelReader, frame: Frame) -> FramePixels:
+    """A frame's pixels; for one tile of a mosaic, the tile's part of its frame's pixel array."""
+    if frame.tile is None:
+        return reader.read(frame)
+    rows, columns = frame.tile.frame_shape
+    pixels = reader.read(dataclasses.replace(frame, rows=rows, columns=columns, tile=None))
+    return dataclasses.replace(pixels, stored=np.ascontiguousarray(pixels.stored[frame.tile.region()]))
 
 
 def image_values(pixels: FramePixels, frame: Frame) -> tuple[np.ndarray, float, float]:
@@ -319,6 +364,8 @@ def _frame_file_names(frames: list[Frame]) -> list[str]:
     for index, frame in enumerate(frames):
         instance = f"i{frame.instance_number}" if frame.instance_number is not None else "noinstance"
         suffix = f"_f{frame.frame_number}" if frame.number_of_frames > 1 else ""
+        if frame.tile is not None:
+            suffix += f"_t{frame.tile.number:02d}"
         names.append(f"{index:0{width}d}_{safe_name(instance)}{suffix}.png")
     return names
 
@@ -338,6 +385,27 @@ def _manifest_row(index: int, frame: Frame, name: str, root: Path, normal: np.nd
         "columns": frame.columns,
         "slice_position": f"{position_along(frame, normal):.4f}",
     }
+
+
+def _tile_rows(index: int, frame: Frame, name: str, normal: np.ndarray, present: list[list[int]]) -> list[dict]:
+    """The rows of tiles.csv for one mosaic frame (none for an ordinary frame)."""
+    return [
+        {
+            "index": index,
+            "label_png": f"labels/{name}",
+            "tile": tile.number,
+            "tile_row_offset": tile.row_offset,
+            "tile_column_offset": tile.column_offset,
+            "rows": tile.rows,
+            "columns": tile.columns,
+            "image_position_patient": " ".join(f"{v:.10g}" for v in tile.position),
+            "image_orientation_patient": " ".join(f"{v:.10g}" for v in tile.orientation),
+            "pixel_spacing": " ".join(f"{v:.10g}" for v in tile.pixel_spacing),
+            "slice_position": f"{float(np.dot(tile.position, normal)):.4f}",
+            "labels_present": " ".join(str(value) for value in values),
+        }
+        for tile, values in zip(frame.tiles, present)
+    ]
 
 
 def _label_entries(segmentation: Segmentation, frames_with_label: dict[int, int]) -> list[dict]:
@@ -375,9 +443,14 @@ def _write_json(path: Path, content: object) -> None:
 
 
 def _write_manifest(path: Path, rows: list[dict]) -> None:
-    optional = [column for column in OPTIONAL_COLUMNS if column in rows[0]]
+    present = {column for row in rows for column in row}
+    optional = [column for column in OPTIONAL_COLUMNS if column in present]
+    _write_csv(path, MANIFEST_COLUMNS + optional, rows)
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
     with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.DictWriter(stream, fieldnames=MANIFEST_COLUMNS + optional)
+        writer = csv.DictWriter(stream, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -444,10 +517,11 @@ def _ras_box(segmentation: Segmentation) -> str:
 
 def _series_box(series: Series) -> str:
     points = [
-        LPS_TO_RAS @ pixel_to_lps(frame.position, frame.orientation, frame.pixel_spacing, r, c)
+        LPS_TO_RAS @ pixel_to_lps(plane.position, plane.orientation, plane.pixel_spacing, r, c)
         for frame in series.frames
-        for r in (0, frame.rows - 1)
-        for c in (0, frame.columns - 1)
+        for plane in frame.planes()
+        for r in (0, plane.rows - 1)
+        for c in (0, plane.columns - 1)
     ]
     return _box_text(np.array(points))
 

@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from .dicom import Frame
+from .mosaic import Tile
 from .geometry import IndexMapping, frame_index_mapping
 
 #: An axis index that drifts less than this (in voxels) across a whole frame is treated as constant there.
@@ -47,24 +48,47 @@ class FrameSampler:
         self.pixels_inside = 0  #: pixels sampled inside the volume so far, over all frames
         self._lock = threading.Lock()  # sample() may run on several threads
 
-    def mapping(self, frame: Frame) -> IndexMapping:
-        """Continuous voxel index of the frame's pixel ``(0, 0)`` and its increments per row and per column."""
-        return frame_index_mapping(self.ras_to_index, frame.position, frame.orientation, frame.pixel_spacing)
+    def mapping(self, plane: Frame | Tile) -> IndexMapping:
+        """Continuous voxel index of a plane's pixel ``(0, 0)`` and its increments per row and per column.
+
+        ``plane`` is a frame or one tile of a mosaic (see :meth:`Frame.planes`); for a mosaic frame this is
+        refused, since its header's geometry describes none of its slices.
+        """
+        if isinstance(plane, Frame) and plane.tiles:
+            raise ValueError(f"{plane.source_file}: a mosaic frame has one mapping per tile; use frame.planes()")
+        return frame_index_mapping(self.ras_to_index, plane.position, plane.orientation, plane.pixel_spacing)
 
     def may_overlap(self, frame: Frame) -> bool:
-        """False when the frame's corners all lie beyond one face of the volume (a cheap, exact rejection)."""
-        origin, per_row, per_column = self.mapping(frame)
+        """False when, for every plane of the frame, its corners all lie beyond one face of the volume (a cheap,
+        exact rejection)."""
+        return any(self._plane_may_overlap(plane) for plane in frame.planes())
+
+    def _plane_may_overlap(self, plane: Tile) -> bool:
+        origin, per_row, per_column = self.mapping(plane)
         corners = np.array(
-            [origin + r * per_row + c * per_column for r in (0, frame.rows - 1) for c in (0, frame.columns - 1)]
+            [origin + r * per_row + c * per_column for r in (0, plane.rows - 1) for c in (0, plane.columns - 1)]
         )
         low = np.floor(corners.min(axis=0) + 0.5)
         high = np.floor(corners.max(axis=0) + 0.5)
         return bool(np.all(high >= 0) and np.all(low <= np.array(self.shape) - 1))
 
     def sample(self, frame: Frame) -> np.ndarray:
-        """Labels on the frame's pixel grid: an array of ``(Rows, Columns)`` laid out like its ``pixel_array``."""
-        rows, columns = frame.rows, frame.columns
-        origin, per_row, per_column = self.mapping(frame)
+        """Labels on the frame's pixel grid: an array of ``(Rows, Columns)`` laid out like its ``pixel_array``.
+
+        A mosaic frame gives a label mosaic: each tile sampled on its own slice plane (pixels outside every tile
+        are 0).
+        """
+        if not frame.tiles:
+            return self.sample_plane(frame.planes()[0])
+        result = np.zeros((frame.rows, frame.columns), dtype=self.labels.dtype)
+        for tile in frame.tiles:
+            result[tile.region()] = self.sample_plane(tile)
+        return result
+
+    def sample_plane(self, plane: Tile) -> np.ndarray:
+        """Labels on one plane's pixel grid, ``(plane.rows, plane.columns)``."""
+        rows, columns = plane.rows, plane.columns
+        origin, per_row, per_column = self.mapping(plane)
         indices = []
         for axis in range(3):
             index = _axis_indices(origin[axis], per_row[axis], per_column[axis], rows, columns)
@@ -78,7 +102,7 @@ class FrameSampler:
             indices.append((index, inside))
         shapes = [index.shape for index, _ in indices]
         if sorted(shapes) == sorted([(1, 1), (rows, 1), (1, columns)]) and rows > 1 and columns > 1:
-            result = self._sample_plane(indices, shapes, rows, columns)
+            result = self._gather_parallel(indices, shapes, rows, columns)
         else:
             result = self._sample_general(indices, rows, columns)
         valid: np.ndarray | bool = True
@@ -102,7 +126,7 @@ class FrameSampler:
             offset = offset + index * self._strides[axis]
         return np.take(self._flat, np.broadcast_to(offset, (rows, columns)))
 
-    def _sample_plane(self, indices, shapes, rows: int, columns: int) -> np.ndarray:
+    def _gather_parallel(self, indices, shapes, rows: int, columns: int) -> np.ndarray:
         """Frames parallel to a plane of the volume (one axis constant, one following rows, one columns): a slice
         of the volume, then one gather along each of its two axes."""
         fixed = shapes.index((1, 1))
