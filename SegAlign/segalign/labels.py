@@ -11,17 +11,34 @@ Sources, in the order SegAlign prefers them:
 
 from __future__ import annotations
 
+import codecs
 import colorsys
 import csv
+import math
 import os
+import re
+import stat
+import unicodedata
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .errors import SegAlignError
+from .errors import SegAlignError, describe, short, short_path
 
 Color = tuple[int, int, int]
+
+#: The largest label value a segmentation holds (label volumes are uint8 or uint16).
+MAX_LABEL = 65535
+#: Longest label name accepted: a longer one is not a name, and would fill every message and the preview page.
+MAX_NAME_LENGTH = 1000
+#: A label table file larger than this is refused unread (65,536 labels with long names fit in a few MB).
+MAX_TABLE_FILE_BYTES = 64 << 20
+#: An embedded label table longer than this (characters) is refused unparsed.
+MAX_EMBEDDED_TABLE_CHARS = 16 << 20
+#: A document type or entity declaration: never processed (entities can expand without bound, "billion laughs",
+#: or name other files); the stdlib parser is safe once there are none.
+_DECLARATION = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -55,22 +72,48 @@ def default_label(value: int) -> Label:
 
 
 def parse_caret_label_table(xml_text: str | bytes) -> dict[int, Label]:
-    """Labels from a TotalSegmentator/Caret ``LabelTable`` XML document (colours given in 0..1)."""
+    """Labels from a TotalSegmentator/Caret ``LabelTable`` XML document (colours given in 0..1).
+
+    Hostile documents are refused before parsing: one longer than :data:`MAX_EMBEDDED_TABLE_CHARS`, and one that
+    declares a DOCTYPE or entities (never expanded or fetched). Names have their whitespace collapsed (a name
+    never breaks a line of a message) and are at most :data:`MAX_NAME_LENGTH` characters.
+    """
+    text = xml_text.decode("utf-8", errors="replace") if isinstance(xml_text, bytes) else str(xml_text)
+    if len(text) > MAX_EMBEDDED_TABLE_CHARS:
+        raise SegAlignError(
+            f"embedded label table is {len(text)} characters long, more than {MAX_EMBEDDED_TABLE_CHARS} "
+            "(a table of 65535 labels is far shorter)"
+        )
+    if _DECLARATION.search(text):
+        raise SegAlignError(
+            "embedded label table declares a DOCTYPE or entities; SegAlign does not process them (they can expand "
+            "without bound or read other files)"
+        )
     try:
-        root = ElementTree.fromstring(xml_text.strip() if isinstance(xml_text, (str, bytes)) else xml_text)
+        root = ElementTree.fromstring(text.strip())
     except ElementTree.ParseError as error:
-        raise SegAlignError(f"embedded label table is not valid XML: {error}") from None
+        raise SegAlignError(f"embedded label table is not valid XML: {short(error, 120)}") from None
     labels = {}
     for element in root.iter("Label"):
         try:
             value = int(element.attrib["Key"])
-            color = tuple(
-                max(0, min(255, round(float(element.attrib.get(channel, 0)) * 255)))
-                for channel in ("Red", "Green", "Blue")
+            channels = [float(element.attrib.get(channel, 0)) for channel in ("Red", "Green", "Blue")]
+            if not all(math.isfinite(channel) for channel in channels):
+                raise ValueError("colour is not finite")
+        except (KeyError, ValueError, OverflowError):
+            raise SegAlignError(
+                f"embedded label table has a malformed Label element: {short(element.attrib, 120)}"
+            ) from None
+        color = tuple(round(min(max(channel, 0.0), 1.0) * 255) for channel in channels)
+        name = "".join(
+            "\ufffd" if unicodedata.category(character) == "Cc" else character  # never a terminal escape
+            for character in " ".join((element.text or "").split())
+        ) or default_name(value)
+        if len(name) > MAX_NAME_LENGTH:
+            raise SegAlignError(
+                f"embedded label table: the name of label {short(value, 24)} is {len(name)} characters long "
+                f"(at most {MAX_NAME_LENGTH})"
             )
-        except (KeyError, ValueError):
-            raise SegAlignError(f"embedded label table has a malformed Label element: {element.attrib}") from None
-        name = (element.text or "").strip() or default_name(value)
         labels[value] = Label(value, name, color)  # type: ignore[arg-type]
     return labels
 
@@ -120,37 +163,72 @@ def read_label_file(path: str | os.PathLike[str]) -> dict[int, Label]:
     if str(path).lower() in BUILTIN_TABLES and not Path(path).exists():
         return builtin_table(str(path).lower())
     path = Path(path)
-    if not path.is_file():
-        raise SegAlignError(f"label table not found: {path}")
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
-    rows = _csv_rows(text) if path.suffix.lower() == ".csv" or "," in text.split("\n", 1)[0] else _ctbl_rows(text)
+    text = _read_table_text(path)
+    where_file = short_path(path)
+    rows = (
+        _csv_rows(text, where_file) if path.suffix.lower() == ".csv" or "," in text.split("\n", 1)[0]
+        else _ctbl_rows(text)
+    )
     labels: dict[int, Label] = {}
     for line_number, fields in rows:
-        where = f"{path} line {line_number}"
+        where = f"{where_file} line {line_number}"
         try:
             value = int(fields[0])
         except ValueError:
             if line_number == rows[0][0] and not _is_number(fields[0]):  # a header row
                 continue
-            raise SegAlignError(f"{where}: label value {fields[0]!r} is not an integer") from None
-        if not 0 <= value <= 65535:
-            raise SegAlignError(f"{where}: label value {value} is outside 0..65535")
-        if len(fields) < 2 or not fields[1].strip():
+            raise SegAlignError(f"{where}: label value '{short(fields[0])}' is not an integer") from None
+        if not 0 <= value <= MAX_LABEL:
+            raise SegAlignError(f"{where}: label value {short(value, 24)} is outside 0..{MAX_LABEL}")
+        name = " ".join(fields[1].split()) if len(fields) >= 2 else ""
+        if not name:
             raise SegAlignError(f"{where}: a name is needed after the value")
+        if len(name) > MAX_NAME_LENGTH:
+            raise SegAlignError(f"{where}: the name is {len(name)} characters long (at most {MAX_NAME_LENGTH})")
+        if any(unicodedata.category(character) == "Cc" for character in name):
+            escaped = name.encode("unicode_escape").decode("ascii")
+            raise SegAlignError(f"{where}: the name '{short(escaped)}' holds control characters")
         color = default_color(value)
         if len(fields) >= 5:
             numbers = [float(v) if _is_number(v) else None for v in fields[2:5]]
             if any(n is None or not n.is_integer() for n in numbers):
-                raise SegAlignError(f"{where}: colour {fields[2:5]} is not three integers")
+                raise SegAlignError(f"{where}: colour '{short(','.join(fields[2:5]))}' is not three integers")
             color = tuple(int(n) for n in numbers)  # type: ignore[arg-type, assignment]
             if not all(0 <= channel <= 255 for channel in color):
                 raise SegAlignError(f"{where}: colour {color} is outside 0..255")
         elif len(fields) > 2:
             raise SegAlignError(f"{where}: expected value,name or value,name,r,g,b")
-        labels[value] = Label(value, fields[1].strip(), color)
+        labels[value] = Label(value, name, color)
     if not labels:
-        raise SegAlignError(f"label table {path} has no labels")
+        raise SegAlignError(f"label table {where_file} has no labels")
     return labels
+
+
+def _read_table_text(path: Path) -> str:
+    """The text of a label table file, refusing a path that is missing, not a file, unreadable or huge."""
+    where = short_path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise SegAlignError(f"label table not found: {where}") from None
+    except OSError as error:
+        raise SegAlignError(f"label table {where} cannot be read: {describe(error)}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SegAlignError(f"label table {where} is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise SegAlignError(f"label table {where} is not a regular file (a device or FIFO?)")
+    if info.st_size > MAX_TABLE_FILE_BYTES:
+        raise SegAlignError(
+            f"label table {where} is {info.st_size} bytes, more than {MAX_TABLE_FILE_BYTES} (a table of 65535 "
+            "labels is far smaller)"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise SegAlignError(f"label table {where} cannot be read: {describe(error)}") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # a table saved as "Unicode" on Windows
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
 
 
 def _is_number(text: str) -> bool:
@@ -161,13 +239,36 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _csv_rows(text: str) -> list[tuple[int, list[str]]]:
-    reader = csv.reader(text.splitlines())
-    return [
-        (number, row)
-        for number, row in enumerate(reader, start=1)
-        if row and row[0].strip() and not row[0].lstrip().startswith("#")
-    ]
+def _csv_rows(text: str, where: str) -> list[tuple[int, list[str]]]:
+    """The rows of a CSV table with the line each starts on; comments and blank lines left out.
+
+    A quoted field may not run on past the end of its line: an unterminated quote would otherwise merge the rows
+    after it into one name, silently. Malformed quoting and over-long fields are refused with the line number.
+    """
+    reader = csv.reader(text.splitlines(), strict=True)
+    rows = []
+    start = 1
+    try:
+        for row in reader:
+            if reader.line_num > start:
+                raise SegAlignError(
+                    f"{where} line {start}: a quote opened on this line is not closed on it (the field runs on to "
+                    f"line {reader.line_num}); a label name cannot span lines"
+                )
+            if row and row[0].strip() and not row[0].lstrip().startswith("#"):
+                rows.append((start, row))
+            start = reader.line_num + 1
+    except csv.Error as error:
+        if reader.line_num > start:
+            reason = f"a quote opened on this line is never closed (the file ends at line {reader.line_num})"
+        elif "unexpected end of data" in str(error):
+            reason = "a quote opened on this line is never closed (the file ends on it)"
+        elif "field larger than field limit" in str(error):
+            reason = f"a field is longer than {csv.field_size_limit()} characters"
+        else:
+            reason = f"not valid CSV ({describe(error, 80)})"
+        raise SegAlignError(f"{where} line {start}: {reason}") from None
+    return rows
 
 
 def _ctbl_rows(text: str) -> list[tuple[int, list[str]]]:

@@ -15,16 +15,20 @@ Conventions:
       x >  c - 0.5 + (w - 1) / 2  ->  255
       otherwise                   ->  ((x - (c - 0.5)) / (w - 1) + 0.5) * 255
 
-  computed in float64 and rounded half up. The frame's own WindowCenter/WindowWidth (FrameVOILUTSequence in enhanced files; the first
-  value when several) are used unless a window is given; without either, the frame's own value range.
+  computed in float64 and rounded half up. The frame's own WindowCenter/WindowWidth (FrameVOILUTSequence in enhanced
+  files; the first value when several) are used unless a window is given; without either, the frame's own value range.
 * **MONOCHROME1** is inverted after windowing (``255 - y``), so bright always means dense.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import pydicom
@@ -32,7 +36,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 
 from .dicom import Frame, functional_groups, functional_value
-from .errors import SegAlignError
+from .errors import SegAlignError, describe, short, short_path
 
 
 @dataclass(frozen=True)
@@ -126,17 +130,25 @@ class PixelReader:
         """Decode ``frame``'s pixels, with its rescale, window and photometric interpretation."""
         if frame.number_of_frames > 1:  # decode only this frame; the header is kept for the file's next frame
             header = self._read_header(frame.source_file)
-            stored = self._decode(frame, header, lambda: pixel_array(str(frame.source_file), index=frame.frame_number - 1))
+            index = frame.frame_number - 1
+            stored = self._decode(frame, header, lambda: pixel_array(str(frame.source_file), index=index))
         else:  # one read gives header and pixels
             header = _read(frame.source_file, stop_before_pixels=False)
             stored = self._decode(frame, header, lambda: header.pixel_array)
-        groups = functional_groups(header, frame.frame_number - 1)
-        slope = _first_number(functional_value(groups, header, "PixelValueTransformationSequence", "RescaleSlope"), 1.0)
-        intercept = _first_number(functional_value(groups, header, "PixelValueTransformationSequence", "RescaleIntercept"), 0.0)
-        center = _first_number(functional_value(groups, header, "FrameVOILUTSequence", "WindowCenter"), None)
-        width = _first_number(functional_value(groups, header, "FrameVOILUTSequence", "WindowWidth"), None)
-        window = Window(center, width) if center is not None and width is not None and width >= 1 else None
-        monochrome1 = str(header.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+        with _quiet():
+            groups = functional_groups(header, frame.frame_number - 1)
+            transformation = "PixelValueTransformationSequence"
+            slope = _rescale(
+                functional_value(groups, header, transformation, "RescaleSlope"), 1.0, "RescaleSlope", frame
+            )
+            intercept = _rescale(
+                functional_value(groups, header, transformation, "RescaleIntercept"), 0.0, "RescaleIntercept", frame
+            )
+            center = _first_number(functional_value(groups, header, "FrameVOILUTSequence", "WindowCenter"), None)
+            width = _first_number(functional_value(groups, header, "FrameVOILUTSequence", "WindowWidth"), None)
+            monochrome1 = str(header.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+        usable = center is not None and width is not None and 1 <= width <= MAX_RESCALE and abs(center) <= MAX_RESCALE
+        window = Window(center, width) if usable else None  # a window is only for display: a bad one is not used
         return FramePixels(stored, slope, intercept, window, monochrome1)
 
     def _read_header(self, path: Path) -> pydicom.Dataset:
@@ -148,37 +160,83 @@ class PixelReader:
 
     @staticmethod
     def _decode(frame: Frame, header: pydicom.Dataset, decode) -> np.ndarray:
-        photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-        if photometric not in ("MONOCHROME1", "MONOCHROME2") or int(header.get("SamplesPerPixel", 1)) != 1:
+        with _quiet():
+            photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2") or "").strip().upper()
+            samples = header.get("SamplesPerPixel", 1)
+        where = short_path(frame.source_file)
+        if samples is None or samples == "":
+            raise SegAlignError(f"{where}: SamplesPerPixel is missing; overlays and image PNGs need it")
+        if _first_number(samples, None) != 1:
             raise SegAlignError(
-                f"{frame.source_file}: PhotometricInterpretation {photometric} is not grayscale; "
-                "overlays and image PNGs need MONOCHROME1 or MONOCHROME2 pixel data"
+                f"{where}: SamplesPerPixel is {short(samples, 20)} (PhotometricInterpretation "
+                f"{short(photometric, 20) or 'missing'}): overlays and image PNGs need grayscale pixel data, one "
+                "sample per pixel"
             )
+        if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+            what = f"PhotometricInterpretation {short(photometric, 20)} is not grayscale" if photometric else (
+                "PhotometricInterpretation is missing"
+            )
+            raise SegAlignError(f"{where}: {what}; overlays and image PNGs need MONOCHROME1 or MONOCHROME2 pixel data")
         if "PixelData" not in header and frame.number_of_frames == 1:
             raise SegAlignError(f"{frame.source_file}: has no PixelData")
         syntax = header.file_meta.get("TransferSyntaxUID") if hasattr(header, "file_meta") else None
         try:
-            stored = decode()
+            with np.errstate(all="ignore"):
+                stored = decode()
         except Exception as error:
-            reason = " ".join(str(error).split())[:300]
+            reason = describe(error, 200)
             if syntax is not None and syntax.is_compressed:
                 raise SegAlignError(
-                    f"{frame.source_file}: cannot decode {syntax.name} ({syntax}) pixel data ({reason}); install a "
-                    "decoder: pip install 'segalign[codecs]' (pylibjpeg), or python-gdcm"
+                    f"{short_path(frame.source_file)}: cannot decode {syntax.name} ({syntax}) pixel data; install a "
+                    f"decoder: pip install 'segalign[codecs]' (pylibjpeg), or python-gdcm ({reason})"
                 ) from None
             raise SegAlignError(f"{frame.source_file}: cannot read the pixel data ({reason})") from None
         if stored.shape != (frame.rows, frame.columns):
             raise SegAlignError(
-                f"{frame.source_file}: decoded pixel data has shape {stored.shape}, expected ({frame.rows}, {frame.columns})"
+                f"{short_path(frame.source_file)}: decoded pixel data has shape {stored.shape}, "
+                f"expected ({frame.rows}, {frame.columns})"
             )
         return stored
 
 
 def _read(path: Path, stop_before_pixels: bool) -> pydicom.Dataset:
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        with _quiet():
+            return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except Exception as error:
-        raise SegAlignError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
+        raise SegAlignError(f"{short_path(path)}: cannot be read ({describe(error)})") from None
+
+
+#: Frames are read on several threads, and warnings.catch_warnings changes process-wide state: the blocks that
+#: silence pydicom's warnings take turns, so that none of them restores the filters another one set.
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence pydicom's warnings about non-conforming values while reading a header (the values used are
+    checked here, and said in SegAlign's words)."""
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+#: RescaleSlope, RescaleIntercept and window values beyond this in magnitude are not believed.
+MAX_RESCALE = 1e12
+
+
+def _rescale(value: Any, default: float, keyword: str, frame: Frame) -> float:
+    """RescaleSlope or RescaleIntercept: ``default`` when absent, else a finite number within :data:`MAX_RESCALE`
+    (the manifest gives it with --images, so a garbled one is refused rather than replaced)."""
+    if value is None or value == "":
+        return default
+    number = _first_number(value, None)
+    if number is None or abs(number) > MAX_RESCALE:
+        raise SegAlignError(
+            f"{short_path(frame.source_file)}: {keyword} '{short(value)}' is not a finite number of at most "
+            f"{MAX_RESCALE:g}"
+        )
+    return number
 
 
 def _range_window(values: np.ndarray) -> Window:
@@ -196,6 +254,6 @@ def _first_number(value, default):
         value = value[0]
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
     return number if math.isfinite(number) else default

@@ -4,6 +4,11 @@ No network access and no server are needed: the page embeds its data as JSON and
 relative path, so it opens from the file system in any browser. Arrow keys, PageUp/PageDown, Home/End, the mouse
 wheel and the slider move through the frames; the legend lists every label with its colour and the frames it is
 on (click a label to go to its first frame); the provenance section says what was exported from what.
+
+Everything that comes from the input (label names, DICOM descriptions, paths, warnings) is inert in the page,
+whatever it holds: text in the HTML is escaped, and the embedded JSON has ``<``, ``>``, ``&`` and U+2028/U+2029
+written as ``\\u`` escapes, so no ``</script>``, ``<!--`` or line separator can end or change the script. File
+names that are not valid UTF-8 (surrogate escapes) are shown with replacement characters.
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ def write_preview(path: Path, frames: list[dict[str, Any]], labels: list[dict[st
         if entry["value"] in ranges or entry.get("voxels", 0)
     ]
     data = {"frames": frames, "legend": legend}
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    title = f"SegAlign: {provenance.get('series_description') or provenance.get('series_instance_uid') or 'export'}"
+    payload = script_json(data)
+    title = text(
+        f"SegAlign: {provenance.get('series_description') or provenance.get('series_instance_uid') or 'export'}"
+    )
     path.write_text(
         _PAGE.format(
             title=html.escape(title),
@@ -49,7 +56,37 @@ def write_preview(path: Path, frames: list[dict[str, Any]], labels: list[dict[st
             payload=payload,
         ),
         encoding="utf-8",
+        errors="replace",  # text() leaves no surrogate behind; this is a last guard, never a UnicodeEncodeError
     )
+
+
+#: Characters that are escaped in JSON embedded in a <script> element: none of them can then end the element,
+#: open a comment, or (U+2028, U+2029) end a line in older JavaScript parsers.
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_json(data: Any) -> str:
+    """``data`` as JSON that is inert inside a ``<script>`` element, whatever its strings hold (non-finite
+    numbers are refused: they are not JSON)."""
+    encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)  # ensure_ascii: surrogates become \udcxx
+    for character, escape in _SCRIPT_ESCAPES.items():
+        encoded = encoded.replace(character, escape)
+    return encoded
+
+
+def text(value: Any) -> str:
+    """``value`` as text that can be written as UTF-8: a file name that is not valid UTF-8 (decoded with
+    surrogate escapes) gets its bytes decoded again, with replacement characters where they are not UTF-8."""
+    string = str(value)
+    return string.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if _has_surrogates(string) else string
+
+
+def _has_surrogates(string: str) -> bool:
+    try:
+        string.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _provenance_html(provenance: dict[str, Any]) -> str:
@@ -63,9 +100,9 @@ def _provenance_html(provenance: dict[str, Any]) -> str:
         ("Order", provenance.get("order")),
         ("SegAlign", provenance.get("segalign_version")),
     ]
-    rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in fields)
+    rows = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(text(v))}</dd>" for k, v in fields)
     warnings = provenance.get("warnings") or []
-    items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings) or "<li>none</li>"
+    items = "".join(f"<li>{html.escape(text(w))}</li>" for w in warnings) or "<li>none</li>"
     return f"<dl>{rows}</dl><h3>Warnings</h3><ul id=\"warnings\">{items}</ul>"
 
 

@@ -17,7 +17,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import SegAlignError
-from .labels import Label, default_color
+from .labels import MAX_LABEL, Label
 from .pixels import HALF_TOLERANCE, Window
 
 
@@ -35,11 +35,40 @@ class OverlayStyle:
 
 
 def color_lookup(labels: Mapping[int, Label], largest: int) -> np.ndarray:
-    """``(largest + 1, 3)`` uint8 colours indexed by label value (unnamed values get the default palette)."""
-    lookup = np.zeros((largest + 1, 3), dtype=np.uint8)
-    for value in range(1, largest + 1):
-        lookup[value] = labels[value].color if value in labels else default_color(value)
+    """``(largest + 1, 3)`` uint8 colours indexed by label value (unnamed values get the default palette).
+
+    ``largest`` is capped at :data:`~segalign.labels.MAX_LABEL`: label images are uint8 or uint16, so no pixel
+    holds a larger value, and a table entry of 10**12 must not make a lookup of terabytes. The default palette is
+    computed for all values at once (as :func:`~segalign.labels.default_color` does for one).
+    """
+    size = min(max(int(largest), 0), MAX_LABEL) + 1
+    lookup = default_colors(np.arange(size))
+    lookup[0] = 0
+    for value, label in labels.items():
+        if 0 < value < size:
+            lookup[value] = label.color
     return lookup
+
+
+def default_colors(values: np.ndarray) -> np.ndarray:
+    """:func:`~segalign.labels.default_color` of every value, as ``(n, 3)`` uint8: the same golden-angle hues,
+    with the same float operations as :func:`colorsys.hsv_to_rgb`, so the colours are identical."""
+    saturation, brightness = 0.65, 0.95
+    hue = (np.asarray(values, dtype=np.float64) * 0.618033988749895) % 1.0
+    sector = np.floor(hue * 6.0)
+    fraction = hue * 6.0 - sector
+    p = np.full_like(hue, brightness * (1.0 - saturation))
+    q = brightness * (1.0 - saturation * fraction)
+    t = brightness * (1.0 - saturation * (1.0 - fraction))
+    v = np.full_like(hue, brightness)
+    sector = sector.astype(np.int64) % 6
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    rgb = np.zeros(hue.shape + (3,), dtype=np.float64)
+    for index, channels in enumerate(choices):
+        chosen = sector == index
+        for channel, source in enumerate(channels):
+            rgb[chosen, channel] = source[chosen]
+    return np.rint(rgb * 255).astype(np.uint8)  # rint rounds halves to even, as round() does
 
 
 def boundary(labels: np.ndarray) -> np.ndarray:
