@@ -111,7 +111,7 @@ def test_info_coronal_stack(tmp_path):
 
     text = info_text(tmp_path)
     assert "CORONAL, normal towards P" in text
-    assert "5 in 5 files" in text
+    assert "5 frames in 5 files" in text
     assert "16x20 (rows x columns)" in text
     assert "0.5 x 0.75 mm" in text
     assert "increases towards P (along the normal)" in text
@@ -178,8 +178,8 @@ def test_info_duplicate_positions(tmp_path):
     assert series["duplicate_positions"] == 1
     assert series["uniform_spacing"] is True
     text = info_text(tmp_path)
-    assert "4 distinct, 1 with several frames" in text
-    assert "1 positions hold more than one frame" in text
+    assert "4 distinct positions, 1 with several frames" in text
+    assert "1 position holds more than one frame" in text
 
 
 def test_info_instance_number_counting_against_the_normal(tmp_path):
@@ -188,7 +188,7 @@ def test_info_instance_number_counting_against_the_normal(tmp_path):
     assert series["normal"] == "S"
     assert series["instance_direction"] == "increases towards I (against the normal)"
     assert series["left_handed_in_instance_order"] is True
-    assert "increases towards I (against the normal); left-handed stack in that order" in info_text(tmp_path)
+    assert "increases towards I (against the normal); a left-handed stack in that order" in info_text(tmp_path)
 
 
 def test_info_several_series(tmp_path):
@@ -450,7 +450,7 @@ def test_interrupted_export_leaves_nothing(case, exception):
 def test_interrupted_overwrite_keeps_previous_export(case, exception):
     series, segmentation = _inputs(case)
     export_segmentation(series, segmentation, case.out, dicom_root=case.dicom)
-    (case.out / "note.txt").write_text("from before\n")
+    (case.out / "index.html").write_text("from before\n")  # an export's file, not written by this one
     previous = snapshot(case.out)
     assert "manifest.csv" in previous and len([k for k in previous if k.startswith("labels/")]) == SLICES
     before = snapshot(case.root)
@@ -509,7 +509,7 @@ def test_cli_cancelled_exits_1(case, monkeypatch):
 
 def test_overwrite_replaces_previous_export_completely(case):
     assert run_cli("export", case.dicom, case.seg, "-o", case.out, "--masks", "-q").code == 0
-    (case.out / "stale.txt").write_text("from an older run\n")
+    (case.out / "labels" / "9999_stale.png").write_bytes(b"from an older run\n")
     assert (case.out / "masks").is_dir()
 
     only_one = label_volume()
@@ -517,7 +517,7 @@ def test_overwrite_replaces_previous_export_completely(case):
     seg = write_nifti(case.root / "one_label.nii.gz", only_one, AFFINE)
     result = run_cli("export", case.dicom, seg, "-o", case.out, "--overwrite", "-q")
     assert result.code == 0, result
-    assert not (case.out / "stale.txt").exists()
+    assert not (case.out / "labels" / "9999_stale.png").exists()
     assert not (case.out / "masks").exists()  # the new export has no masks; the old ones are gone
     assert sorted(p.name for p in case.out.iterdir()) == ["export.json", "labels", "labels.json", "manifest.csv"]
     assert all(row["labels_present"] in ("", "1") for row in read_manifest(case.out))

@@ -121,12 +121,16 @@ def test_several_series_without_series_option_lists_every_series(case):
     ]
     for number, (identity, count) in enumerate(zip(identities, (2, 3, 5))):
         write_dicom(folder / f"s{number}", count=count, identity=identity)
-    message = refused(case.root, "export", folder, case.seg, "-o", case.out, words=("--series",))
-    for identity, count in zip(identities, (2, 3, 5)):
-        assert identity.series_uid in message
-        assert identity.description in message
-        # modality, description and frame count are given together for each series
-        assert f", {identity.modality}, '{identity.description}', {count} frames)" in message
+    before = snapshot(case.root)
+    result = run_cli("export", folder, case.seg, "-o", case.out)
+    assert result.code == 1 and result.stdout == "" and snapshot(case.root) == before
+    message, *listing = result.stderr.splitlines()
+    assert message.startswith("segalign: error: 3 series in") and "--series" in message
+    assert len(listing) == 3  # one line per series, after the one-line error
+    for identity, count, line in zip(identities, (2, 3, 5), listing):
+        assert identity.series_uid in line
+        # number, modality, description and frame count are given together for each series
+        assert f"#{identity.series_number} {identity.modality} '{identity.description}', {count} frames" in line
 
 
 def test_series_option_picks_one_of_several(case):
@@ -142,11 +146,12 @@ def test_series_option_picks_one_of_several(case):
 
 def test_unknown_series_uid(case):
     identity = pydicom.dcmread(case.files[0]).SeriesInstanceUID
-    message = refused(
-        case.root, "export", case.dicom, case.seg, "-o", case.out, "--series", "1.2.3.999",
-        words=("1.2.3.999", "no series"),
-    )
-    assert identity in message  # and says what is there
+    before = snapshot(case.root)
+    result = run_cli("export", case.dicom, case.seg, "-o", case.out, "--series", "1.2.3.999")
+    assert result.code == 1 and snapshot(case.root) == before
+    message, *listing = result.stderr.splitlines()
+    assert message.startswith("segalign: error: no series with") and "1.2.3.999" in message
+    assert len(listing) == 1 and identity in listing[0]  # and says what is there, on the next line
 
 
 # --- segmentation file -------------------------------------------------------------------------------------------

@@ -1,17 +1,21 @@
 """The ``segalign`` command line: ``export``, ``info`` and ``demo``.
 
-User errors print one line (``segalign: error: ...``) and exit with status 1; an interrupted export exits with
-130 and leaves nothing behind.
+User errors print one line (``segalign: error: ...``, then any details indented on the lines after it) and exit
+with status 1; an export interrupted by Ctrl-C, SIGTERM or SIGHUP exits with 128 + the signal's number (130 for
+Ctrl-C) and leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Iterator, Sequence, TextIO
 
 from . import __version__
 from .diagnosis import diagnose
@@ -23,22 +27,107 @@ from .render import OverlayStyle
 from .segmentation import load_segmentation
 
 
+#: The longest message line printed, and the most detail lines after it: a 10,000-character header value or a
+#: listing of 5,000 series never floods the terminal.
+MESSAGE_LIMIT = 300
+DETAIL_LIMIT = 20
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    Errors print one line (then their details), exit 1. Ctrl-C, SIGTERM and SIGHUP stop the command as Ctrl-C
+    does, with one line and exit status 128 + the signal's number (130 for Ctrl-C).
+    """
     parser = build_parser()
     args = parser.parse_args(_join_negative_window(list(sys.argv[1:] if argv is None else argv)))
+    with _signals_as_interrupts():
+        try:
+            return int(args.run(args) or 0)
+        except SegAlignError as error:
+            _print_error(error.cli_message, error.details)
+            return 1
+        except OSError as error:  # the file system said no (permissions, a file where a folder should be...)
+            where = f"{error.filename}: " if error.filename else ""
+            _print_error(f"{where}{error.strerror or error}")
+            return 1
+        except KeyboardInterrupt as interrupt:
+            number = getattr(interrupt, "signum", signal.SIGINT)
+            by = "" if number == signal.SIGINT else f" by {signal.Signals(number).name}"
+            written = getattr(interrupt, "segalign_written", None) or getattr(args, "written", None)
+            what = f"the export in {written} is complete" if written else getattr(args, "interrupted", None)
+            _write_line(sys.stderr, f"segalign: interrupted{by}; {what or 'nothing was written'}")
+            return 128 + int(number)
+
+
+class _Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that whatever cleans up after Ctrl-C cleans up after them too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """While the command runs, SIGTERM and SIGHUP (a scheduler's timeout, a closed terminal) raise
+    :class:`_Signalled`; a second one while cleaning up ends the process at once, as it would have.
+
+    Only in the main thread, and only for signals left at their default action (``nohup``'s ignored SIGHUP stays
+    ignored, an embedding application's handler stays); the previous handlers come back afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if received:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
+        received.append(signum)
+        raise _Signalled(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) == signal.SIG_DFL:
+            previous[number] = signal.signal(number, handler)
     try:
-        return int(args.run(args) or 0)
-    except SegAlignError as error:
-        print(f"segalign: error: {' '.join(str(error).split())}", file=sys.stderr)  # always one line
-        return 1
-    except OSError as error:  # the file system said no (permissions, a file where a folder should be...)
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"segalign: error: {where}{error.strerror or error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("segalign: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def _one_line(text: object, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` on one line (whitespace collapsed), cut to ``limit`` characters with an ellipsis."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def _write_line(stream: TextIO, line: str) -> None:
+    """Write a line that may hold anything (a path of undecodable bytes, characters the terminal cannot show):
+    what the stream's encoding cannot represent is written as backslash escapes rather than failing."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        line = line.encode(encoding, "backslashreplace").decode(encoding, "replace")
+    except LookupError:
+        line = line.encode("ascii", "backslashreplace").decode("ascii")
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def _print_error(message: str, details: Sequence[str] = ()) -> None:
+    """``segalign: error: MESSAGE`` on one line, then each detail indented on its own line (at most
+    :data:`DETAIL_LIMIT`)."""
+    _write_line(sys.stderr, f"segalign: error: {_one_line(message)}")
+    shown = details if len(details) <= DETAIL_LIMIT else details[:DETAIL_LIMIT - 1]
+    for detail in shown:
+        _write_line(sys.stderr, f"  {_one_line(detail)}")
+    if len(shown) < len(details):
+        _write_line(sys.stderr, f"  ... and {len(details) - len(shown)} more")
 
 
 def _join_negative_window(argv: list[str]) -> list[str]:
@@ -76,7 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="multilabel NIfTI (.nii/.nii.gz), or a folder of binary NIfTI masks, one per structure",
     )
     export.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR", help="output folder")
-    export.add_argument("--series", metavar="UID", help="SeriesInstanceUID to export when DICOM_DIR holds several")
+    export.add_argument(
+        "--series", metavar="SERIES",
+        help="the series to export when DICOM_DIR holds several: its SeriesInstanceUID, its SeriesNumber, or its "
+        "index in the list 'segalign info' prints (ambiguous numbers are refused)",
+    )
     export.add_argument(
         "--order", choices=["instance", "position"], default="instance",
         help="instance: InstanceNumber then frame (native, the default); position: along the slice normal",
@@ -111,7 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap", choices=["error", "later-wins"], default="error",
         help="where masks of a folder overlap: refuse (default) or let the later file in name order win",
     )
-    export.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists and is not empty")
+    export.add_argument(
+        "--allow-many-labels", action="store_true",
+        help="accept a segmentation that looks like an intensity image (hundreds of values, smooth histogram)",
+    )
+    export.add_argument(
+        "--overwrite", action="store_true",
+        help="replace OUT_DIR if it is an earlier SegAlign export; other folders are never replaced",
+    )
     export.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings or summary")
     export.set_defaults(run=run_export)
 
@@ -138,9 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
 def run_export(args: argparse.Namespace) -> int:
     """``segalign export``: scan, load, export, then report warnings and a summary."""
     report = _Reporter(quiet=args.quiet)
+    _refuse_swapped(args.dicom_dir, args.segmentation)
     scan = scan_folder(args.dicom_dir)
     series = scan.select(args.series)
-    segmentation = load_segmentation(args.segmentation, label_table=args.labels, overlap=args.overlap)
+    segmentation = load_segmentation(
+        args.segmentation, label_table=args.labels, overlap=args.overlap, allow_many_labels=args.allow_many_labels
+    )
     style = OverlayStyle(parse_window(args.window) if args.window is not None else None, args.alpha, args.outline)
     result = export_segmentation(
         series,
@@ -159,6 +262,7 @@ def run_export(args: argparse.Namespace) -> int:
         other_inputs=[args.labels] if args.labels and Path(args.labels).exists() else [],
         split_mosaics=args.split_mosaics,
     )
+    args.written = result.output_dir  # interrupted from here on, the export is complete all the same
     report.done()
     for warning in result.warnings:
         report.warn(warning)
@@ -173,19 +277,39 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_swapped(dicom_dir: Path, segmentation: Path) -> None:
+    """Say that DICOM_DIR and SEGMENTATION look swapped, rather than that a DICOM folder is 'not found'."""
+    looks_like_segmentation = dicom_dir.is_file() and dicom_dir.name.lower().endswith(SEGMENTATION_SUFFIXES)
+    if looks_like_segmentation and segmentation.is_dir():
+        raise SegAlignError(
+            f"the arguments look swapped: DICOM_DIR {dicom_dir} is a segmentation file and SEGMENTATION "
+            f"{segmentation} is a folder; the order is: segalign export DICOM_DIR SEGMENTATION -o OUT_DIR"
+        )
+
+
+#: File names that are segmentations, never DICOM folders (for the swapped-arguments check).
+SEGMENTATION_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
+
+
 def run_info(args: argparse.Namespace) -> int:
-    """``segalign info``: describe every image series of a folder, as text or JSON."""
+    """``segalign info``: describe every image series of a folder, as text or JSON; exit 1 when there is none."""
     scan = scan_folder(args.dicom_dir)
-    reports = [diagnose(series) for series in scan.series]
+    reports = [diagnose(series, scan.root) for series in scan.series]
     if args.json:
         print(json.dumps({"folder": str(args.dicom_dir), "series": [r.as_dict() for r in reports],
                           "warnings": scan.warnings}, indent=2))
-        return 0
+        return 0 if reports else 1
     for warning in scan.warnings:
         print(f"note: {warning}")
     if not reports:
         print(f"no DICOM image series with patient geometry in {args.dicom_dir}")
-    print("\n\n".join(report.to_text() for report in reports))
+        return 1
+    if len(reports) > 1:
+        print(f"{len(reports)} series (export one with --series and its UID, SeriesNumber or index):")
+        print("\n".join(f"  {line}" for line in scan.listing()) + "\n")
+    print("\n\n".join(
+        (f"[{index}] " if len(reports) > 1 else "") + report.to_text() for index, report in enumerate(reports, 1)
+    ))
     return 0
 
 
@@ -194,6 +318,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo as demo  # the phantom writer is only needed here
 
     report = _Reporter(quiet=args.quiet)
+    args.interrupted = "the demo did not finish; run it again"
     paths = demo(args.output, slices=args.slices, progress=report.progress)
     report.done()
     report.say(
@@ -237,8 +362,8 @@ class _Reporter:
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            print(f"segalign: warning: {message}", file=self.stream)
+            _write_line(self.stream, f"segalign: warning: {message}")
 
     def say(self, message: str) -> None:
         if not self.quiet:
-            print(message)
+            _write_line(sys.stdout, message)
