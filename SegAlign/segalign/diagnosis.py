@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .dicom import Frame, Series, position_along
+from .dicom import Frame, Series, plural, position_along
 from .geometry import direction_letters, plane_orientation, same_orientation, tilt_degrees
 
 #: Positions closer than this (mm) along the normal and in plane are "the same position".
@@ -49,6 +50,8 @@ class SeriesReport:
     tilt_degrees: float
     #: Siemens mosaics: e.g. "35 slices of 64x64 in a 6x6 grid, slices towards SA (3.6 mm apart, CSA order)"
     mosaic: str = ""
+    patient_position: str = ""
+    folder: str = ""  #: the deepest folder holding the series' files, relative to the scanned folder
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -66,7 +69,8 @@ class SeriesReport:
             )
         if self.duplicate_positions:
             messages.append(
-                f"{self.duplicate_positions} positions hold more than one frame (4D, repeats or duplicates); "
+                f"{plural(self.duplicate_positions, 'position')} "
+                f"{'holds' if self.duplicate_positions == 1 else 'hold'} more than one frame (4D, repeats or duplicates); "
                 "every frame is exported"
             )
         if not self.uniform_spacing and self.min_gap_mm is not None:
@@ -88,18 +92,24 @@ class SeriesReport:
             if self.min_gap_mm is not None
             else "n/a (one position)"
         )
+        number = self.series_number if self.series_number is not None else "none"
         lines = [
             f"Series {self.uid or '(no SeriesInstanceUID)'}",
-            f"  description      {self.description or '-'}   (number {self.series_number}, {self.modality or '?'})",
-            f"  frames           {self.frames} in {self.files} files"
+            f"  description      {self.description or '-'}   (SeriesNumber {number}, {self.modality or '?'})",
+            f"  folder           {self.folder or '-'}   (PatientPosition {self.patient_position or 'not given'})",
+            f"  frames           {plural(self.frames, 'frame')} in {plural(self.files, 'file')}"
             + ("  (multi-frame)" if self.multiframe else ""),
             f"  matrix           {', '.join(self.matrix)} (rows x columns)",
             f"  pixel spacing    {', '.join(self.pixel_spacing)} mm (row x column)",
             f"  orientation      {self.orientation}, normal towards {self.normal}"
             + (f"; {self.orientations} orientations" if self.orientations > 1 else ""),
             f"  InstanceNumber   {self.instance_direction}"
-            + ("; left-handed stack in that order" if self.left_handed_in_instance_order else ""),
-            f"  positions        {self.positions} distinct"
+            + (
+                "; a left-handed stack in that order (stacking InstanceNumber against cross(row, column) mirrors "
+                "it, as tools that stack files by InstanceNumber do; SegAlign places each frame on its own)"
+                if self.left_handed_in_instance_order else ""
+            ),
+            f"  positions        {plural(self.positions, 'distinct position')}"
             + (f", {self.duplicate_positions} with several frames" if self.duplicate_positions else ", no duplicates"),
             f"  slice gaps       {gaps}",
             f"  gantry tilt      {self.tilt_degrees:.2f} deg (from IPP and IOP)",
@@ -111,8 +121,11 @@ class SeriesReport:
         return "\n".join(lines)
 
 
-def diagnose(series: Series) -> SeriesReport:
-    """Describe the geometry of ``series``: orientation, stacking, spacing, tilt, duplicates."""
+def diagnose(series: Series, root: Path | None = None) -> SeriesReport:
+    """Describe the geometry of ``series``: orientation, stacking, spacing, tilt, duplicates.
+
+    ``root`` (the scanned folder) lets the report say which folder the series is in.
+    """
     frames = series.frames
     reference = series.reference_orientation
     normal = series.reference_normal
@@ -154,6 +167,8 @@ def diagnose(series: Series) -> SeriesReport:
         uniform_spacing=bool(len(gaps) == 0 or gaps.max() - gaps.min() <= GAP_TOLERANCE_MM),
         tilt_degrees=tilt,
         mosaic=_describe_mosaic(frames),
+        patient_position=series.patient_position,
+        folder=series.folder(root) if root is not None else "",
         problems=list(series.problems),
         notes=list(series.notes),
     )

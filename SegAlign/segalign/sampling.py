@@ -78,15 +78,24 @@ class FrameSampler:
         A mosaic frame gives a label mosaic: each tile sampled on its own slice plane (pixels outside every tile
         are 0).
         """
+        return self.sample_counted(frame)[0]
+
+    def sample_counted(self, frame: Frame) -> tuple[np.ndarray, int]:
+        """:meth:`sample`, and how many of the frame's pixels lie inside the volume (0: outside its extent)."""
         if not frame.tiles:
-            return self.sample_plane(frame.planes()[0])
+            return self._sample_plane_counted(frame.planes()[0])
         result = np.zeros((frame.rows, frame.columns), dtype=self.labels.dtype)
+        inside = 0
         for tile in frame.tiles:
-            result[tile.region()] = self.sample_plane(tile)
-        return result
+            result[tile.region()], count = self._sample_plane_counted(tile)
+            inside += count
+        return result, inside
 
     def sample_plane(self, plane: Tile) -> np.ndarray:
         """Labels on one plane's pixel grid, ``(plane.rows, plane.columns)``."""
+        return self._sample_plane_counted(plane)[0]
+
+    def _sample_plane_counted(self, plane: Tile) -> tuple[np.ndarray, int]:
         rows, columns = plane.rows, plane.columns
         origin, per_row, per_column = self.mapping(plane)
         indices = []
@@ -94,7 +103,7 @@ class FrameSampler:
             index = _axis_indices(origin[axis], per_row[axis], per_column[axis], rows, columns)
             inside = (index >= 0) & (index < self.shape[axis])
             if not np.any(inside):
-                return np.zeros((rows, columns), dtype=self.labels.dtype)
+                return np.zeros((rows, columns), dtype=self.labels.dtype), 0
             if np.all(inside):
                 inside = None
             else:
@@ -117,7 +126,7 @@ class FrameSampler:
             count = rows * columns
         with self._lock:
             self.pixels_inside += count
-        return result
+        return result, count
 
     def _sample_general(self, indices, rows: int, columns: int) -> np.ndarray:
         """Any geometry: one flat gather through the sum of the axes' offsets."""
