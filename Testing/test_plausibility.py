@@ -237,3 +237,24 @@ def test_reprs_are_a_line_not_the_whole_volume(three_series) -> None:
         assert len(repr(thing)) < 300 and "\n" not in repr(thing), repr(thing)
     assert repr(segmentation).startswith("<Segmentation seg.nii.gz: 16x12x10 uint8, 2 labels")
     assert "3 series" in repr(scan)
+
+
+def test_a_segmentation_path_that_is_not_a_file_says_so(tmp_path: Path) -> None:
+    dicom = tmp_path / "dicom"
+    write_dicom(dicom)
+    run = run_cli("export", dicom, "/dev/null", "-o", tmp_path / "out")
+    assert run.code == 1 and "is not a regular file" in run.stderr and "not found" not in run.stderr
+    run = run_cli("export", dicom, tmp_path / ("x" * 5000 + ".nii.gz"), "-o", tmp_path / "out")
+    assert run.code == 1 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+def test_overlapping_masks_name_the_argument_or_the_flag(tmp_path: Path) -> None:
+    masks = tmp_path / "masks"
+    volume = np.zeros((4, 4, 4), np.uint8)
+    volume[1:3, 1:3, 1:3] = 1
+    for name in ("a", "b"):
+        write_nifti(masks / f"{name}.nii.gz", volume, grid_affine(ORIGIN, (1, 1, 1)))
+    with pytest.raises(SegAlignError) as error:
+        load_segmentation(masks)
+    assert "overlap='later-wins'" in str(error.value) and "--overlap later-wins" in error.value.cli_message
+    assert len(load_segmentation(masks, overlap="later-wins").values) == 1

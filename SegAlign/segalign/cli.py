@@ -279,8 +279,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _refuse_swapped(dicom_dir: Path, segmentation: Path) -> None:
     """Say that DICOM_DIR and SEGMENTATION look swapped, rather than that a DICOM folder is 'not found'."""
-    looks_like_segmentation = dicom_dir.is_file() and dicom_dir.name.lower().endswith(SEGMENTATION_SUFFIXES)
-    if looks_like_segmentation and segmentation.is_dir():
+    try:
+        looks_like_segmentation = dicom_dir.is_file() and dicom_dir.name.lower().endswith(SEGMENTATION_SUFFIXES)
+        swapped = looks_like_segmentation and segmentation.is_dir()
+    except OSError:  # a path the file system cannot even look up: the scan says so
+        return
+    if swapped:
         raise SegAlignError(
             f"the arguments look swapped: DICOM_DIR {dicom_dir} is a segmentation file and SEGMENTATION "
             f"{segmentation} is a folder; the order is: segalign export DICOM_DIR SEGMENTATION -o OUT_DIR"
@@ -297,7 +301,7 @@ def run_info(args: argparse.Namespace) -> int:
     reports = [diagnose(series, scan.root) for series in scan.series]
     if args.json:
         print(json.dumps({"folder": str(args.dicom_dir), "series": [r.as_dict() for r in reports],
-                          "warnings": scan.warnings}, indent=2))
+                          "warnings": scan.warnings}, indent=2, allow_nan=False))
         return 0 if reports else 1
     for warning in scan.warnings:
         print(f"note: {warning}")

@@ -255,7 +255,7 @@ class DicomScan:
         found = {id(s): s for matches in candidates.values() for s in matches}
         if not found:
             raise SegAlignError(
-                f"no series with UID, SeriesNumber or index {short_text(wanted)} in {self.root}",
+                f"no series with UID, SeriesNumber or index {short(wanted)} in {self.root}",
                 details=self.listing(),
             )
         if len(found) > 1:
@@ -295,12 +295,6 @@ class DicomScan:
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """``1 frame``, ``2 frames``: a count with its noun."""
     return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
-
-
-def short_text(value: object, limit: int = 60) -> str:
-    """A value for a message, cut to ``limit`` characters: a 10,000-digit tag value must not make the line."""
-    text = str(value)
-    return text if len(text) <= limit else f"{text[:limit - 12]}... ({len(text)} characters)"
 
 
 def iter_files(

@@ -142,10 +142,16 @@ def load_segmentation(
     """
     path = Path(path)
     user = read_label_file(label_table) if isinstance(label_table, (str, os.PathLike)) else dict(label_table or {})
-    if path.is_dir():
+    try:
+        is_dir, is_file, exists = path.is_dir(), path.is_file(), os.path.lexists(path)
+    except OSError as error:  # a name too long for the file system, a permission problem on a parent...
+        raise SegAlignError(f"segmentation {short_path(path)} cannot be opened: {describe(error)}") from None
+    if is_dir:
         return _load_mask_folder(path, user, overlap)
-    if not path.is_file():
-        raise SegAlignError(f"segmentation not found: {path}")
+    if not is_file:
+        if exists:
+            raise SegAlignError(f"segmentation {short_path(path)} is not a regular file or a folder of masks")
+        raise SegAlignError(f"segmentation not found: {short_path(path)}")
     image = _load_nifti(path)
     labels = _integer_labels(_volume_data(image, path), path)
     affine, source, warnings = resolve_affine(image, path)
@@ -572,9 +578,10 @@ def _load_mask_folder(folder: Path, user: Mapping[int, Label], overlap: Overlap)
         if clash.any():
             if overlap != "later-wins":
                 earlier = owner[int(taken[clash][0])]
+                message = f"masks {earlier.name} and {path.name} overlap in {int(clash.sum())} voxels; "
                 raise SegAlignError(
-                    f"masks {earlier.name} and {path.name} overlap in {int(clash.sum())} voxels; "
-                    "use --overlap later-wins to let later files win"
+                    message + "pass overlap='later-wins' to let later files win",
+                    cli_message=message + "use --overlap later-wins to let later files win",
                 )
             overlapping += int(clash.sum())
         combined[mask] = label.value
