@@ -13,8 +13,7 @@ Every frame is sampled in patient space from its own ImagePositionPatient, Image
 PixelSpacing, so tilted, unevenly spaced, oblique, left-handed and multi-frame series need no special handling.
 """
 
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: E402
 from .dicom import DicomScan, Frame, Series, scan_folder  # noqa: E402
 from .diagnosis import SeriesReport, diagnose  # noqa: E402
 from .errors import NoOverlapError, SegAlignError  # noqa: E402

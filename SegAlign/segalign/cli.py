@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence, TextIO
 
-from . import __version__
+from .version import __version__
 from .diagnosis import diagnose
 from .dicom import scan_folder
 from .errors import SegAlignError

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .dicom import scan_folder
 from .errors import SegAlignError
 from .export import ExportResult, ProgressCallback, export_segmentation

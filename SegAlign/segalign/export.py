@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-from . import __version__
+from .version import __version__
 from .diagnosis import diagnose
 from .dicom import Frame, Order, Series, position_along
 from .errors import NoOverlapError, SegAlignError
