@@ -193,6 +193,8 @@ def test_info_reports_the_mosaic(mosaic: Path) -> None:
     text = run_cli("info", mosaic / "dicom_implicit")
     assert text.code == 0
     assert "mosaic           35 slices of 64x64 in a 6x6 grid, slices towards SP (3.6 mm apart, CSA order)" in text.stdout
+    assert "35 distinct positions, no duplicates" in text.stdout  # the tiles' planes, not the one frame
+    assert "slice gaps       3.600 to 3.600 mm (uniform)" in text.stdout
     report = json.loads(run_cli("info", mosaic / "dicom_implicit", "--json").stdout)
     assert report["series"][0]["mosaic"].startswith("35 slices of 64x64 in a 6x6 grid")
 

@@ -258,3 +258,18 @@ def test_overlapping_masks_name_the_argument_or_the_flag(tmp_path: Path) -> None
         load_segmentation(masks)
     assert "overlap='later-wins'" in str(error.value) and "--overlap later-wins" in error.value.cli_message
     assert len(load_segmentation(masks, overlap="later-wins").values) == 1
+
+
+def test_a_grid_of_similar_sized_regions_is_a_label_map_not_an_image(tmp_path: Path) -> None:
+    """512 equal cubes have a perfectly smooth histogram, but each region is constant: a label map."""
+    cube = np.arange(1, 513, dtype=np.uint16).reshape(8, 8, 8)
+    volume = np.kron(cube, np.ones((8, 8, 8), np.uint16))
+    path = write_nifti(tmp_path / "grid.nii.gz", volume, grid_affine(ORIGIN, (1, 1, 1)))
+    assert len(load_segmentation(path).values) == 512
+    assert looks_like_image({v: 512 for v in range(1, 513)})  # the histogram alone would call it an image
+
+
+def test_series_with_a_non_ascii_digit_is_a_one_line_error(three_series, tmp_path: Path) -> None:
+    folder, _, seg = three_series
+    run = run_cli("export", folder, seg, "-o", tmp_path / "out", "--series", "\u00b2")
+    assert run.code == 1 and "Traceback" not in run.stderr and "no series with" in run.stderr.splitlines()[0]

@@ -641,3 +641,26 @@ def test_the_demo_replaces_only_what_an_earlier_demo_wrote(tmp_path):
     one_line_error(run_cli("demo", "--output", folder, "--slices", 3, "-q"), "patient_scan.dcm")
     assert (folder / "ct_dicom" / "patient_scan.dcm").read_bytes() == b"mine"
     assert sorted(p.name for p in (folder / "ct_dicom").iterdir()) == ["CT.0000.dcm", "CT.0001.dcm", "patient_scan.dcm"]
+
+
+def test_file_manager_metadata_does_not_make_an_export_foreign(tmp_path: Path) -> None:
+    """Opening an export in Finder or Explorer drops .DS_Store / Thumbs.db into it; --overwrite still replaces it
+    (and removes them), while a real foreign file is still refused."""
+    from segalign.export import export_problem
+    from segalign.synthetic import grid_affine, stack, write_nifti, write_series
+
+    dicom = tmp_path / "dicom"
+    write_series(dicom, stack((0, 0, 0), 3, (0, 0, 2.0), rows=8, columns=8))
+    seg = write_nifti(tmp_path / "seg.nii.gz", np.ones((8, 8, 3), np.uint8), grid_affine((0, 0, 0), (1, 1, 2)))
+    out = tmp_path / "out"
+    assert run_cli("export", dicom, seg, "-o", out, "-q").code == 0
+    (out / ".DS_Store").write_bytes(b"\0")
+    (out / "labels" / "Thumbs.db").write_bytes(b"\0")
+    (out / "labels" / "._0000_i1.png").write_bytes(b"\0")
+    assert export_problem(out) is None
+    assert run_cli("export", dicom, seg, "-o", out, "-q", "--overwrite").code == 0
+    assert not (out / ".DS_Store").exists() and not (out / "labels" / "Thumbs.db").exists()
+    (out / "labels" / "notes.txt").write_text("mine")
+    assert export_problem(out) is not None
+    assert run_cli("export", dicom, seg, "-o", out, "-q", "--overwrite").code == 1
+    assert (out / "labels" / "notes.txt").read_text() == "mine"

@@ -124,15 +124,17 @@ class SeriesReport:
 def diagnose(series: Series, root: Path | None = None) -> SeriesReport:
     """Describe the geometry of ``series``: orientation, stacking, spacing, tilt, duplicates.
 
-    ``root`` (the scanned folder) lets the report say which folder the series is in.
+    ``root`` (the scanned folder) lets the report say which folder the series is in. Positions, gaps, tilt and
+    duplicates are those of the planes the pixels lie on: for Siemens mosaics, their tiles.
     """
     frames = series.frames
     reference = series.reference_orientation
     normal = series.reference_normal
     main = [frame for frame in frames if same_orientation(frame.orientation, reference)]
+    main_planes = [plane for frame in main for plane in frame.split_tiles()]
     orientations = _count_orientations(frames)
 
-    positions = _distinct_positions(main, normal)
+    positions = _distinct_positions(main_planes, normal)
     along = np.array([position_along_point(point, normal) for point in positions])
     order = np.argsort(along)
     gaps = np.diff(along[order])
@@ -161,7 +163,7 @@ def diagnose(series: Series, root: Path | None = None) -> SeriesReport:
         instance_direction=instance_direction,
         left_handed_in_instance_order=left_handed,
         positions=len(positions),
-        duplicate_positions=_count_duplicates(frames),
+        duplicate_positions=_count_duplicates([plane for frame in frames for plane in frame.split_tiles()]),
         min_gap_mm=float(gaps.min()) if len(gaps) else None,
         max_gap_mm=float(gaps.max()) if len(gaps) else None,
         uniform_spacing=bool(len(gaps) == 0 or gaps.max() - gaps.min() <= GAP_TOLERANCE_MM),

@@ -247,7 +247,7 @@ class DicomScan:
         if by_uid:
             return by_uid[0]
         candidates: dict[str, list[Series]] = {}
-        if wanted.isdigit():
+        if wanted.isascii() and wanted.isdigit():  # '²'.isdigit() is true, int('²') fails
             number = int(wanted)
             candidates["SeriesNumber"] = [s for s in self.series if s.series_number == number]
             if 1 <= number <= len(self.series):

@@ -604,11 +604,23 @@ def export_problem(folder: str | os.PathLike[str]) -> str | None:
     return None
 
 
+#: Files that file managers drop into any folder they show (Finder, Explorer): not the user's data, so an export that
+#: holds them is still an export, and they are deleted with it.
+FILE_MANAGER_METADATA = frozenset({".ds_store", "thumbs.db", "desktop.ini", ".directory"})
+
+
+def _is_file_manager_metadata(entry: os.DirEntry) -> bool:
+    name = entry.name.lower()
+    return (name in FILE_MANAGER_METADATA or name.startswith("._")) and entry.is_file(follow_symlinks=False)
+
+
 def _foreign_entry(folder: Path, allowed: frozenset[str]) -> str | None:
     """The first entry of ``folder`` (in name order) that is not one of ``allowed`` (names as in
     :data:`EXPORT_ENTRIES`) or, inside an allowed folder, not a PNG image or a folder of them; None if there is none.
     Links and special files are always foreign: an export writes none."""
     for entry in _entries(folder):
+        if _is_file_manager_metadata(entry):
+            continue
         if entry.is_dir(follow_symlinks=False):
             if f"{entry.name}/" not in allowed:
                 return f"{entry.name}/"
@@ -623,6 +635,8 @@ def _foreign_entry(folder: Path, allowed: frozenset[str]) -> str | None:
 def _foreign_image(folder: Path, depth: int) -> str | None:
     """The first entry of an image folder that is not a PNG file or (``depth`` levels down) a folder of them."""
     for entry in _entries(folder):
+        if _is_file_manager_metadata(entry):
+            continue
         if entry.is_dir(follow_symlinks=False):
             inner = _foreign_image(Path(entry.path), depth - 1) if depth > 0 else ""
             if inner is not None:
@@ -647,7 +661,7 @@ def _remove_export(folder: Path, extra: frozenset[str] = frozenset()) -> bool:
             if entry.is_dir(follow_symlinks=False):
                 if f"{entry.name}/" in allowed:
                     _remove_images(Path(entry.path), depth=1)
-            elif entry.name in allowed and entry.is_file(follow_symlinks=False):
+            elif (entry.name in allowed and entry.is_file(follow_symlinks=False)) or _is_file_manager_metadata(entry):
                 os.unlink(entry.path)
         folder.rmdir()
     except OSError:
@@ -660,7 +674,9 @@ def _remove_images(folder: Path, depth: int) -> None:
         if entry.is_dir(follow_symlinks=False):
             if depth > 0:
                 _remove_images(Path(entry.path), depth - 1)
-        elif entry.name.lower().endswith(".png") and entry.is_file(follow_symlinks=False):
+        elif (entry.name.lower().endswith(".png") and entry.is_file(follow_symlinks=False)) or (
+            _is_file_manager_metadata(entry)
+        ):
             os.unlink(entry.path)
     with contextlib.suppress(OSError):  # not empty: something else was put there; the parent's rmdir fails too
         folder.rmdir()

@@ -156,7 +156,7 @@ def load_segmentation(
     labels = _integer_labels(_volume_data(image, path), path)
     affine, source, warnings = resolve_affine(image, path)
     counts = count_labels(labels)
-    reason = looks_like_image(counts)
+    reason = looks_like_image(counts, labels)
     if reason and not allow_many_labels:
         raise SegAlignError(
             f"{path} looks like an intensity image, not a label map ({reason}); pass the segmentation, or "
@@ -179,13 +179,18 @@ def load_segmentation(
 IMAGE_MIN_VALUES = 256
 
 
-def looks_like_image(counts: Mapping[int, int]) -> str:
-    """Why voxel counts per value look like an intensity image (CT, MR) rather than a label map, or ``""``.
+def looks_like_image(counts: Mapping[int, int], labels: np.ndarray | None = None) -> str:
+    """Why a volume looks like an intensity image (CT, MR) rather than a label map, or ``""``.
 
     An image has many distinct values that fill most of their range, and a smooth histogram: neighbouring values
     have similar counts. Label maps with hundreds of labels (atlases) fill their range too, but each label's size
-    has nothing to do with its neighbour's, so their histogram is rough. Smoothness is the median of
+    usually has nothing to do with its neighbour's, so their histogram is rough. Smoothness is the median of
     ``|log(count[v + 1] / count[v])|`` over neighbouring values: about 0.1 for CT and MR, above 1 for atlases.
+
+    Parcellations of similar-sized regions (a grid of ROIs, supervoxels) have a smooth histogram too, so when the
+    voxels are given a third sign is required: in a label map neighbouring voxels mostly hold the same value
+    (regions are piecewise constant), in an image (noise, gradients) they mostly differ. At most
+    :data:`IMAGE_MAX_EQUAL_NEIGHBOURS` of the non-background neighbour pairs along the first axis may be equal.
     """
     values = sorted(counts)
     if len(values) < IMAGE_MIN_VALUES:
@@ -198,10 +203,32 @@ def looks_like_image(counts: Mapping[int, int]) -> str:
     roughness = float(np.median([abs(np.log(b / a)) for a, b in neighbours]))
     if roughness > 0.5:
         return ""
+    if labels is not None:
+        equal = equal_neighbour_fraction(labels)
+        if equal > IMAGE_MAX_EQUAL_NEIGHBOURS:
+            return ""
     return (
         f"{len(values)} distinct values from {values[0]} to {values[-1]} with a smooth histogram "
         f"(median step {roughness:.2f})"
     )
+
+
+#: A volume whose non-background neighbours are equal more often than this is piecewise constant: labels.
+IMAGE_MAX_EQUAL_NEIGHBOURS = 0.5
+
+
+def equal_neighbour_fraction(labels: np.ndarray, sample_planes: int = 16) -> float:
+    """Of the pairs of neighbouring voxels along the first axis that are not both 0, the fraction that are equal,
+    on up to ``sample_planes`` evenly spaced planes of the last axis (cheap on any volume)."""
+    planes = np.unique(np.linspace(0, labels.shape[2] - 1, min(sample_planes, labels.shape[2])).astype(int))
+    equal = pairs = 0
+    for k in planes:
+        plane = labels[:, :, k]
+        a, b = plane[1:], plane[:-1]
+        counted = (a != 0) | (b != 0)
+        pairs += int(np.count_nonzero(counted))
+        equal += int(np.count_nonzero((a == b) & counted))
+    return equal / pairs if pairs else 1.0
 
 
 def resolve_affine(image: "nib.Nifti1Image", path: Path) -> tuple[np.ndarray, str, list[str]]:
