@@ -13,7 +13,7 @@ Every frame is sampled in patient space from its own ImagePositionPatient, Image
 PixelSpacing, so tilted, unevenly spaced, oblique, left-handed and multi-frame series need no special handling.
 """
 
-from .version import __version__  # noqa: E402
+from .version import __version__  # noqa: E402, F401 (the package version, as segalign.__version__)
 from .dicom import DicomScan, Frame, Series, scan_folder  # noqa: E402
 from .diagnosis import SeriesReport, diagnose  # noqa: E402
 from .errors import NoOverlapError, SegAlignError  # noqa: E402
