@@ -383,7 +383,8 @@ def test_a_held_lock_refuses_and_its_release_allows(inputs, tmp_path):
 
 def _stale_lock(out: Path, pid: int, host: str | None = None) -> Path:
     path = out.with_name(f".{out.name}.lock")
-    owner = {"written_by": "SegAlign", "pid": pid, "host": host or socket.gethostname(), "started": "earlier"}
+    owner = {"written_by": "SegAlign", "pid": pid, "host": host or socket.gethostname(), "started": "earlier",
+             "pid_namespace": segalign.export._pid_namespace()}
     path.write_text(json.dumps(owner))
     return path
 
@@ -434,14 +435,23 @@ def test_a_killed_exports_temporary_folder_is_removed_by_the_next_export(inputs,
     assert not out.exists()
 
     host, gone = socket.gethostname(), dead_pid()
+    namespace = segalign.export._pid_namespace()
     kept = [
         _partial(tmp_path, ".other.partial-alive", {"pid": os.getpid(), "host": host}, {"labels/a.png": "x"}),
         _partial(tmp_path, ".other.partial-remote", {"pid": gone, "host": "elsewhere"}, {"labels/a.png": "x"}),
-        _partial(tmp_path, ".other.partial-foreign", {"pid": gone, "host": host}, {"notes.txt": "mine"}),
+        _partial(tmp_path, ".other.partial-foreign", {"pid": gone, "host": host, "pid_namespace": namespace},
+                 {"notes.txt": "mine"}),
         _partial(tmp_path, ".other.partial-nomarker", None, {"labels/a.png": "x"}),
-        _partial(tmp_path, "other.partial-visible", {"pid": gone, "host": host}, {"labels/a.png": "x"}),
+        _partial(tmp_path, "other.partial-visible", {"pid": gone, "host": host, "pid_namespace": namespace},
+                 {"labels/a.png": "x"}),
     ]
-    removed = _partial(tmp_path, ".other.partial-dead", {"pid": gone, "host": host}, {"masks/liver/a.png": "x"})
+    kept = [  # and a live one written in this pid namespace
+        *kept,
+        _partial(tmp_path, ".other.partial-alive2", {"pid": os.getpid(), "host": host, "pid_namespace": namespace},
+                 {"labels/a.png": "x"}),
+    ]
+    removed = _partial(tmp_path, ".other.partial-dead", {"pid": gone, "host": host, "pid_namespace": namespace},
+                       {"masks/liver/a.png": "x"})
 
     result = run_cli("export", *inputs, "-o", out)
     assert result.code == 0, result
@@ -664,3 +674,13 @@ def test_file_manager_metadata_does_not_make_an_export_foreign(tmp_path: Path) -
     assert export_problem(out) is not None
     assert run_cli("export", dicom, seg, "-o", out, "-q", "--overwrite").code == 1
     assert (out / "labels" / "notes.txt").read_text() == "mine"
+
+
+def test_a_partial_folder_from_another_pid_namespace_is_never_taken_for_dead(tmp_path: Path) -> None:
+    """Containers can share a host name but not pids: a marker from another pid namespace (or boot) is left."""
+    from segalign.export import _owner, _owner_is_gone
+
+    dead = {**_owner(), "pid": 2 ** 22 + 12345}
+    assert _owner_is_gone(dead)
+    assert not _owner_is_gone({**dead, "pid_namespace": "another-boot pid:[4026531836]"})
+    assert not _owner_is_gone({**dead, "host": "another-host"})

@@ -64,8 +64,9 @@ HEADER_TAGS = [
     "Manufacturer",
     "SpacingBetweenSlices",
     "SliceThickness",
-    *MOSAIC_HEADER_TAGS,
 ]
+#: Read again, with the Siemens private tags, only for the files whose ImageType says they are mosaics.
+MOSAIC_TAGS = [*HEADER_TAGS, *MOSAIC_HEADER_TAGS]
 
 #: Modalities that are never images on a patient grid of their own, even when they carry geometry.
 NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "SR", "PR", "KO", "REG", "DOC"})
@@ -411,6 +412,19 @@ def read_header(path: Path) -> pydicom.Dataset:
     return dataset
 
 
+def _with_mosaic_tags(dataset: pydicom.Dataset, path: Path) -> pydicom.Dataset:
+    """The header of a mosaic with the Siemens private tags that place its slices (the scan reads them only for
+    mosaics, which keeps every other file's header read small)."""
+    if (0x0029, 0x0010) in dataset or (0x0019, 0x0010) in dataset:
+        return dataset  # read whole, or already with them
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=MOSAIC_TAGS)
+    except Exception as error:  # the file was readable a moment ago; say why it no longer is
+        raise SegAlignError(f"{short_path(path)}: cannot read its Siemens mosaic header: {describe(error)}") from None
+
+
 def pixel_data_element(dataset: pydicom.Dataset) -> PixelDataElement | None:
     """What :func:`read_header` found out about the file's pixel data element; for a dataset read otherwise, its
     pixel data element if it holds one; None when nothing is known."""
@@ -617,7 +631,7 @@ def frames_of(dataset: pydicom.Dataset, path: Path) -> list[Frame]:
             f"{path}: {number_of_frames} frames but no PerFrameFunctionalGroupsSequence, so the frames' positions are "
             "unknown (legacy multi-frame); convert it to enhanced or single-frame DICOM"
         )
-    tiles = mosaic_tiles(dataset, path) if is_multi_slice(dataset) else ()
+    tiles = mosaic_tiles(_with_mosaic_tags(dataset, path), path) if is_multi_slice(dataset) else ()
     if tiles and number_of_frames > 1:
         raise SegAlignError(f"{path}: a mosaic with {number_of_frames} frames; SegAlign reads single-frame mosaics")
     frames = []

@@ -695,8 +695,21 @@ def _owner() -> dict[str, object]:
         "written_by": WRITTEN_BY,
         "pid": os.getpid(),
         "host": socket.gethostname(),
+        "pid_namespace": _pid_namespace(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _pid_namespace() -> str:
+    """What makes a pid mean one process: this boot and this pid namespace (containers that share a host name do
+    not share pids). Empty where the system does not say (then a host name and pid are all there is)."""
+    parts = []
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(source) if source.endswith("/pid") else Path(source).read_text().strip())
+        except OSError:
+            return ""
+    return " ".join(parts)
 
 
 def _read_owner(text: str) -> dict | None:
@@ -710,6 +723,8 @@ def _read_owner(text: str) -> dict | None:
 def _owner_is_gone(owner: dict | None) -> bool:
     """True only when ``owner`` is provably no longer running: a process of this host that has ended."""
     if owner is None or owner.get("host") != socket.gethostname():
+        return False
+    if owner.get("pid_namespace", "") != _pid_namespace():  # another container, or another boot: cannot tell
         return False
     pid = owner.get("pid")
     return isinstance(pid, int) and not isinstance(pid, bool) and pid != os.getpid() and not _pid_running(pid)
