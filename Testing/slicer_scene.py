@@ -17,7 +17,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is needed for the MRML tests (pip install slicer-core)")
 vtk = pytest.importorskip("vtk")
-from segalign.slicer_logic import HeadlessSlicer, headless_slicer  # noqa: E402,F401  (re-exported for the tests)
+from headless_slicer import HeadlessSlicer, headless_slicer  # noqa: E402,F401  (re-exported for the tests)
 
 
 def load_dicom_volume(app: HeadlessSlicer, files: Sequence[Path], name: str = "series"):

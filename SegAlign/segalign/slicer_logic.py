@@ -1,6 +1,7 @@
 """SegAlign on MRML: import NIfTI segmentations as segmentation nodes, export segmentation nodes onto DICOM frames.
 
 This needs only Slicer's MRML layer, so it runs inside 3D Slicer and, headless, on the ``slicer-core`` wheel.
+(The headless application the tests use, ``Testing/headless_slicer.py``, is not part of the module.)
 The Slicer module (``SegAlign.py``) is a thin GUI over :class:`SegAlignMRMLLogic`.
 
 Export never goes through the reference volume's voxels. The segmentation is merged once into a labelmap in its
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -311,60 +311,6 @@ def _add_shared_labelmap(segmentation_node, segmentation: Segmentation, ijk_to_r
             target.AddSegment(segment, target.GenerateUniqueSegmentID(safe_name(label.name, "segment")))
     finally:
         segmentation_node.EndModify(was_modified)
-
-
-@dataclass
-class HeadlessSlicer:
-    """A Slicer application without Qt (the slicer-core wheel): a scene with Volumes, Colors and Segmentations
-    logic, as scripts and tests outside Slicer need it. Keep the object alive while the scene is used: the
-    application logic holds the module logics by raw pointer."""
-
-    scene: object
-    volumes: object
-    segmentations: object
-    application: object
-    colors: object
-
-    def load_dicom_files(self, files: Sequence[str | os.PathLike[str]], name: str = "series"):
-        """Load files as one scalar volume with ITK/GDCM (the reader Slicer's DICOM plugin uses) and record them
-        in the volume's ``SegAlign.dicomFiles`` attribute, so :meth:`SegAlignMRMLLogic.export` finds them."""
-        import vtk
-
-        paths = [str(f) for f in files]
-        file_list = vtk.vtkStringArray()
-        for path in paths:
-            file_list.InsertNextValue(path)
-        volume = self.volumes.AddArchetypeVolume(paths[0], name, 0, file_list)
-        if volume is None:
-            raise SegAlignError(f"the ITK/GDCM reader could not load {paths[0]} and the other files as a volume")
-        volume.SetAttribute(FILES_ATTRIBUTE, "\n".join(paths))
-        return volume
-
-
-def headless_slicer() -> HeadlessSlicer:
-    """Build a :class:`HeadlessSlicer` (needs the ``slicer-core`` wheel)."""
-    from slicer import (
-        vtkMRMLScene,
-        vtkSlicerApplicationLogic,
-        vtkSlicerColorLogic,
-        vtkSlicerSegmentationsModuleLogic,
-        vtkSlicerVolumesLogic,
-    )
-
-    scene = vtkMRMLScene()
-    application = vtkSlicerApplicationLogic()
-    application.SetMRMLScene(scene)
-    colors = vtkSlicerColorLogic()
-    colors.SetMRMLApplicationLogic(application)
-    colors.SetMRMLScene(scene)
-    application.SetModuleLogic("Colors", colors)
-    volumes = vtkSlicerVolumesLogic()
-    volumes.SetMRMLApplicationLogic(application)
-    volumes.SetMRMLScene(scene)
-    segmentations = vtkSlicerSegmentationsModuleLogic()
-    segmentations.SetMRMLApplicationLogic(application)
-    segmentations.SetMRMLScene(scene)
-    return HeadlessSlicer(scene, volumes, segmentations, application, colors)
 
 
 def merge_labelmap_layers(segmentation, segment_ids: list[str], values: list[int]) -> tuple[np.ndarray, np.ndarray] | None:

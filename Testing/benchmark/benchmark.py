@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # Testing/: the headless Slicer scaffolding
+
 RECIPES = ["segalign", "segalign-overlays", "sitk", "sitk-overlays", "slicer", "segalign-slicer"]
 PIXEL_SPACING = 400.0 / 512  # mm
 SLICE_SPACING = 1.6  # mm
@@ -164,7 +166,7 @@ def _slicer_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
     import vtk
     import slicer.util
     from PIL import Image
-    from segalign.slicer_logic import headless_slicer
+    from headless_slicer import headless_slicer
     from slicer import vtkSlicerSegmentationsModuleLogic
 
     app = headless_slicer()
@@ -182,7 +184,8 @@ def _slicer_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
 
 
 def _segalign_slicer_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
-    from segalign.slicer_logic import SegAlignMRMLLogic, headless_slicer
+    from headless_slicer import headless_slicer
+    from segalign.slicer_logic import SegAlignMRMLLogic
 
     app = headless_slicer()
     files = _files_by_position(dicom)
