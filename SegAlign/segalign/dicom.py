@@ -17,7 +17,6 @@ import math
 import os
 import stat
 import struct
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from pydicom.dataelem import DataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
-from .errors import SegAlignError, describe, short, short_path
+from .errors import SegAlignError, describe, quiet_warnings, short, short_path
 from .geometry import plane_orientation, slice_normal
 from .mosaic import MOSAIC_HEADER_TAGS, Tile, is_multi_slice, mosaic_tiles
 
@@ -402,8 +401,7 @@ def read_header(path: Path) -> pydicom.Dataset:
     file is named, and pydicom's warnings about non-conforming values are silenced: the checks that use the values
     say what matters.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_warnings():
         with open(path, "rb") as stream:
             dataset = pydicom.dcmread(stream, stop_before_pixels=True, specific_tags=HEADER_TAGS)
             element = _read_pixel_data_element(stream, dataset)
@@ -418,8 +416,7 @@ def _with_mosaic_tags(dataset: pydicom.Dataset, path: Path) -> pydicom.Dataset:
     if (0x0029, 0x0010) in dataset or (0x0019, 0x0010) in dataset:
         return dataset  # read whole, or already with them
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings():
             return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=MOSAIC_TAGS)
     except Exception as error:  # the file was readable a moment ago; say why it no longer is
         raise SegAlignError(f"{short_path(path)}: cannot read its Siemens mosaic header: {describe(error)}") from None

@@ -13,7 +13,10 @@ the command line's. Long lists (every series in a folder, every problem of a ser
 from __future__ import annotations
 
 import re
-from typing import Sequence
+import contextlib
+import threading
+import warnings
+from typing import Iterator, Sequence
 
 
 class SegAlignError(ValueError):
@@ -70,3 +73,17 @@ def _words(class_name: str) -> str:
     """``UnexpectedEOFError`` as ``unexpected eof``: a class name in words, for exceptions that say nothing else."""
     words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", class_name.removesuffix("Error").removesuffix("Exception"))
     return words.lower() or "unknown error"
+
+
+#: warnings.catch_warnings changes process-wide state, and frames are read on several threads: the blocks that
+#: silence warnings take turns, so that none of them restores the filters another one set. Reentrant: blocks nest.
+_WARNINGS_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def quiet_warnings() -> Iterator[None]:
+    """Silence Python warnings (pydicom's about non-conforming values, numpy's, nibabel's) inside the block: the
+    values SegAlign uses are checked, and what matters is said in SegAlign's own words."""
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

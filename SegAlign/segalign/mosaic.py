@@ -20,7 +20,6 @@ header) are refused: their slices cannot be placed, and SegAlign never samples t
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from .errors import SegAlignError
+from .errors import SegAlignError, quiet_warnings
 
 #: ImageType values that mark a frame holding several slices.
 MULTI_SLICE_IMAGE_TYPES = ("MOSAIC", "VFRAME")
@@ -95,8 +94,7 @@ def mosaic_tiles(dataset: pydicom.Dataset, path: Path) -> tuple[Tile, ...]:
             f"{path}: ImageType {found} ({manufacturer or 'unknown manufacturer'}) holds several slices in one frame "
             "whose positions are kept only in a private sequence; SegAlign cannot place them and will not guess"
         )
-    with warnings.catch_warnings():  # nibabel warns on import that its DICOM readers are experimental
-        warnings.simplefilter("ignore")
+    with quiet_warnings():  # nibabel warns on import that its DICOM readers are experimental
         from nibabel.nicom import csareader, dicomwrappers
 
     try:
@@ -124,8 +122,7 @@ def mosaic_tiles(dataset: pydicom.Dataset, path: Path) -> tuple[Tile, ...]:
             f"{path}: {count} mosaic slices need a {size}x{size} grid, which does not divide the {rows}x{columns} frame"
         )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings():
             wrapper = dicomwrappers.MosaicWrapper(dataset, csa, count)
             affine = np.asarray(wrapper.affine, dtype=float)
     except AssertionError:  # nibabel asserts that the CSA and IOP slice normals are parallel

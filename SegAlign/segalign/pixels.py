@@ -22,13 +22,10 @@ Conventions:
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -36,7 +33,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 
 from .dicom import Frame, functional_groups, functional_value
-from .errors import SegAlignError, describe, short, short_path
+from .errors import SegAlignError, describe, quiet_warnings, short, short_path
 
 
 @dataclass(frozen=True)
@@ -135,7 +132,7 @@ class PixelReader:
         else:  # one read gives header and pixels
             header = _read(frame.source_file, stop_before_pixels=False)
             stored = self._decode(frame, header, lambda: header.pixel_array)
-        with _quiet():
+        with quiet_warnings():
             groups = functional_groups(header, frame.frame_number - 1)
             transformation = "PixelValueTransformationSequence"
             slope = _rescale(
@@ -160,7 +157,7 @@ class PixelReader:
 
     @staticmethod
     def _decode(frame: Frame, header: pydicom.Dataset, decode) -> np.ndarray:
-        with _quiet():
+        with quiet_warnings():
             photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2") or "").strip().upper()
             samples = header.get("SamplesPerPixel", 1)
         where = short_path(frame.source_file)
@@ -201,24 +198,10 @@ class PixelReader:
 
 def _read(path: Path, stop_before_pixels: bool) -> pydicom.Dataset:
     try:
-        with _quiet():
+        with quiet_warnings():
             return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except Exception as error:
         raise SegAlignError(f"{short_path(path)}: cannot be read ({describe(error)})") from None
-
-
-#: Frames are read on several threads, and warnings.catch_warnings changes process-wide state: the blocks that
-#: silence pydicom's warnings take turns, so that none of them restores the filters another one set.
-_WARNINGS_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence pydicom's warnings about non-conforming values while reading a header (the values used are
-    checked here, and said in SegAlign's words)."""
-    with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 #: RescaleSlope, RescaleIntercept and window values beyond this in magnitude are not believed.

@@ -17,7 +17,6 @@ import gzip
 import itertools
 import math
 import os
-import warnings as python_warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Iterator, Literal, Mapping
 
 import numpy as np
 
-from .errors import SegAlignError, describe, short, short_path
+from .errors import SegAlignError, describe, quiet_warnings, short, short_path
 from .labels import (
     MAX_LABEL,
     Label,
@@ -269,8 +268,7 @@ def resolve_affine(image: "nib.Nifti1Image", path: Path) -> tuple[np.ndarray, st
 def _coded_form(header: "nib.Nifti1Header", form: str, path: Path) -> tuple[np.ndarray | None, int]:
     """The header's sform or qform and its code (0 when not set), refusing one nibabel cannot build."""
     try:
-        with python_warnings.catch_warnings():
-            python_warnings.simplefilter("ignore")  # numpy's invalid-value warnings: check_affine says it in words
+        with quiet_warnings():  # numpy's invalid-value warnings: check_affine says it in words
             affine, code = getattr(header, f"get_{form}")(coded=True)
     except Exception as error:
         raise SegAlignError(f"{path.name}: the {form} cannot be read ({describe(error)})") from None
@@ -351,8 +349,7 @@ def _quiet_nibabel() -> Iterator[None]:
     disabled = logger.disabled
     logger.disabled = True
     try:
-        with python_warnings.catch_warnings(), np.errstate(all="ignore"):
-            python_warnings.simplefilter("ignore")
+        with quiet_warnings(), np.errstate(all="ignore"):
             yield
     finally:
         logger.disabled = disabled
