@@ -40,6 +40,7 @@ import numpy as np
 from .version import __version__
 from .diagnosis import diagnose
 from .dicom import Frame, Order, Series, position_along
+from .mosaic import Tile
 from .errors import NoOverlapError, SegAlignError
 from .geometry import LPS_TO_RAS, pixel_to_lps
 from .pixels import FramePixels, PixelReader
@@ -429,12 +430,19 @@ def _manifest_row(index: int, frame: Frame, name: str, root: Path, normal: np.nd
         "instance_number": "" if frame.instance_number is None else frame.instance_number,
         "source_file": Path(os.path.relpath(frame.source_file.absolute(), root)).as_posix(),
         "label_png": f"labels/{name}",
-        "image_position_patient": " ".join(f"{v:.10g}" for v in frame.position),
-        "image_orientation_patient": " ".join(f"{v:.10g}" for v in frame.orientation),
-        "pixel_spacing": " ".join(f"{v:.10g}" for v in frame.pixel_spacing),
+        **_plane_columns(frame),
         "rows": frame.rows,
         "columns": frame.columns,
         "slice_position": f"{position_along(frame, normal):.4f}",
+    }
+
+
+def _plane_columns(plane: Frame | Tile) -> dict[str, str]:
+    """The manifest's (and tiles.csv's) geometry columns of a frame or tile, as its DICOM tags would spell them."""
+    return {
+        "image_position_patient": " ".join(f"{v:.10g}" for v in plane.position),
+        "image_orientation_patient": " ".join(f"{v:.10g}" for v in plane.orientation),
+        "pixel_spacing": " ".join(f"{v:.10g}" for v in plane.pixel_spacing),
     }
 
 
@@ -449,9 +457,7 @@ def _tile_rows(index: int, frame: Frame, name: str, normal: np.ndarray, present:
             "tile_column_offset": tile.column_offset,
             "rows": tile.rows,
             "columns": tile.columns,
-            "image_position_patient": " ".join(f"{v:.10g}" for v in tile.position),
-            "image_orientation_patient": " ".join(f"{v:.10g}" for v in tile.orientation),
-            "pixel_spacing": " ".join(f"{v:.10g}" for v in tile.pixel_spacing),
+            **_plane_columns(tile),
             "slice_position": f"{float(np.dot(tile.position, normal)):.4f}",
             "labels_present": " ".join(str(value) for value in values),
         }
