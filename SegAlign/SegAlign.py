@@ -70,6 +70,17 @@ class ExportOrder(enum.Enum):
         return {"instance": _("Acquisition (InstanceNumber, frame)"), "position": _("Position along the normal")}[self.value]
 
 
+class DicomSegType(enum.Enum):
+    BINARY = "binary"
+    LABELMAP = "labelmap"
+
+    def label(self) -> str:
+        return {
+            "binary": _("Binary (one frame per segment and slice; readable everywhere)"),
+            "labelmap": _("Label map (one compressed frame per slice; smaller, newer readers)"),
+        }[self.value]
+
+
 @parameterNodeWrapper
 class SegAlignParameterNode:
     """What the panel shows; saved with the scene.
@@ -85,7 +96,12 @@ class SegAlignParameterNode:
     overlayOutline - draw outlines instead of filled labels.
     writeImages - also write the frames' pixels as 16-bit images.
     writeStats - per-label pixel counts and areas in the manifest.
+    writeDicomSeg - also write seg.dcm, a DICOM Segmentation on the series' own frames (for PACS, OHIF, Slicer).
+    dicomSegType - binary or label map DICOM SEG.
     overwrite - replace a non-empty output folder.
+
+    The export options are read from it by ``segalign.options.ExportOptions.from_parameters``, the one place
+    that turns these fields into the library's options.
     """
 
     referenceVolume: vtkMRMLScalarVolumeNode
@@ -99,6 +115,8 @@ class SegAlignParameterNode:
     overlayOutline: bool = False
     writeImages: bool = False
     writeStats: bool = False
+    writeDicomSeg: bool = False
+    dicomSegType: DicomSegType = DicomSegType.BINARY
     overwrite: bool = False
 
 
@@ -243,11 +261,11 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             progressDialog.close()
 
     def _export(self, node, progress):
+        from segalign.options import ExportOptions
+
         return self.logic.exportSegmentation(
-            node.segmentation, node.referenceVolume, node.outputFolder, masks=node.writeMasks,
-            order=node.order.value, overlays=node.writeOverlays, images=node.writeImages,
-            stats=node.writeStats, window=None if node.overlayWindow is OverlayWindow.FRAME else node.overlayWindow.value,
-            alpha=node.overlayOpacity, outline=node.overlayOutline, overwrite=node.overwrite, progress=progress,
+            node.segmentation, node.referenceVolume, node.outputFolder, ExportOptions.from_parameters(node),
+            overwrite=node.overwrite, progress=progress,
         )
 
 
@@ -318,21 +336,17 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
         """Import a NIfTI file or a folder of masks as a segmentation node shown over ``referenceVolume``."""
         return self.mrml.import_segmentation(path, referenceVolume, label_table=labelTable)
 
-    def exportSegmentation(self, segmentationNode, referenceVolume, outputFolder, masks=False, order="instance",
-                           overlays=False, images=False, stats=False, window=None, alpha=0.4, outline=False,
-                           overwrite=False, progress=None, files=None):
+    def exportSegmentation(self, segmentationNode, referenceVolume, outputFolder, options=None, overwrite=False,
+                           progress=None, files=None):
         """Export ``segmentationNode`` onto every original DICOM frame of ``referenceVolume``.
 
-        ``window`` is ``"CENTER,WIDTH"`` or a preset name (abdomen, bone, brain, lung, mediastinum); None uses each
-        frame's own. Overlays use the segments' current names and colours.
+        ``options`` is a ``segalign.options.ExportOptions`` (default: label images, manifest and label table), for
+        example ``ExportOptions(masks=True, dicom_seg=DicomSegOptions("labelmap"))``. Overlays, labels.json and the
+        DICOM SEG use the segments' current names and colours.
         """
-        from segalign.pixels import parse_window
-        from segalign.render import OverlayStyle
-
-        style = OverlayStyle(parse_window(window) if window else None, alpha, outline)
         return self.mrml.export(
-            segmentationNode, referenceVolume, outputFolder, files=files, order=order, masks=masks,
-            overlays=overlays, images=images, stats=stats, style=style, overwrite=overwrite, progress=progress,
+            segmentationNode, referenceVolume, outputFolder, options, files=files, overwrite=overwrite,
+            progress=progress,
         )
 
     @staticmethod
@@ -343,6 +357,8 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
         ]
         if (result.output_dir / "index.html").exists():
             lines.append(_("Preview: {page}").format(page=result.output_dir / "index.html"))
+        if "dicom_seg" in result.outputs:
+            lines.append(_("DICOM SEG: {path}").format(path=result.output_dir / result.outputs["dicom_seg"]))
         lines += [_("Warning: {message}").format(message=w) for w in result.warnings]
         return "\n".join(lines)
 

@@ -22,7 +22,7 @@ from conftest import exported_labels, leftovers, read_manifest, read_png, run_cl
 import segalign.cli
 from segalign.dicom import scan_folder
 from segalign.export import ExportCancelled, export_segmentation
-from segalign.segmentation import load_segmentation
+from segalign.readers import load_segmentation
 from segalign.synthetic import (
     CORONAL,
     SAGITTAL,

@@ -14,6 +14,7 @@ from conftest import leftovers, read_manifest, run_cli
 from phantoms import small_phantom, stack_affine, write_segmentation
 from segalign import Segmentation, export_segmentation, scan_folder
 from segalign.labels import Label
+from segalign.options import ExportOptions
 from segalign.synthetic import SeriesIdentity, stack, write_enhanced, write_nifti, write_series
 
 PHANTOM = small_phantom()
@@ -57,7 +58,7 @@ def test_a_partial_label_table_is_completed(tmp_path: Path) -> None:
     labels[5:8, 5:8, 2] = 7
     segmentation = Segmentation(labels, affine, {1: Label(1, "one", (1, 2, 3))}, None)
     assert set(segmentation.label_table) == {1, 7} and segmentation.label_table[7].name == "Segment_7"
-    result = export_segmentation(scan_folder(tmp_path / "dicom").select(), segmentation, tmp_path / "out", masks=True)
+    result = export_segmentation(scan_folder(tmp_path / "dicom").select(), segmentation, tmp_path / "out", ExportOptions(masks=True))
     assert result.labels_found == [1, 7]
     names = {e["value"]: e["name"] for e in json.loads((tmp_path / "out" / "labels.json").read_text())}
     assert names == {1: "one", 7: "Segment_7"}

@@ -55,7 +55,8 @@ from segalign.errors import SegAlignError, describe, short, short_path
 from segalign.labels import MAX_LABEL, Label, read_label_file
 from segalign.preview import script_json
 from segalign.render import color_lookup
-from segalign.segmentation import Segmentation, load_segmentation
+from segalign.readers import load_segmentation
+from segalign.segmentation import Segmentation
 from segalign.synthetic import SeriesIdentity, grid_affine, stack, write_enhanced, write_nifti, write_series
 
 SEED = 20261202
@@ -889,6 +890,7 @@ def test_campaign_outputs(template, tmp_path, monkeypatch, name):
     tests run as root, for whom permissions do not deny). Nothing is left behind."""
     import segalign.export as export_module
     import segalign.png as png_module
+    import segalign.writers.png_folder as folder_module
 
     case = new_case(template, tmp_path)
     out = case.out
@@ -899,15 +901,17 @@ def test_campaign_outputs(template, tmp_path, monkeypatch, name):
         (tmp_path / "blocker").write_text("a file\n")
         out = tmp_path / "blocker" / "out"
     elif name == "disk-full-labels":
-        monkeypatch.setattr(export_module, "write_gray", _full_disk_on("write_gray", png_module))
+        monkeypatch.setattr(folder_module, "write_gray", _full_disk_on("write_gray", png_module))
     elif name == "disk-full-late-label":
-        monkeypatch.setattr(export_module, "write_gray", _full_disk_on("write_gray", png_module, after=SLICES - 1))
-    elif name == "disk-full-json":
-        monkeypatch.setattr(export_module, "_write_json", _full_disk_on("_write_json", after=1))
+        monkeypatch.setattr(folder_module, "write_gray", _full_disk_on("write_gray", png_module, after=SLICES - 1))
+    elif name == "disk-full-json":  # labels.json is written (by the PNG folder writer), export.json is not
+        full = _full_disk_on("write_json", folder_module, after=1)
+        monkeypatch.setattr(folder_module, "write_json", full)
+        monkeypatch.setattr(export_module, "write_json", full)
     elif name == "disk-full-manifest":
-        monkeypatch.setattr(export_module, "_write_manifest", _full_disk_on("_write_manifest"))
+        monkeypatch.setattr(folder_module, "write_manifest", _full_disk_on("write_manifest", folder_module))
     elif name == "disk-full-overlay":
-        monkeypatch.setattr(export_module, "write_preview", _full_disk_on("write_preview"))
+        monkeypatch.setattr(folder_module, "write_preview", _full_disk_on("write_preview", folder_module))
         extra = ["--overlays"]
     elif name == "read-only-parent":
         out = tmp_path / "locked" / "out"

@@ -754,7 +754,7 @@ _BLOCKER = textwrap.dedent(
     import os
     import sys
 
-    BLOCKED = {"pylibjpeg", "openjpeg", "libjpeg", "rle", "gdcm"}
+    BLOCKED = {"pylibjpeg", "openjpeg", "libjpeg", "rle", "gdcm", "jpeg_ls"}  # jpeg_ls: pyjpegls (highdicom needs it)
 
 
     class _Blocker:

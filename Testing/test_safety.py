@@ -37,7 +37,8 @@ from segalign.export import (
     export_problem,
     export_segmentation,
 )
-from segalign.segmentation import load_segmentation
+from segalign.options import ExportOptions, OverlayOptions
+from segalign.readers import load_segmentation
 from segalign.synthetic import grid_affine, stack, write_enhanced, write_nifti, write_series
 
 ROWS, COLUMNS = 12, 16
@@ -93,9 +94,11 @@ def inputs(tmp_path: Path) -> tuple[Path, Path]:
     return make_inputs(tmp_path)
 
 
-def export(dicom: Path, seg: Path, out: Path, **options):
+def export(dicom: Path, seg: Path, out: Path, options: ExportOptions | None = None, **keywords):
     """The library export of ``dicom`` and ``seg`` into ``out``."""
-    return export_segmentation(scan_folder(dicom).select(), load_segmentation(seg), out, dicom_root=dicom, **options)
+    return export_segmentation(
+        scan_folder(dicom).select(), load_segmentation(seg), out, options, dicom_root=dicom, **keywords
+    )
 
 
 def one_line_error(result, *words: str) -> str:
@@ -310,7 +313,7 @@ def test_an_export_turned_into_a_users_folder_while_exporting_is_not_replaced(in
 
 def test_a_change_after_the_last_check_is_kept_aside_with_a_warning(inputs, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    export(*inputs, out, masks=True)
+    export(*inputs, out, ExportOptions(masks=True))
     real_check = segalign.export._check_output_dir
 
     def check_then_change(output_dir, overwrite, protected):
@@ -471,7 +474,7 @@ def test_an_export_has_the_permissions_the_umask_gives(inputs, tmp_path, umask, 
     out = tmp_path / "out"
     previous = os.umask(umask)
     try:
-        export(*inputs, out, masks=True, overlays=True, images=True)
+        export(*inputs, out, ExportOptions(masks=True, overlays=OverlayOptions(), images=True))
     finally:
         os.umask(previous)
     modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}

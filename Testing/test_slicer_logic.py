@@ -314,9 +314,9 @@ def test_overlays_use_the_segments_current_colours(tmp_path: Path) -> None:
     segment = node.GetSegmentation().GetSegment(node.GetSegmentation().GetSegmentIdBySegmentName("big"))
     assert segment is not None and tuple(round(c * 255) for c in segment.GetColor()) == (200, 80, 80)
     segment.SetColor(0.0, 1.0, 0.0)
-    from segalign.render import OverlayStyle
+    from segalign.options import ExportOptions, OverlayOptions
 
-    logic.export(node, volume, tmp_path / "out", overlays=True, style=OverlayStyle(alpha=1.0))
+    logic.export(node, volume, tmp_path / "out", ExportOptions(overlays=OverlayOptions(alpha=1.0)))
     import json
 
     entries = {e["name"]: e for e in json.loads((tmp_path / "out" / "labels.json").read_text())}

@@ -12,7 +12,7 @@ from segalign.dicom import Frame
 from segalign.geometry import direction_letters, plane_orientation, tilt_degrees
 from segalign.labels import complete_table, default_name, parse_caret_label_table, read_label_file
 from segalign.sampling import FrameSampler
-from segalign.segmentation import load_segmentation
+from segalign.readers import load_segmentation
 from segalign.synthetic import write_nifti
 
 
@@ -131,7 +131,7 @@ def test_exact_ties_do_not_depend_on_where_the_grid_is_stored() -> None:
 def test_compressed_voxels_read_in_place_equal_nibabel(tmp_path: Path, dtype: str) -> None:
     """Reading .nii.gz voxels straight into the array (to halve the loading peak) gives nibabel's values, for any
     byte order and with a header extension shifting the data offset; scaled data is left to nibabel."""
-    from segalign.segmentation import _read_compressed
+    from segalign.readers.nifti import _read_compressed
 
     rng = np.random.default_rng(1)
     data = rng.integers(0, 200, size=(7, 9, 5)).astype(dtype)

@@ -20,7 +20,8 @@ from .errors import NoOverlapError, SegAlignError  # noqa: E402
 from .export import ExportCancelled, ExportResult, export_segmentation  # noqa: E402
 from .labels import Label, read_label_file  # noqa: E402
 from .sampling import FrameSampler  # noqa: E402
-from .segmentation import Segmentation, load_segmentation  # noqa: E402
+from .readers import load_segmentation  # noqa: E402
+from .segmentation import Segmentation  # noqa: E402
 
 __all__ = [
     "DicomScan",

@@ -22,9 +22,8 @@ from .diagnosis import diagnose
 from .dicom import scan_folder
 from .errors import SegAlignError
 from .export import export_segmentation
-from .pixels import parse_window
-from .render import OverlayStyle
-from .segmentation import load_segmentation
+from .options import ExportOptions, SegmentationType
+from .readers import load_segmentation
 
 
 #: The longest message line printed, and the most detail lines after it: a 10,000-character header value or a
@@ -196,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--alpha", type=float, default=0.4, help="overlay label opacity, 0..1 (default 0.4)")
     export.add_argument("--outline", action="store_true", help="draw label outlines instead of filled labels")
     export.add_argument(
+        "--dicom-seg", action="store_true",
+        help="also write OUT_DIR/seg.dcm: a DICOM Segmentation on the series' own frames, for PACS, OHIF and Slicer",
+    )
+    export.add_argument(
+        "--dicom-seg-type", choices=[member.value for member in SegmentationType], default="binary",
+        help="binary: one 1-bit frame per segment per frame, readable everywhere (default); labelmap: one "
+        "RLE-compressed frame per frame holding all segments (much smaller; newer readers)",
+    )
+    export.add_argument(
         "--labels", metavar="TABLE",
         help="label names and colours: CSV value,name[,r,g,b], a Slicer color table, or 'totalsegmentator' "
         "(the built-in TotalSegmentator v2 'total' classes)",
@@ -244,23 +252,16 @@ def run_export(args: argparse.Namespace) -> int:
     segmentation = load_segmentation(
         args.segmentation, label_table=args.labels, overlap=args.overlap, allow_many_labels=args.allow_many_labels
     )
-    style = OverlayStyle(parse_window(args.window) if args.window is not None else None, args.alpha, args.outline)
     result = export_segmentation(
         series,
         segmentation,
         args.output,
+        ExportOptions.from_args(args),
         dicom_root=args.dicom_dir,
-        order=args.order,
-        masks=args.masks,
-        overlays=args.overlays,
-        images=args.images,
-        stats=args.stats,
-        style=style,
         overwrite=args.overwrite,
         warnings=scan.warnings,
         progress=report.progress,
         other_inputs=[args.labels] if args.labels and Path(args.labels).exists() else [],
-        split_mosaics=args.split_mosaics,
     )
     args.written = result.output_dir  # interrupted from here on, the export is complete all the same
     report.done()
@@ -273,6 +274,7 @@ def run_export(args: argparse.Namespace) -> int:
         f"  {len(result.labels_found)} labels on the frames: {names or 'none'}{more}\n"
         f"  manifest: {result.manifest}"
         + (f"\n  preview:  {result.output_dir / 'index.html'}" if args.overlays else "")
+        + (f"\n  DICOM SEG: {result.output_dir / result.outputs['dicom_seg']}" if "dicom_seg" in result.outputs else "")
     )
     return 0
 
@@ -330,8 +332,9 @@ def run_demo(args: argparse.Namespace) -> int:
         f"  DICOM series:     {paths.dicom_dir}\n"
         f"  segmentation:     {paths.segmentation}\n"
         f"  export:           {paths.export_dir}  (labels/*.png, overlays/*.png, manifest.csv, labels.json)\n"
+        f"  DICOM SEG:        {paths.export_dir / 'seg.dcm'}  (open it with the series in Slicer or OHIF)\n"
         f"  preview page:     {paths.export_dir / 'index.html'}  (open it in a browser)\n"
-        f"  same as:          segalign export {paths.dicom_dir} {paths.segmentation} -o {paths.export_dir} --overlays --overwrite"
+        f"  same as:          segalign export {paths.dicom_dir} {paths.segmentation} -o {paths.export_dir} --overlays --dicom-seg --overwrite"
     )
     return 0
 

@@ -15,7 +15,8 @@ from .version import __version__
 from .dicom import scan_folder
 from .errors import SegAlignError
 from .export import ExportResult, ProgressCallback, export_segmentation
-from .segmentation import load_segmentation
+from .options import DicomSegOptions, ExportOptions, OverlayOptions
+from .readers import load_segmentation
 from .synthetic import SeriesIdentity, abdomen_phantom, las_affine, rasterize, stack, write_nifti, write_series
 
 PIXEL_SPACING = 0.78125  # mm: a 400 mm field of view on 512 x 512
@@ -68,8 +69,9 @@ def run_demo(folder: str | os.PathLike[str], slices: int = 80, progress: Progres
     export_dir = folder / "export"
     scan = scan_folder(dicom_dir)
     result = export_segmentation(
-        scan.select(), load_segmentation(segmentation_path), export_dir, dicom_root=dicom_dir, overlays=True,
-        overwrite=True, warnings=scan.warnings, progress=progress,
+        scan.select(), load_segmentation(segmentation_path), export_dir,
+        ExportOptions(overlays=OverlayOptions(), dicom_seg=DicomSegOptions()),
+        dicom_root=dicom_dir, overwrite=True, warnings=scan.warnings, progress=progress,
     )
     return DemoPaths(dicom_dir, segmentation_path, export_dir, result)
 

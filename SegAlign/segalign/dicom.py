@@ -91,6 +91,8 @@ class Frame:
     #: For one tile of a mosaic exported as an image of its own (``Frame.split_tiles``): which tile it is. Its
     #: ``position``, ``rows`` and ``columns`` are the tile's; ``tile.region()`` finds its pixels in the frame.
     tile: Tile | None = None
+    sop_class_uid: str = ""  #: SOPClassUID of ``source_file`` (what a DICOM SEG or RTSTRUCT references)
+    frame_of_reference_uid: str = ""  #: FrameOfReferenceUID of ``source_file``, "" when it has none
 
     @property
     def normal(self) -> np.ndarray:
@@ -617,6 +619,9 @@ def frames_of(dataset: pydicom.Dataset, path: Path) -> list[Frame]:
         meta = getattr(dataset, "file_meta", None)
         sop_uid = str(meta.get("MediaStorageSOPInstanceUID", "") or "").strip() if meta is not None else ""
     instance_number = _optional_int(dataset.get("InstanceNumber"))
+    with quiet_warnings():  # pydicom's warning about an invalid UI value: the SEG writer refuses such UIDs itself
+        sop_class_uid = str(dataset.get("SOPClassUID", "") or "").strip()
+        frame_of_reference_uid = str(dataset.get("FrameOfReferenceUID", "") or "").strip()
     number_of_frames = _optional_int(dataset.get("NumberOfFrames")) or 1
     per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
     if per_frame is not None and len(per_frame) != number_of_frames:
@@ -651,6 +656,8 @@ def frames_of(dataset: pydicom.Dataset, path: Path) -> list[Frame]:
                 columns=columns,
                 number_of_frames=number_of_frames,
                 tiles=tiles,
+                sop_class_uid=sop_class_uid,
+                frame_of_reference_uid=frame_of_reference_uid,
             )
         )
     return frames

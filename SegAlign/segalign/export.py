@@ -1,12 +1,14 @@
-"""Export a segmentation onto the frames of a DICOM series: label PNGs, masks, manifest, label table.
+"""Export a segmentation onto the frames of a DICOM series: the core that samples each frame once and hands its
+labels to every writer of the export (see :mod:`segalign.writers`).
 
 Layout of an export folder::
 
     labels/<index>_i<InstanceNumber>[_f<frame>].png   one label image per frame, Rows x Columns, like pixel_array
-    masks/<segment>/<same name>.png                   (with masks=True) one 1-bit image per segment per frame
+    masks/, images/, overlays/, index.html            what the options ask for (see :mod:`segalign.writers.png_folder`)
+    seg.dcm                                           (options.dicom_seg) the DICOM SEG on the source frames
     labels.json                                       value, name, colour (and voxel and frame counts) per label
-    export.json                                       provenance: inputs, affine used, order, warnings
-    manifest.csv                                      one row per frame in export order; written last
+    export.json                                       provenance: inputs, options, affine used, outputs, warnings
+    manifest.csv                                      one row per frame in export order
 
 Everything is written into a hidden temporary folder beside the output and renamed into place at the end, so an
 interrupted export never leaves a folder that looks complete; the next export into the same parent removes such
@@ -18,8 +20,6 @@ beside the output (``.NAME.lock``) keeps two exports from writing into the same 
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
 import errno
 import json
 import os
@@ -39,55 +39,30 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from .version import __version__
 from .diagnosis import diagnose
-from .dicom import Frame, Order, Series, position_along
-from .mosaic import Tile
+from .dicom import Frame, Series, position_along
 from .errors import NoOverlapError, SegAlignError
 from .geometry import LPS_TO_RAS, pixel_to_lps
-from .pixels import FramePixels, PixelReader
-from .png import write_gray
-from .preview import write_preview
-from .render import OverlayStyle, color_lookup, overlay
+from .options import ExportOptions
+from .pixels import PixelReader
 from .sampling import FrameSampler
 from .segmentation import Segmentation
-
-#: zlib level for the RGB overlays (written by Pillow): a low level is much faster and nearly as small.
-PNG_COMPRESS_LEVEL = 1
-
-MANIFEST_COLUMNS = [
-    "index",
-    "sop_instance_uid",
-    "frame",
-    "instance_number",
-    "source_file",
-    "label_png",
-    "image_position_patient",
-    "image_orientation_patient",
-    "pixel_spacing",
-    "rows",
-    "columns",
-    "slice_position",
-    "labels_present",
-]
-#: Columns added by the options that write them (--images, --overlays, --stats), and for Siemens mosaics: the
-#: number of tiles of a label mosaic (their geometry is in tiles.csv), or which tile an image is (split_mosaics).
-OPTIONAL_COLUMNS = [
-    "image_png", "image_slope", "image_intercept", "overlay_png", "label_pixels", "label_areas_mm2",
-    "mosaic_tiles", "tile", "tile_row_offset", "tile_column_offset",
-]
-#: tiles.csv: one row per tile of every mosaic frame, in export order, with the tile's own plane.
-TILE_COLUMNS = [
-    "index", "label_png", "tile", "tile_row_offset", "tile_column_offset", "rows", "columns",
-    "image_position_patient", "image_orientation_patient", "pixel_spacing", "slice_position", "labels_present",
-]
+from .writers import Writer, writers_for
+from .writers.base import ExportContext, ExportSummary, FrameLabels
+from .writers.png_folder import (  # noqa: F401 (safe_name, write_png, image_values: used by the Slicer logic, tests)
+    ENTRIES as PNG_ENTRIES,
+    image_values,
+    read_pixels,
+    safe_name,
+    write_json,
+    write_png,
+)
+from .writers.dicom_seg import ENTRIES as DICOM_SEG_ENTRIES
 
 #: Everything an export folder may hold: a name ending in "/" is a folder (of PNG images, or of folders of PNG
 #: images: masks/<segment>/), any other name a file. A folder is taken for an earlier SegAlign export, which
-#: ``overwrite`` may replace, only if its export.json says SegAlign wrote it and it holds nothing but these; add
-#: the name here when an export starts writing a new file or folder.
-EXPORT_ENTRIES = frozenset({
-    "labels/", "masks/", "overlays/", "images/",
-    "index.html", "manifest.csv", "labels.json", "export.json", "tiles.csv",
-})
+#: ``overwrite`` may replace, only if its export.json says SegAlign wrote it and it holds nothing but these; a
+#: writer adds the names it writes here (its ``ENTRIES``).
+EXPORT_ENTRIES = frozenset({"export.json"}) | PNG_ENTRIES | DICOM_SEG_ENTRIES
 #: The ``written_by`` value of export.json that marks a folder as written by SegAlign.
 WRITTEN_BY = "SegAlign"
 #: Inside the hidden temporary folder of an export being written: who writes it (pid, host, start time), so a
@@ -111,6 +86,7 @@ class ExportResult:
     frames: int
     labels_found: list[int]  #: label values present on at least one frame
     warnings: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)  #: besides the PNG folder: {"dicom_seg": "seg.dcm"}
 
     @property
     def manifest(self) -> Path:
@@ -122,21 +98,16 @@ def export_segmentation(
     series: Series,
     segmentation: Segmentation,
     output_dir: str | os.PathLike[str],
+    options: ExportOptions | None = None,
     *,
     dicom_root: str | os.PathLike[str] | None = None,
-    order: Order = "instance",
-    masks: bool = False,
-    overlays: bool = False,
-    images: bool = False,
-    stats: bool = False,
-    style: OverlayStyle | None = None,
     overwrite: bool = False,
     warnings: list[str] | None = None,
     progress: ProgressCallback | None = None,
     other_inputs: Sequence[str | os.PathLike[str]] = (),
-    split_mosaics: bool = False,
 ) -> ExportResult:
-    """Sample ``segmentation`` on every frame of ``series`` and write the export folder.
+    """Sample ``segmentation`` on every frame of ``series`` and write the export folder that ``options`` describe
+    (default :class:`~segalign.options.ExportOptions`: label images, manifest, label table).
 
     ``dicom_root`` is the folder ``source_file`` paths in the manifest are relative to (default: the deepest
     folder holding all the series' files). ``warnings`` are earlier messages (from the scan) to keep with the
@@ -144,28 +115,27 @@ def export_segmentation(
     the export and removes everything it wrote. ``other_inputs`` (a label table...) are refused as output
     locations like the DICOM folder and the segmentation, so ``overwrite`` can never delete an input.
 
-    Besides the label images: ``masks`` writes one 1-bit image per segment per frame; ``overlays`` the frame's
-    pixels, windowed, with the labels drawn in their colours (``style``), plus the ``index.html`` preview page;
-    ``images`` the frame's pixels as 16-bit PNGs; ``stats`` per-label pixel counts and areas in the manifest.
-
     A Siemens mosaic frame gives a label mosaic laid out like its pixel array (each tile sampled on its own
-    slice plane), and ``tiles.csv`` says where each tile lies; with ``split_mosaics`` every tile is an image of
-    its own instead, with its own row (and geometry) in the manifest.
+    slice plane), and ``tiles.csv`` says where each tile lies; with ``options.split_mosaics`` every tile is an image
+    of its own instead, with its own row (and geometry) in the manifest.
 
     A non-empty ``output_dir`` is replaced only if it is an earlier SegAlign export (see :func:`export_problem`) and
     ``overwrite`` is set; any other folder is refused, as is a second export into the same folder while one runs.
     The export's folders and files get the permissions the process's umask gives.
     """
+    options = options if options is not None else ExportOptions()
+    if not isinstance(options, ExportOptions):
+        raise SegAlignError(f"options must be an ExportOptions, got {type(options).__name__}")
     output_dir = Path(output_dir).absolute()
     if series.problems:
         more = f" (and {len(series.problems) - 1} more problems)" if len(series.problems) > 1 else ""
         raise SegAlignError(series.problems[0] + more)
-    frames = series.ordered(order)
+    frames = series.ordered(options.order)
     if not frames:
         raise SegAlignError(f"series {series.uid or '(no SeriesInstanceUID)'} has no frames")
-    if split_mosaics and any(frame.tiles for frame in frames):
+    if options.split_mosaics and any(frame.tiles for frame in frames):
         frames = [tile for frame in frames for tile in frame.split_tiles()]
-        if order == "position":  # tiles of one mosaic lie at many positions: order them all along the normal
+        if options.order == "position":  # tiles of one mosaic lie at many positions: order them along the normal
             frames = sorted(frames, key=lambda frame: position_along(frame, series.reference_normal))
     root = Path(dicom_root).absolute() if dicom_root is not None else Path(os.path.commonpath(series.files)).absolute()
     if root.is_file():
@@ -176,6 +146,11 @@ def export_segmentation(
     sampler = FrameSampler(segmentation.labels, segmentation.affine)
     if not any(sampler.may_overlap(frame) for frame in frames):
         raise _no_overlap(series, segmentation)
+    writers = writers_for(options)
+    for writer in writers:  # what a writer refuses (a SEG without frame of reference...), before anything is made
+        check = getattr(writer, "check", None)
+        if check is not None:
+            check(series, frames, options)
 
     all_warnings = list(warnings or []) + diagnose(series).warnings() + list(segmentation.warnings)
     normal = series.reference_normal
@@ -183,6 +158,7 @@ def export_segmentation(
     lock = _OutputLock(output_dir)
     temporary: Path | None = None
     published = False
+    begun: list[Writer] = []
     notes: list[str] = []  # for the user, not for export.json
     try:
         lock.acquire()  # refuses when another export into output_dir is running
@@ -192,17 +168,21 @@ def export_segmentation(
             notes.append(f"removed {folders} left by an interrupted export (e.g. {removed[0]})")
         _check_output_dir(output_dir, overwrite, protected=inputs)  # again, now that no other export can run
         temporary = _make_partial(output_dir)
-        writer = _FrameWriter(temporary, sampler, segmentation, frames, masks, overlays, images, stats, style or OverlayStyle())
-        writer.make_folders()
-        rows = []
-        tile_rows: list[dict] = []
+        context = ExportContext(
+            temporary, series, segmentation, tuple(frames), options, root, normal,
+            resample=lambda index: sampler.sample_counted(frames[index])[0],
+        )
+        for writer in writers:
+            writer.begin(context)
+            begun.append(writer)
         frames_with_label: dict[int, int] = {}
-        with contextlib.closing(writer.run()) as results:  # closing stops the worker threads on any exit
-            for index, (frame, (columns, present, tiles_present)) in enumerate(zip(frames, results)):
+        without_label = 0
+        sampling = _FrameSampling(sampler, frames, writers)
+        with contextlib.closing(sampling.run()) as results:  # closing stops the worker threads on any exit
+            for index, present in enumerate(results):
                 for value in present:
                     frames_with_label[value] = frames_with_label.get(value, 0) + 1
-                rows.append({**_manifest_row(index, frame, writer.names[index], root, normal), **columns})
-                tile_rows += _tile_rows(index, frame, writer.names[index], normal, tiles_present)
+                without_label += not present
                 if progress is not None:
                     progress(index + 1, len(frames))
         if sampler.pixels_inside == 0:
@@ -215,19 +195,19 @@ def export_segmentation(
                 f"{len(outside)} labels of the segmentation fall on no frame (outside the series' field of view): "
                 f"{described}{more}"
             )
-        coverage = _coverage(series, segmentation, writer.outside, rows)
+        coverage = _coverage(series, segmentation, sampling.outside, without_label)
         if coverage["frames_outside_extent"]:
             all_warnings.append(_partial_coverage_warning(coverage))
-        label_entries = _label_entries(segmentation, frames_with_label)
-        provenance = _provenance(series, segmentation, root, order, masks, all_warnings)
+        provenance = _provenance(series, segmentation, root, options, all_warnings)
         provenance["coverage"] = coverage
-        _write_json(temporary / "labels.json", label_entries)
-        _write_json(temporary / "export.json", provenance)
-        if overlays:
-            write_preview(temporary / "index.html", writer.preview_frames(rows), label_entries, provenance)
-        if tile_rows:
-            _write_csv(temporary / "tiles.csv", TILE_COLUMNS, tile_rows)
-        _write_manifest(temporary / "manifest.csv", rows)
+        summary = ExportSummary(frames_with_label, _label_entries(segmentation, frames_with_label), provenance)
+        outputs: dict[str, str] = {}
+        for writer in writers:
+            outputs.update(writer.end(summary))
+        begun.clear()
+        all_warnings += summary.warnings  # the same list object export.json holds: written below
+        provenance["outputs"] = outputs
+        write_json(temporary / "export.json", provenance)  # last: what makes the folder an export
         with _signals_held():  # a Ctrl-C now is delivered once the export is in place, not half way
             notes += _publish(temporary, output_dir, overwrite)
             published = True
@@ -235,6 +215,9 @@ def export_segmentation(
         if published:  # a signal held back while publishing: the export is complete, the caller is told to stop
             error.segalign_written = output_dir  # type: ignore[attr-defined]
             raise
+        for writer in begun:
+            with contextlib.suppress(Exception):
+                writer.abort()
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
         lock.release()
@@ -246,49 +229,32 @@ def export_segmentation(
         raise
     finally:
         lock.release()
-    return ExportResult(output_dir, len(frames), sorted(frames_with_label), all_warnings + notes)
+    return ExportResult(output_dir, len(frames), sorted(frames_with_label), all_warnings + notes, outputs)
 
 
-class _FrameWriter:
-    """Samples and writes every frame, two frames at a time.
+class _FrameSampling:
+    """Samples every frame once and gives its labels to every writer, two frames at a time.
 
     numpy's gather and zlib release the GIL, so two threads use both cores; at most a few frames are in flight,
-    so memory stays flat in the number of frames. Results come back in frame order.
+    so memory stays flat in the number of frames. Results (the label values on each frame) come back in order.
     """
 
     THREADS = 2
     IN_FLIGHT = 4
 
-    def __init__(
-        self, root: Path, sampler: FrameSampler, segmentation: Segmentation, frames: list[Frame], masks: bool,
-        overlays: bool, images: bool, stats: bool, style: OverlayStyle,
-    ) -> None:
-        self.root, self.sampler, self.frames = root, sampler, frames
-        self.names = _frame_file_names(frames)
-        self.segments = [segmentation.label_table[v] for v in segmentation.values if v in segmentation.label_table]
-        self.mask_folders = _unique_safe_names([label.name for label in self.segments]) if masks else []
-        self.overlays, self.images, self.stats, self.style = overlays, images, stats, style
-        largest = max([*segmentation.label_table, *segmentation.values, 0])
-        self.lookup = color_lookup(segmentation.label_table, largest) if overlays else None
+    def __init__(self, sampler: FrameSampler, frames: list[Frame], writers: Sequence[Writer]) -> None:
+        self.sampler, self.frames, self.writers = sampler, frames, writers
+        self.needs_pixels = any(writer.needs_pixels for writer in writers)
         self._local = threading.local()  # one PixelReader per thread (it caches a header)
         self.outside = [False] * len(frames)  #: per frame: no pixel inside the segmentation's extent
 
-    def make_folders(self) -> None:
-        (self.root / "labels").mkdir()
-        for folder in self.mask_folders:
-            (self.root / "masks" / folder).mkdir(parents=True)
-        if self.overlays:
-            (self.root / "overlays").mkdir()
-        if self.images:
-            (self.root / "images").mkdir()
-
-    def run(self) -> Iterator[tuple[dict[str, object], list[int]]]:
-        """Manifest columns and label values present, frame by frame, in order."""
+    def run(self) -> Iterator[list[int]]:
+        """The label values present on each frame, frame by frame, in order."""
         with ThreadPoolExecutor(max_workers=self.THREADS) as pool:
             pending: deque = deque()
             try:
                 for index in range(len(self.frames)):
-                    pending.append(pool.submit(self.write, index))
+                    pending.append(pool.submit(self.process, index))
                     if len(pending) >= self.IN_FLIGHT:
                         yield pending.popleft().result()
                 while pending:
@@ -297,181 +263,37 @@ class _FrameWriter:
                 for future in pending:
                     future.cancel()
 
-    def write(self, index: int) -> tuple[dict[str, object], list[int], list[list[int]]]:
-        frame, name, root = self.frames[index], self.names[index], self.root
+    def process(self, index: int) -> list[int]:
+        frame = self.frames[index]
         labels, inside = self.sampler.sample_counted(frame)
-        counts = _label_counts(labels)
+        counts = label_counts(labels)
         present = [int(value) for value in np.flatnonzero(counts)]
-        tiles_present = [[int(v) for v in np.flatnonzero(_label_counts(labels[tile.region()]))] for tile in frame.tiles]
-        write_png(root / "labels" / name, labels)
-        for label, folder in zip(self.segments, self.mask_folders):
-            write_png(root / "masks" / folder / name, labels == label.value)
-        columns: dict[str, object] = {"labels_present": " ".join(str(value) for value in present)}
-        if self.overlays or self.images:
+        tiles_present = [[int(v) for v in np.flatnonzero(label_counts(labels[tile.region()]))] for tile in frame.tiles]
+        pixels = None
+        if self.needs_pixels:
             reader = getattr(self._local, "reader", None) or PixelReader()
             self._local.reader = reader
-            pixels = _read_pixels(reader, frame)
-            if self.images:
-                stored, slope, intercept = image_values(pixels, frame)
-                write_png(root / "images" / name, stored)
-                columns.update(image_png=f"images/{name}", image_slope=f"{slope:.10g}", image_intercept=f"{intercept:.10g}")
-            if self.overlays:
-                gray = pixels.display(self.style.window)
-                write_png(root / "overlays" / name, overlay(gray, labels, self.lookup, self.style.alpha, self.style.outline))
-                columns["overlay_png"] = f"overlays/{name}"
-        if self.stats:
-            area = frame.pixel_spacing[0] * frame.pixel_spacing[1]
-            columns["label_pixels"] = " ".join(f"{v}:{int(counts[v])}" for v in present)
-            columns["label_areas_mm2"] = " ".join(f"{v}:{counts[v] * area:.2f}" for v in present)
-        if frame.tiles:
-            columns["mosaic_tiles"] = len(frame.tiles)
-        if frame.tile is not None:
-            columns.update(
-                tile=frame.tile.number, tile_row_offset=frame.tile.row_offset,
-                tile_column_offset=frame.tile.column_offset,
-            )
+            pixels = read_pixels(reader, frame)
+        item = FrameLabels(index, frame, labels, counts, present, tiles_present, pixels)
+        for writer in self.writers:
+            writer.add(item)
         self.outside[index] = inside == 0
-        return columns, present, tiles_present
-
-    def preview_frames(self, rows: list[dict]) -> list[dict[str, object]]:
-        return [
-            {
-                "image": row["overlay_png"],
-                "label": row["label_png"],
-                "instance": row["instance_number"],
-                "position": row["slice_position"],
-                "labels": [int(v) for v in str(row["labels_present"]).split()],
-            }
-            for row in rows
-        ]
+        return present
 
 
-def _label_counts(labels: np.ndarray) -> np.ndarray:
+def label_counts(labels: np.ndarray) -> np.ndarray:
     """Pixel count of every label value on a frame (index = value; background not counted)."""
     labelled = labels[labels != 0]
     return np.bincount(labelled) if labelled.size else np.zeros(1, dtype=np.int64)
 
 
-def _read_pixels(reader: PixelReader, frame: Frame) -> FramePixels:
-    """A frame's pixels; for one tile of a mosaic, the tile's part of its frame's pixel array."""
-    if frame.tile is None:
-        return reader.read(frame)
-    rows, columns = frame.tile.frame_shape
-    pixels = reader.read(dataclasses.replace(frame, rows=rows, columns=columns, tile=None))
-    return dataclasses.replace(pixels, stored=np.ascontiguousarray(pixels.stored[frame.tile.region()]))
-
-
-def image_values(pixels: FramePixels, frame: Frame) -> tuple[np.ndarray, float, float]:
-    """Stored values as uint16 for a 16-bit PNG, and the slope and intercept that give modality values from it.
-
-    Unsigned stored values are written as they are; signed ones shifted by 32768 (the intercept says so).
-    """
-    stored = pixels.stored
-    if stored.dtype.kind == "u" and stored.dtype.itemsize <= 2:
-        return stored.astype(np.uint16, copy=False), pixels.slope, pixels.intercept
-    if stored.dtype.kind == "i" and stored.dtype.itemsize <= 2:
-        shifted = (stored.astype(np.int32) + 32768).astype(np.uint16)
-        return shifted, pixels.slope, pixels.intercept - 32768 * pixels.slope
-    raise SegAlignError(
-        f"{frame.source_file}: {stored.dtype} pixel data does not fit a 16-bit PNG; use labels or overlays only"
-    )
-
-
-def write_png(path: Path, pixels: np.ndarray) -> None:
-    """Write an array as a PNG exactly as laid out (row 0 at the top): bool as 1-bit, uint8, uint16 as 16-bit
-    grayscale (with :mod:`segalign.png`, fast for label images), ``(rows, columns, 3)`` uint8 as RGB (Pillow)."""
-    if pixels.ndim == 2 and pixels.dtype in (np.bool_, np.uint8, np.uint16):
-        write_gray(path, pixels)
-        return
-    if pixels.dtype != np.uint8 or pixels.shape[2:] != (3,):
-        raise TypeError(f"cannot write a {pixels.dtype} array of shape {pixels.shape} as a PNG")
-    from PIL import Image  # imported here so the package imports without Pillow (Slicer installs it on first use)
-
-    Image.fromarray(pixels).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-
-
-def safe_name(text: str, fallback: str = "unnamed") -> str:
-    """A file or folder name made from untrusted text: letters, digits, ``._-`` only, no leading dot, <= 80 chars."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._ ")
-    return cleaned[:80] or fallback
-
-
-def _unique_safe_names(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    result = []
-    for name in names:
-        base = safe_name(name)
-        candidate = base
-        while candidate.lower() in seen:
-            seen[base.lower()] += 1
-            candidate = f"{base}_{seen[base.lower()]}"
-        seen[candidate.lower()] = 1
-        result.append(candidate)
-    return result
-
-
-def _frame_file_names(frames: list[Frame]) -> list[str]:
-    width = max(4, len(str(len(frames) - 1)))
-    names = []
-    for index, frame in enumerate(frames):
-        instance = f"i{frame.instance_number}" if frame.instance_number is not None else "noinstance"
-        suffix = f"_f{frame.frame_number}" if frame.number_of_frames > 1 else ""
-        if frame.tile is not None:
-            suffix += f"_t{frame.tile.number:02d}"
-        names.append(f"{index:0{width}d}_{safe_name(instance)}{suffix}.png")
-    return names
-
-
-def _manifest_row(index: int, frame: Frame, name: str, root: Path, normal: np.ndarray) -> dict:
-    return {
-        "index": index,
-        "sop_instance_uid": frame.sop_instance_uid,
-        "frame": frame.frame_number,
-        "instance_number": "" if frame.instance_number is None else frame.instance_number,
-        "source_file": Path(os.path.relpath(frame.source_file.absolute(), root)).as_posix(),
-        "label_png": f"labels/{name}",
-        **_plane_columns(frame),
-        "rows": frame.rows,
-        "columns": frame.columns,
-        "slice_position": f"{position_along(frame, normal):.4f}",
-    }
-
-
-def _plane_columns(plane: Frame | Tile) -> dict[str, str]:
-    """The manifest's (and tiles.csv's) geometry columns of a frame or tile, as its DICOM tags would spell them."""
-    return {
-        "image_position_patient": " ".join(f"{v:.10g}" for v in plane.position),
-        "image_orientation_patient": " ".join(f"{v:.10g}" for v in plane.orientation),
-        "pixel_spacing": " ".join(f"{v:.10g}" for v in plane.pixel_spacing),
-    }
-
-
-def _tile_rows(index: int, frame: Frame, name: str, normal: np.ndarray, present: list[list[int]]) -> list[dict]:
-    """The rows of tiles.csv for one mosaic frame (none for an ordinary frame)."""
-    return [
-        {
-            "index": index,
-            "label_png": f"labels/{name}",
-            "tile": tile.number,
-            "tile_row_offset": tile.row_offset,
-            "tile_column_offset": tile.column_offset,
-            "rows": tile.rows,
-            "columns": tile.columns,
-            **_plane_columns(tile),
-            "slice_position": f"{float(np.dot(tile.position, normal)):.4f}",
-            "labels_present": " ".join(str(value) for value in values),
-        }
-        for tile, values in zip(frame.tiles, present)
-    ]
-
-
-def _coverage(series: Series, segmentation: Segmentation, outside: list[bool], rows: list[dict]) -> dict:
+def _coverage(series: Series, segmentation: Segmentation, outside: list[bool], without_label: int) -> dict:
     """How much of the series the segmentation covers: frames outside its extent, frames without a label, and
     both extents (RAS mm, as the segmentation's affine gives them)."""
     return {
-        "frames": len(rows),
+        "frames": len(outside),
         "frames_outside_extent": sum(outside),
-        "frames_without_label": sum(1 for row in rows if not row["labels_present"]),
+        "frames_without_label": without_label,
         "outside_extent_indices": _index_ranges([index for index, out in enumerate(outside) if out]),
         "segmentation_extent": _ras_box(segmentation),
         "series_extent": _series_box(series),
@@ -511,7 +333,7 @@ def _label_entries(segmentation: Segmentation, frames_with_label: dict[int, int]
 
 
 def _provenance(
-    series: Series, segmentation: Segmentation, root: Path, order: Order, masks: bool, warnings: list[str]
+    series: Series, segmentation: Segmentation, root: Path, options: ExportOptions, warnings: list[str]
 ) -> dict:
     return {
         "written_by": WRITTEN_BY,  # what marks the folder as an export that overwrite may replace
@@ -524,32 +346,11 @@ def _provenance(
         "segmentation_shape": list(segmentation.labels.shape),
         "affine_source": segmentation.affine_source,
         "affine_ras": np.round(segmentation.affine, 6).tolist(),
-        "order": order,
-        "masks": masks,
+        "order": options.order,
+        "masks": options.masks,
+        "options": options.as_dict(),
         "warnings": warnings,
     }
-
-
-def _write_json(path: Path, content: object) -> None:
-    try:  # allow_nan=False: NaN and Infinity are not JSON (inputs are checked finite, so this never refuses)
-        text = json.dumps(content, indent=2, allow_nan=False)
-    except ValueError as error:
-        raise SegAlignError(f"{path.name} cannot be written: a value is not a finite number ({error})") from None
-    path.write_text(text + "\n", encoding="utf-8")
-
-
-def _write_manifest(path: Path, rows: list[dict]) -> None:
-    present = {column for row in rows for column in row}
-    optional = [column for column in OPTIONAL_COLUMNS if column in present]
-    _write_csv(path, MANIFEST_COLUMNS + optional, rows)
-
-
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    # surrogateescape: a file name that is not valid UTF-8 is written as the bytes it has on disk
-    with path.open("w", newline="", encoding="utf-8", errors="surrogateescape") as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _check_output_dir(output_dir: Path, overwrite: bool, protected: list[Path]) -> None:
@@ -868,7 +669,7 @@ def _make_partial(output_dir: Path) -> Path:
         except FileExistsError:
             continue
         try:
-            _write_json(folder / PARTIAL_MARKER, _owner())
+            write_json(folder / PARTIAL_MARKER, _owner())
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

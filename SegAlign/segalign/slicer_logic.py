@@ -19,12 +19,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dicom import Order, Series, check_uids, frames_of, read_header
+from .dicom import Series, check_uids, frames_of, read_header
 from .errors import SegAlignError
 from .export import ExportResult, ProgressCallback, export_segmentation, safe_name
 from .labels import Label
-from .render import OverlayStyle
-from .segmentation import Overlap, Segmentation, load_segmentation, nifti_stem
+from .options import ExportOptions
+from .readers import load_segmentation
+from .readers.nifti import nifti_stem
+from .segmentation import Overlap, Segmentation
 
 #: Volume attribute listing the DICOM files of a volume loaded without a DICOM database (newline-separated).
 FILES_ATTRIBUTE = "SegAlign.dicomFiles"
@@ -251,23 +253,18 @@ class SegAlignMRMLLogic:
         segmentation_node,
         reference_volume,
         output_dir: str | os.PathLike[str],
+        options: ExportOptions | None = None,
         *,
         files: Sequence[str | os.PathLike[str]] | None = None,
-        order: Order = "instance",
-        masks: bool = False,
-        overlays: bool = False,
-        images: bool = False,
-        stats: bool = False,
-        style: OverlayStyle | None = None,
         overwrite: bool = False,
         progress: ProgressCallback | None = None,
     ) -> ExportResult:
         """Export ``segmentation_node`` onto every original DICOM frame of ``reference_volume``.
 
         The frames are the volume's DICOM files (``files``, else looked up from its ``DICOM.instanceUIDs``); each is
-        sampled in patient space, so the volume's own geometry and transforms play no part. Overlays and
-        ``labels.json`` use the segments' current names and colours. The other options are those of
-        :func:`segalign.export.export_segmentation`.
+        sampled in patient space, so the volume's own geometry and transforms play no part. Overlays,
+        ``labels.json`` and the DICOM SEG use the segments' current names and colours. ``options``, ``overwrite``
+        and ``progress`` are those of :func:`segalign.export.export_segmentation`.
         """
         series = self.series_for_volume(reference_volume, files)
         segmentation = self.labels_from_segmentation(segmentation_node)
@@ -278,8 +275,7 @@ class SegAlignMRMLLogic:
                 "it is not used: frames are sampled where their DICOM headers place them"
             )
         return export_segmentation(
-            series, segmentation, output_dir, order=order, masks=masks, overlays=overlays, images=images,
-            stats=stats, style=style, overwrite=overwrite, warnings=warnings, progress=progress,
+            series, segmentation, output_dir, options, overwrite=overwrite, warnings=warnings, progress=progress,
         )
 
 

@@ -1,0 +1,213 @@
+"""What an export writes, as one frozen value: :class:`ExportOptions`.
+
+The command line builds it from its flags (:meth:`ExportOptions.from_args`), the Slicer module from its
+parameter node, a batch run ships it to its workers (it pickles), and export.json records it
+(:meth:`ExportOptions.as_dict`), so every front end asks for the same export in the same words.
+
+An optional output is ``None`` when off, and an object holding its settings when on::
+
+    ExportOptions(masks=True, overlays=OverlayOptions(window="abdomen"), dicom_seg=DicomSegOptions("labelmap"))
+
+Values that have a fixed set of choices accept their :class:`enum.Enum` member or its string value, as
+highdicom's value objects do (``DicomSegOptions("labelmap")`` and ``DicomSegOptions(SegmentationType.LABELMAP)``
+are equal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import SegAlignError
+from .pixels import Window, parse_window
+
+Order = Literal["instance", "position"]
+ORDERS = ("instance", "position")
+
+
+class SegmentationType(str, enum.Enum):
+    """How a DICOM SEG stores its segments (DICOM's SegmentationType)."""
+
+    BINARY = "binary"  #: one 1-bit frame per segment per source frame: readable by every SEG reader
+    LABELMAP = "labelmap"  #: one frame per source frame holding all segments (Label Map Segmentation Storage)
+
+
+def _coerce(enum_type: type[enum.Enum], value: object, name: str) -> Any:
+    """``value`` as a member of ``enum_type``: the member itself, or its value in any case."""
+    if isinstance(value, enum_type):
+        return value
+    text = str(value.value if isinstance(value, enum.Enum) else value).lower()
+    try:
+        return enum_type(text)
+    except ValueError:
+        choices = ", ".join(repr(member.value) for member in enum_type)
+        raise SegAlignError(f"{name} must be one of {choices}, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class OverlayOptions:
+    """Overlays (``overlays/*.png``, the frame windowed with its labels drawn on it) and the index.html preview.
+
+    ``window`` is ``(centre, width)``, a preset name (abdomen, bone, brain, lung, mediastinum) or ``"C,W"`` text,
+    or None for each frame's own window; ``alpha`` the labels' opacity; ``outline`` draws outlines, not fills.
+    """
+
+    window: Window | None = None
+    alpha: float = 0.4
+    outline: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.window, str):
+            object.__setattr__(self, "window", parse_window(self.window))
+        elif self.window is not None:
+            object.__setattr__(self, "window", parse_window(",".join(str(float(v)) for v in self.window)))
+        if not isinstance(self.alpha, (int, float)) or not 0.0 <= float(self.alpha) <= 1.0:
+            raise SegAlignError(
+                f"overlay alpha must be between 0 and 1, got {self.alpha}",
+                cli_message=f"--alpha must be between 0 and 1, got {self.alpha}",
+            )
+        object.__setattr__(self, "alpha", float(self.alpha))
+        object.__setattr__(self, "outline", bool(self.outline))
+
+
+@dataclass(frozen=True)
+class DicomSegOptions:
+    """A DICOM Segmentation object, ``seg.dcm``, on the source series' frames (see :mod:`segalign.writers.dicom_seg`).
+
+    ``segmentation_type`` is BINARY (the default, readable everywhere) or LABELMAP (one RLE-compressed frame per
+    source frame, much smaller). ``series_description`` and ``series_number`` describe the new series (the
+    number defaults to the source's SeriesNumber + 1000, or 1000).
+    """
+
+    segmentation_type: SegmentationType | str = SegmentationType.BINARY
+    series_description: str = "SegAlign segmentation"
+    series_number: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "segmentation_type", _coerce(SegmentationType, self.segmentation_type, "segmentation_type")
+        )
+        if self.series_number is not None and not 0 <= int(self.series_number) < 2**31:
+            raise SegAlignError(f"series_number must be between 0 and 2147483647, got {self.series_number}")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything that decides what an export writes (not where, nor whether it may replace an earlier one).
+
+    ``order``: ``"instance"`` (InstanceNumber then frame, the scanner's own order) or ``"position"`` (along the
+    slice normal). ``masks``: one 1-bit PNG per segment per frame. ``images``: each frame's pixels as a 16-bit PNG.
+    ``stats``: per-label pixel counts and areas in the manifest. ``split_mosaics``: one image per slice of a
+    Siemens mosaic. ``overlays``: :class:`OverlayOptions`, or None for none. ``dicom_seg``:
+    :class:`DicomSegOptions`, or None for no DICOM SEG.
+    """
+
+    order: Order = "instance"
+    masks: bool = False
+    images: bool = False
+    stats: bool = False
+    split_mosaics: bool = False
+    overlays: OverlayOptions | None = None
+    dicom_seg: DicomSegOptions | None = None
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise SegAlignError(f"order must be 'instance' or 'position', got {self.order!r}")
+        for name in ("masks", "images", "stats", "split_mosaics"):
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        if self.overlays is True:  # on, with the default look
+            object.__setattr__(self, "overlays", OverlayOptions())
+        elif self.overlays is False:
+            object.__setattr__(self, "overlays", None)
+        if self.dicom_seg is True:
+            object.__setattr__(self, "dicom_seg", DicomSegOptions())
+        elif self.dicom_seg is False:
+            object.__setattr__(self, "dicom_seg", None)
+        elif isinstance(self.dicom_seg, (str, SegmentationType)):
+            object.__setattr__(self, "dicom_seg", DicomSegOptions(self.dicom_seg))
+        if self.overlays is not None and not isinstance(self.overlays, OverlayOptions):
+            raise SegAlignError(f"overlays must be OverlayOptions or None, got {self.overlays!r}")
+        if self.dicom_seg is not None and not isinstance(self.dicom_seg, DicomSegOptions):
+            raise SegAlignError(f"dicom_seg must be DicomSegOptions or None, got {self.dicom_seg!r}")
+
+    def replace(self, **changes: Any) -> "ExportOptions":
+        """A copy with ``changes`` (the object itself never changes)."""
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as JSON values, as export.json records them (enums by their value, off outputs as null)."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, enum.Enum):
+                return value.value
+            if isinstance(value, Window):  # as --window spells it: [centre, width]
+                return [value.center, value.width]
+            if isinstance(value, tuple):
+                return [plain(v) for v in value]
+            return value
+
+        result: dict[str, Any] = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if dataclasses.is_dataclass(value):
+                value = {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            result[item.name] = plain(value)
+        return result
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ExportOptions":
+        """The options :meth:`as_dict` gave (unknown keys are refused, so a typo is never silently ignored)."""
+        known = {item.name for item in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SegAlignError(f"unknown export options: {', '.join(unknown)}")
+        values = dict(values)
+        if isinstance(values.get("overlays"), dict):
+            overlay = dict(values["overlays"])
+            if isinstance(overlay.get("window"), list):
+                overlay["window"] = tuple(overlay["window"])
+            values["overlays"] = OverlayOptions(**overlay)
+        if isinstance(values.get("dicom_seg"), dict):
+            values["dicom_seg"] = DicomSegOptions(**values["dicom_seg"])
+        return cls(**values)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "ExportOptions":
+        """The options of ``segalign export``'s parsed flags (see :func:`segalign.cli.add_export_options`)."""
+        overlays = None
+        if args.overlays:
+            overlays = OverlayOptions(args.window, args.alpha, args.outline)
+        else:  # checked all the same: a mistyped flag is an error whether or not it is used
+            OverlayOptions(args.window, args.alpha, args.outline)
+        dicom_seg = DicomSegOptions(args.dicom_seg_type) if args.dicom_seg else None
+        return cls(
+            order=args.order, masks=args.masks, images=args.images, stats=args.stats,
+            split_mosaics=args.split_mosaics, overlays=overlays, dicom_seg=dicom_seg,
+        )
+
+    @classmethod
+    def from_parameters(cls, node: Any) -> "ExportOptions":
+        """The options of the Slicer module's parameter node (``SegAlignParameterNode``), or of any object with its
+        attributes: ``order``, ``writeMasks``, ``writeImages``, ``writeStats``, ``writeOverlays``, ``overlayWindow``
+        (``"frame"`` for each frame's own), ``overlayOpacity``, ``overlayOutline``, ``writeDicomSeg``,
+        ``dicomSegType``. Enum members are taken by their value."""
+
+        def value(name: str, default: Any) -> Any:
+            item = getattr(node, name, default)
+            return item.value if isinstance(item, enum.Enum) else item
+
+        window = value("overlayWindow", "frame")
+        overlays = None
+        if value("writeOverlays", False):
+            overlays = OverlayOptions(
+                None if window in (None, "", "frame") else window, value("overlayOpacity", 0.4),
+                value("overlayOutline", False),
+            )
+        dicom_seg = DicomSegOptions(value("dicomSegType", "binary")) if value("writeDicomSeg", False) else None
+        return cls(
+            order=value("order", "instance"), masks=value("writeMasks", False), images=value("writeImages", False),
+            stats=value("writeStats", False), overlays=overlays, dicom_seg=dicom_seg,
+        )

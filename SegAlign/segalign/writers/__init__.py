@@ -1,0 +1,29 @@
+"""Writers: the outputs of an export, each behind the small protocol of :mod:`.base` (begin, add, end).
+
+* :class:`~.png_folder.PngFolderWriter`: label images (and masks, images, overlays), manifest, label table,
+  preview page: always written.
+* :class:`~.dicom_seg.DicomSegWriter`: ``seg.dcm``, a DICOM Segmentation on the source frames
+  (``ExportOptions.dicom_seg``).
+
+:func:`writers_for` gives the writers an :class:`~segalign.options.ExportOptions` asks for, in the order their
+``end`` runs.
+"""
+
+from __future__ import annotations
+
+from ..options import ExportOptions
+from .base import ExportContext, ExportSummary, FrameLabels, Writer
+from .dicom_seg import DicomSegWriter
+from .png_folder import PngFolderWriter
+
+__all__ = [
+    "DicomSegWriter", "ExportContext", "ExportSummary", "FrameLabels", "PngFolderWriter", "Writer", "writers_for",
+]
+
+
+def writers_for(options: ExportOptions) -> list[Writer]:
+    """The writers of an export with ``options``: the PNG folder, then each optional output that is on."""
+    writers: list[Writer] = [PngFolderWriter()]
+    if options.dicom_seg is not None:
+        writers.append(DicomSegWriter(options.dicom_seg))
+    return writers

@@ -1,0 +1,83 @@
+"""The protocol every output of an export follows, and what the export core hands to it.
+
+The core (:func:`segalign.export.export_segmentation`) samples the segmentation on each frame once and gives the
+frame's labels to every writer; a writer never samples, never resamples and never sees a whole volume:
+
+0. ``check(series, frames, options)`` (optional): before anything is written, refuse (raise
+   :class:`~segalign.errors.SegAlignError`) a series the writer cannot write on.
+1. ``begin(context)``: once, before any frame, with the export's :class:`ExportContext`.
+2. ``add(frame)``: once per frame, with its :class:`FrameLabels`. Calls come from several threads at once, for
+   different frames, in any order: a writer keeps what it needs by ``frame.index``, thread-safely.
+3. ``end(summary)``: once, after the last frame, with the :class:`ExportSummary`. Writes what needs all frames
+   (a manifest, a DICOM SEG) and returns the outputs to record in export.json (``{"dicom_seg": "seg.dcm"}``).
+
+``abort()`` is called instead of ``end`` when the export fails or is cancelled: close what is open (the core
+deletes the temporary folder the writer wrote into). Everything a writer writes goes under ``context.folder``, and
+every name it writes there must be one of :data:`segalign.export.EXPORT_ENTRIES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from ..dicom import Frame, Series
+from ..options import ExportOptions
+from ..pixels import FramePixels
+from ..segmentation import Segmentation
+
+
+@dataclass(frozen=True)
+class ExportContext:
+    """What every writer may know about the export before the first frame."""
+
+    folder: Path  #: where the writer writes (the export's temporary folder, renamed into place at the end)
+    series: Series
+    segmentation: Segmentation
+    frames: Sequence[Frame]  #: in export order; ``FrameLabels.index`` indexes this
+    options: ExportOptions
+    dicom_root: Path  #: the folder source files are named relative to
+    normal: np.ndarray  #: the series' reference slice normal (LPS), along which slice positions are measured
+    #: The labels of frame ``index`` sampled again (for a writer that learns only at the end what it must write).
+    resample: Callable[[int], np.ndarray]
+
+
+@dataclass
+class FrameLabels:
+    """One frame's labels, as the core sampled them, with what writers commonly need from them."""
+
+    index: int  #: position in export order
+    frame: Frame
+    labels: np.ndarray  #: ``(rows, columns)`` uint8/uint16 label values, laid out like the frame's pixel_array
+    counts: np.ndarray  #: pixel count per label value (index = value; background not counted)
+    present: list[int]  #: label values on the frame, ascending
+    tiles_present: list[list[int]]  #: for a mosaic frame, the label values on each tile
+    pixels: FramePixels | None = None  #: the frame's pixel data, read only when a writer says it needs it
+
+
+@dataclass
+class ExportSummary:
+    """What the core knows once every frame is done, for the writers' ``end``."""
+
+    frames_with_label: dict[int, int]  #: label value -> number of frames it is on
+    label_entries: list[dict]  #: labels.json's entries: value, name, colour, voxels, frames
+    provenance: dict  #: export.json's content so far (inputs, options, coverage, warnings)
+    warnings: list[str] = field(default_factory=list)  #: for the user; a writer may append its own
+
+
+class Writer(Protocol):
+    """An output of an export (see the module documentation for the call order)."""
+
+    #: Whether ``add`` needs the frame's pixel data (``FrameLabels.pixels``): reading it costs more than sampling.
+    needs_pixels: bool
+
+    def begin(self, context: ExportContext) -> None: ...
+
+    def add(self, frame: FrameLabels) -> None: ...
+
+    def end(self, summary: ExportSummary) -> dict[str, str]: ...
+
+    def abort(self) -> None: ...
