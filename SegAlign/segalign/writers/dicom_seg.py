@@ -32,7 +32,9 @@ from typing import BinaryIO, Iterable, Sequence
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import Tag
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
@@ -157,7 +159,7 @@ class DicomSegWriter:
         if not item.present:
             return
         if self.labelmap:
-            fragment = rle.encode_frame(self._lut[item.labels])
+            fragment = rle.encode_frame(_segment_numbers(item.labels, self._lut, len(self._provisional)))
             with self._lock:
                 self._labelmap[item.index] = self._append(fragment)
             return
@@ -281,7 +283,7 @@ class DicomSegWriter:
             renumbered: dict[int, tuple[int, int]] = {}
             with self._lock:
                 for _, index in frame_list:
-                    renumbered[index] = self._append(rle.encode_frame(lut[context.resample(index)]))
+                    renumbered[index] = self._append(rle.encode_frame(_segment_numbers(context.resample(index), lut, len(values))))
             fragments = [renumbered[index] for _, index in frame_list]
             read = self._read
         offsets, position = [], 0
@@ -328,7 +330,7 @@ class DicomSegWriter:
         ds.Modality = "SEG"
         ds.SeriesInstanceUID = generate_uid()
         ds.SeriesNumber = self._series_number(series)
-        ds.SeriesDescription = self.options.series_description[:64]
+        ds.SeriesDescription = _limit(self.options.series_description, 64)
         ds.InstanceNumber = 1
         ds.FrameOfReferenceUID = frames[0].frame_of_reference_uid
         ds.PositionReferenceIndicator = source.get("PositionReferenceIndicator", "") or ""
@@ -351,7 +353,9 @@ class DicomSegWriter:
         ds.HighBit = bits - 1
         ds.PixelRepresentation = 0
         ds.NumberOfFrames = number_of_frames
-        ds.SegmentSequence = DicomSequence([self._segment(number, value) for number, value in enumerate(values, 1)])
+        # The two long sequences (a segment per label, an instance per source file) are encoded here directly:
+        # pydicom's writer takes about a millisecond per nested dataset, and these hold a thousand.
+        ds[0x00620002] = _raw_sequence(0x00620002, [self._segment(number, value) for number, value in enumerate(values, 1)])
         ds.SharedFunctionalGroupsSequence = DicomSequence(
             [self._shared(written, shared_orientation, shared_spacing, along)]
         )
@@ -371,13 +375,13 @@ class DicomSegWriter:
         instances: dict[str, str] = {}
         for frame in frames:
             instances.setdefault(frame.sop_instance_uid, frame.sop_class_uid)
-        ds.ReferencedSeriesSequence = DicomSequence([_dataset(
-            SeriesInstanceUID=series.uid,
-            ReferencedInstanceSequence=DicomSequence([
-                _dataset(ReferencedSOPClassUID=sop_class_uid, ReferencedSOPInstanceUID=uid)
-                for uid, sop_class_uid in instances.items()
-            ]),
-        )])
+        referenced = [
+            _text(0x0008, 0x1150, b"UI", sop_class_uid) + _text(0x0008, 0x1155, b"UI", uid)
+            for uid, sop_class_uid in instances.items()
+        ]
+        ds[0x00081115] = _raw_sequence(0x00081115, [  # ReferencedSeriesSequence > ReferencedInstanceSequence
+            _sq(0x0008, 0x114A, referenced) + _text(0x0020, 0x000E, b"UI", series.uid)
+        ])
         return ds
 
     def _series_number(self, series: Series) -> int:
@@ -386,28 +390,30 @@ class DicomSegWriter:
         number = (series.series_number or 0) + 1000
         return number if number < 2**31 else 1000
 
-    def _segment(self, number: int, value: int) -> Dataset:
+    def _segment(self, number: int, value: int) -> bytes:
+        """One item of the SegmentSequence, encoded (elements in tag order)."""
         label: Label = self.context.segmentation.label_table[value]
         codes = codes_for(label.name)
-        segment = Dataset()
-        segment.SegmentNumber = number
-        segment.SegmentLabel = label.name[:64]
-        segment.SegmentDescription = f"label value {value}"
-        segment.SegmentAlgorithmType = "AUTOMATIC"
-        segment.SegmentAlgorithmName = "SegAlign"
-        segment.SegmentationAlgorithmIdentificationSequence = DicomSequence([_dataset(
-            AlgorithmFamilyCodeSequence=DicomSequence([_code(ALGORITHM_FAMILY)]),
-            AlgorithmName="SegAlign",
-            AlgorithmVersion=__version__,
-            AlgorithmParameters=f"segmentation={self.context.segmentation.name}; label value={value}",
-        )])
-        segment.SegmentedPropertyCategoryCodeSequence = DicomSequence([_code(codes.category)])
-        type_code = _code(codes.type)
-        if codes.modifier is not None:
-            type_code.SegmentedPropertyTypeModifierCodeSequence = DicomSequence([_code(codes.modifier)])
-        segment.SegmentedPropertyTypeCodeSequence = DicomSequence([type_code])
-        segment.RecommendedDisplayCIELabValue = list(rgb_to_dicom_lab(label.color))
-        return segment
+        algorithm = (
+            _sq(0x0066, 0x002F, [_code_bytes(ALGORITHM_FAMILY)])  # AlgorithmFamilyCodeSequence
+            + _text(0x0066, 0x0031, b"LO", __version__)  # AlgorithmVersion
+            + _text(0x0066, 0x0032, b"LT", f"segmentation={self.context.segmentation.name}; label value={value}")
+            + _text(0x0066, 0x0036, b"LO", "SegAlign")  # AlgorithmName
+        )
+        type_code = _code_bytes(codes.type)
+        if codes.modifier is not None:  # SegmentedPropertyTypeModifierCodeSequence
+            type_code += _sq(0x0062, 0x0011, [_code_bytes(codes.modifier)])
+        return (
+            _sq(0x0062, 0x0003, [_code_bytes(codes.category)])  # SegmentedPropertyCategoryCodeSequence
+            + _us(0x0062, 0x0004, [number])  # SegmentNumber
+            + _text(0x0062, 0x0005, b"LO", _limit(label.name, 64))  # SegmentLabel
+            + _text(0x0062, 0x0006, b"ST", f"label value {value}")  # SegmentDescription
+            + _sq(0x0062, 0x0007, [algorithm])  # SegmentationAlgorithmIdentificationSequence
+            + _text(0x0062, 0x0008, b"CS", "AUTOMATIC")  # SegmentAlgorithmType
+            + _text(0x0062, 0x0009, b"LO", "SegAlign")  # SegmentAlgorithmName
+            + _us(0x0062, 0x000D, list(rgb_to_dicom_lab(label.color)))  # RecommendedDisplayCIELabValue
+            + _sq(0x0062, 0x000F, [type_code])  # SegmentedPropertyTypeCodeSequence
+        )
 
     def _shared(
         self, written: list[Frame], shared_orientation: bool, shared_spacing: bool, along: dict[int, float]
@@ -450,12 +456,22 @@ def _valid_uid(uid: str) -> bool:
     return len(uid) <= 64 and re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*", uid) is not None
 
 
-def _lookup(values: list[int]) -> np.ndarray:
-    """Label value -> segment number (1.. in ascending value; 0 for background and values with no segment)."""
-    largest = max(values, default=0)
-    lut = np.zeros(max(largest + 1, 65536), dtype=np.uint8 if len(values) <= 255 else np.uint16)
+def _lookup(values: list[int]) -> np.ndarray | None:
+    """Label value -> segment number (1.. in ascending value; 0 for background and values with no segment), or
+    None when every value is its own segment number (labels 1..n, as TotalSegmentator's are)."""
+    if values == list(range(1, len(values) + 1)):
+        return None
+    lut = np.zeros(max(values, default=0) + 1, dtype=np.uint8 if len(values) <= 255 else np.uint16)
     lut[np.array(values, dtype=np.int64)] = np.arange(1, len(values) + 1)
     return lut
+
+
+def _segment_numbers(labels: np.ndarray, lut: np.ndarray | None, segments: int) -> np.ndarray:
+    """A frame's label values as segment numbers, in the LABELMAP's pixel type (uint8 up to 255 segments, else
+    uint16). The frame holds only values of the segmentation, so ``lut`` (sized to the largest) covers it."""
+    if lut is None:
+        return labels.astype(np.uint8 if segments <= 255 else np.uint16, copy=False)
+    return np.take(lut, labels)
 
 
 def _position_indices(positions: Iterable[float]) -> dict[int, int]:
@@ -531,7 +547,8 @@ def _header(group: int, element: int, vr: bytes, length: int) -> bytes:
 
 
 def _text(group: int, element: int, vr: bytes, text: str) -> bytes:
-    data = text.encode("ascii")
+    """A string element; text is UTF-8, as the dataset's SpecificCharacterSet (ISO_IR 192) says."""
+    data = text.encode("utf-8")
     if len(data) & 1:
         data += b"\0" if vr == b"UI" else b" "
     return _header(group, element, vr, len(data)) + data
@@ -543,6 +560,17 @@ def _us(group: int, element: int, values: Sequence[int]) -> bytes:
 
 def _ul(group: int, element: int, values: Sequence[int]) -> bytes:
     return _header(group, element, b"UL", 4 * len(values)) + struct.pack(f"<{len(values)}I", *values)
+
+
+def _limit(text: str, characters: int) -> str:
+    """``text`` cut to the number of characters its VR allows (LO: 64), without a trailing space."""
+    return text[:characters].rstrip()
+
+
+def _raw_sequence(tag: int, items: Sequence[bytes]) -> RawDataElement:
+    """A sequence already encoded as explicit VR little endian items, for pydicom to write as it is."""
+    body = b"".join(_item(item) for item in items)
+    return RawDataElement(Tag(tag), "SQ", len(body), body, 0, False, True)
 
 
 def _item(content: bytes) -> bytes:
