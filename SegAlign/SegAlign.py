@@ -411,8 +411,13 @@ class SegAlignTest(ScriptedLoadableModuleTest):
                          for i in range(segmentation.GetSegmentation().GetNumberOfSegments())}
                 self.assertIn("liver", names)
                 outputFolder = os.path.join(tmp, "export")
-                result = logic.exportSegmentation(segmentation, volume, outputFolder)
+                from segalign.options import DicomSegOptions, ExportOptions
+
+                result = logic.exportSegmentation(
+                    segmentation, volume, outputFolder, ExportOptions(dicom_seg=DicomSegOptions())
+                )
                 self.assertEqual(result.frames, len(specs))
+                self.assertEqual(result.outputs, {"dicom_seg": "seg.dcm"})
 
             with open(os.path.join(outputFolder, "manifest.csv"), newline="") as stream:
                 rows = list(csv.DictReader(stream))
@@ -429,6 +434,26 @@ class SegAlignTest(ScriptedLoadableModuleTest):
             # The segmentation is on a 1.5 mm grid, so only boundary pixels may differ from the analytic shapes
             # (99.3 % agree; a mirrored or shifted export agrees far less).
             self.assertGreater(agreeing / total, 0.98)
+
+            self.delayDisplay("Reading the DICOM SEG back through its references")
+            import json
+
+            import pydicom
+
+            seg = pydicom.dcmread(os.path.join(outputFolder, "seg.dcm"))
+            with open(os.path.join(outputFolder, "labels.json"), encoding="utf-8") as stream:
+                valueOf = {entry["name"]: entry["value"] for entry in json.load(stream)}
+            segmentValue = {int(item.SegmentNumber): valueOf[item.SegmentLabel] for item in seg.SegmentSequence}
+            frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
+            rebuilt = {}
+            for frame, groups in zip(frames, seg.PerFrameFunctionalGroupsSequence):
+                uid = groups.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+                number = int(groups.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+                rebuilt.setdefault(uid, np.zeros((seg.Rows, seg.Columns), np.uint16))[frame.astype(bool)] = segmentValue[number]
+            for row in rows:
+                labels = np.array(Image.open(os.path.join(outputFolder, row["label_png"])))
+                fromSeg = rebuilt.get(row["sop_instance_uid"], np.zeros(labels.shape, np.uint16))
+                self.assertTrue(np.array_equal(fromSeg, labels), row["label_png"])
 
             self.delayDisplay("Comparing with the command line's engine")
             from segalign import export_segmentation, load_segmentation, scan_folder

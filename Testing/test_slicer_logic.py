@@ -330,6 +330,51 @@ def test_overlays_use_the_segments_current_colours(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "index.html").is_file()
 
 
+def test_dicom_seg_from_the_segmentation_node_uses_its_current_names_and_colours(tmp_path: Path) -> None:
+    """The panel's DICOM SEG option: a segment renamed and recoloured in Slicer reaches seg.dcm so, and the SEG's
+    frames (rebuilt through their references with pydicom) equal the label images."""
+    import json
+
+    import pydicom
+    from segalign.options import DicomSegOptions, ExportOptions
+    from segalign.writers.segment_codes import rgb_to_dicom_lab
+
+    specs = stack((-20, -20, -10), 10, (0, 0, 1.7), rows=40, columns=40)
+    dicom = tmp_path / "dicom"
+    files = write_series(dicom, specs, pixel_function=lambda spec: np.full((spec.rows, spec.columns), 1024, np.uint16))
+    affine, shape = stack_affine(specs)
+    segmentation = write_segmentation(tmp_path / "seg.nii.gz", PHANTOM, affine, shape, label_table_xml=PHANTOM.label_table_xml())
+    app = headless_slicer()
+    volume = load_dicom_volume(app, files)
+    logic = SegAlignMRMLLogic(app.scene, file_for_instance=file_lookup(dicom))
+    node = logic.import_segmentation(segmentation, volume)
+    segment = node.GetSegmentation().GetSegment(node.GetSegmentation().GetSegmentIdBySegmentName("big"))
+    segment.SetName("spleen")
+    segment.SetColor(0.0, 1.0, 0.0)
+    result = logic.export(node, volume, tmp_path / "out", ExportOptions(dicom_seg=DicomSegOptions("labelmap")))
+    assert result.outputs == {"dicom_seg": "seg.dcm"}
+    seg = pydicom.dcmread(tmp_path / "out" / "seg.dcm")
+    segments = {item.SegmentLabel: item for item in seg.SegmentSequence}
+    assert "spleen" in segments and "big" not in segments
+    assert tuple(segments["spleen"].RecommendedDisplayCIELabValue) == rgb_to_dicom_lab((0, 255, 0))
+    assert segments["spleen"].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Spleen"
+    value_of = {e["name"]: e["value"] for e in json.loads((tmp_path / "out" / "labels.json").read_text())}
+    number_to_value = {int(item.SegmentNumber): value_of[name] for name, item in segments.items()}
+    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
+    rebuilt = {}
+    for frame, groups in zip(frames, seg.PerFrameFunctionalGroupsSequence):
+        uid = groups.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        labels = np.zeros(frame.shape, np.uint16)
+        for number, value in number_to_value.items():
+            labels[frame == number] = value
+        rebuilt[uid] = labels
+    rows = read_manifest(tmp_path / "out")
+    assert any(read_png(tmp_path / "out" / row["label_png"]).any() for row in rows)
+    for row in rows:
+        expected = read_png(tmp_path / "out" / row["label_png"])
+        np.testing.assert_array_equal(rebuilt.get(row["sop_instance_uid"], np.zeros_like(expected)), expected)
+
+
 def test_fast_layer_merge_matches_slicers_own_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Segments on two labelmap layers that overlap (later segment wins): reading the layers directly gives the
     same export as Slicer's ExportSegmentsToLabelmapNode merge."""
