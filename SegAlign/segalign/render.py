@@ -11,27 +11,12 @@ different label; pixels beyond the image edge count as having the same label, so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
-from .errors import SegAlignError
 from .labels import MAX_LABEL, Label
-from .pixels import HALF_TOLERANCE, Window
-
-
-@dataclass(frozen=True)
-class OverlayStyle:
-    """How overlays look: the window (None: each frame's own), label opacity, or outlines instead of fills."""
-
-    window: Window | None = None
-    alpha: float = 0.4
-    outline: bool = False
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise SegAlignError(f"--alpha must be between 0 and 1, got {self.alpha}")
+from .pixels import HALF_TOLERANCE
 
 
 def color_lookup(labels: Mapping[int, Label], largest: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from ..mosaic import Tile
 from ..pixels import FramePixels, PixelReader
 from ..png import write_gray
 from ..preview import write_preview
-from ..render import OverlayStyle, color_lookup, overlay
+from ..render import color_lookup, overlay
 from .base import ExportContext, ExportSummary, FrameLabels
 
 #: zlib level for the RGB overlays (written by Pillow): a low level is much faster and nearly as small.
@@ -86,7 +86,7 @@ class PngFolderWriter:
         self.segments = [segmentation.label_table[v] for v in segmentation.values if v in segmentation.label_table]
         self.mask_folders = unique_safe_names([label.name for label in self.segments]) if options.masks else []
         overlays = options.overlays
-        self.style = OverlayStyle(overlays.window, overlays.alpha, overlays.outline) if overlays else None
+        self.style = overlays  #: how overlays look (OverlayOptions), or None for no overlays
         largest = max([*segmentation.label_table, *segmentation.values, 0])
         self.lookup = color_lookup(segmentation.label_table, largest) if overlays else None
         self.rows: list[dict | None] = [None] * len(context.frames)
