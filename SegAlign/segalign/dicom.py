@@ -621,6 +621,9 @@ def frames_of(dataset: pydicom.Dataset, path: Path) -> list[Frame]:
     instance_number = _optional_int(dataset.get("InstanceNumber"))
     with quiet_warnings():  # pydicom's warning about an invalid UI value: the SEG writer refuses such UIDs itself
         sop_class_uid = str(dataset.get("SOPClassUID", "") or "").strip()
+        if not sop_class_uid:  # as for the instance UID: the file meta names it when the dataset does not
+            meta = getattr(dataset, "file_meta", None)
+            sop_class_uid = str(meta.get("MediaStorageSOPClassUID", "") or "").strip() if meta is not None else ""
         frame_of_reference_uid = str(dataset.get("FrameOfReferenceUID", "") or "").strip()
     number_of_frames = _optional_int(dataset.get("NumberOfFrames")) or 1
     per_frame = dataset.get("PerFrameFunctionalGroupsSequence")

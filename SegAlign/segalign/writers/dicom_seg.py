@@ -84,6 +84,7 @@ class DicomSegWriter:
         self._spool: BinaryIO | None = None
         self._lock = threading.Lock()
         self._source: Dataset | None = None
+        self._notes: list[str] = []
 
     # ------------------------------------------------------------------ protocol
 
@@ -133,13 +134,28 @@ class DicomSegWriter:
                 f"series {series.uid} has frames of {len(sizes)} sizes ({sizes[0][0]}x{sizes[0][1]}, "
                 f"{sizes[1][0]}x{sizes[1][1]}...); the frames of a DICOM SEG share one size"
             )
-        if not series.uid:
-            raise SegAlignError("the series has no SeriesInstanceUID, which a DICOM SEG must reference")
         self._source = _read_source_header(frames[0].source_file)
-        if not str(self._source.get("StudyInstanceUID", "") or "").strip():
-            raise SegAlignError(
-                f"{short_path(frames[0].source_file)} has no StudyInstanceUID; a DICOM SEG belongs to the study "
-                "of its source and cannot be written"
+        # A source without study or series UID (some anonymisers blank them) still gets its SEG, whose frames
+        # reference the source instances all the same; the UIDs it must carry are new, and the user is told.
+        self._notes = []
+        self._study_uid = str(self._source.get("StudyInstanceUID", "") or "").strip()
+        self._series_uid = series.uid
+        for keyword, current in (("StudyInstanceUID", self._study_uid), ("SeriesInstanceUID", self._series_uid)):
+            if current and not _valid_uid(current):
+                raise SegAlignError(
+                    f"{short_path(frames[0].source_file)}: {keyword} {short(current)!r} is not a valid UID; the "
+                    "DICOM SEG cannot be written"
+                )
+        if not self._study_uid:
+            self._study_uid = generate_uid()
+            self._notes.append(
+                f"the series has no StudyInstanceUID, so seg.dcm is in a new study ({self._study_uid}): a PACS will "
+                "not file it with its source; its frames still reference the source instances"
+            )
+        if not self._series_uid:
+            self._series_uid = generate_uid()
+            self._notes.append(
+                f"the series has no SeriesInstanceUID; seg.dcm references it as {self._series_uid}"
             )
 
     def begin(self, context: ExportContext) -> None:
@@ -177,6 +193,7 @@ class DicomSegWriter:
                 "SEG needs at least one segment, so none was written"
             )
         path = context.folder / FILE_NAME
+        summary.warnings.extend(self._notes)
         try:
             with path.open("wb") as stream:
                 self._write(stream, values, summary)
@@ -326,7 +343,7 @@ class DicomSegWriter:
         for keyword in PATIENT_STUDY_OPTIONAL:
             if keyword in source and source[keyword].value not in (None, ""):
                 setattr(ds, keyword, source[keyword].value)
-        ds.StudyInstanceUID = str(source.StudyInstanceUID).strip()
+        ds.StudyInstanceUID = self._study_uid
         ds.Modality = "SEG"
         ds.SeriesInstanceUID = generate_uid()
         ds.SeriesNumber = self._series_number(series)
@@ -340,7 +357,7 @@ class DicomSegWriter:
         ds.SoftwareVersions = __version__
         ds.ImageType = ["DERIVED", "PRIMARY"]
         ds.ContentLabel = "SEGALIGN"
-        ds.ContentDescription = f"{context.segmentation.name} on series {series.uid}"[:64]
+        ds.ContentDescription = _limit(f"{context.segmentation.name} on {series.description or self._series_uid}", 64)
         ds.ContentCreatorName = ""
         ds.SegmentationType = "LABELMAP" if labelmap else "BINARY"
         ds.LossyImageCompression = "00"
@@ -380,7 +397,7 @@ class DicomSegWriter:
             for uid, sop_class_uid in instances.items()
         ]
         ds[0x00081115] = _raw_sequence(0x00081115, [  # ReferencedSeriesSequence > ReferencedInstanceSequence
-            _sq(0x0008, 0x114A, referenced) + _text(0x0020, 0x000E, b"UI", series.uid)
+            _sq(0x0008, 0x114A, referenced) + _text(0x0020, 0x000E, b"UI", self._series_uid)
         ])
         return ds
 
