@@ -2,11 +2,16 @@
 
     python Testing/benchmark/benchmark.py                      # N = 300, 3 repetitions
     python Testing/benchmark/benchmark.py --slices 300 1000    # and the memory-flatness check at N = 1000
+    python Testing/benchmark/benchmark.py --recipes highdicom-binary highdicom-labelmap segalign-seg segalign-seg-labelmap
+    python Testing/benchmark/benchmark.py --profile --recipes highdicom-binary   # cProfile, top 15 by cumulative time
 
 For each N it generates (once, cached under --work) a 512 x 512 x N CT series with InstanceNumber counting down and a
 117-label TotalSegmentator-like segmentation on a 1.5 mm LAS grid, then runs every recipe as its own process,
 alternating the order over the repetitions, and reports medians. Every recipe's label images are compared with
-SegAlign's, file by file, so no recipe wins by being wrong. The table is printed and written as JSON.
+SegAlign's, file by file, so no recipe wins by being wrong (the segalign recipe always runs: it is the reference).
+A DICOM SEG is checked the same way: every source frame's label image is rebuilt from the SEG's frames (by their
+ReferencedSOPInstanceUID, segment numbers mapped to label values through SegmentLabel, else segment order) and
+compared with SegAlign's label PNG of the frame with that SOPInstanceUID. The table is printed and written as JSON.
 
 Recipes:
   segalign           segalign export (label PNGs only)
@@ -16,6 +21,17 @@ Recipes:
   slicer             slicer-core: AddArchetypeVolume, import the segmentation, ExportVisibleSegmentsToLabelmapNode
                      with the series as reference, one PNG per slice
   segalign-slicer    SegAlign's Slicer logic on slicer-core (import, then export per original frame)
+  highdicom-binary   what a user writes for a DICOM SEG today: SimpleITK reads the series and resamples the NIfTI
+                     (nearest) onto it, pydicom reads every source file (with pixel data), highdicom.seg.Segmentation
+                     (BINARY, label-map style array, one segment per label present, omit_empty_frames) and save_as
+  highdicom-labelmap the same as a LABELMAP (Label Map Segmentation Storage), RLE Lossless unless
+                     --labelmap-syntax says otherwise
+  segalign-seg       segalign export --dicom-seg (label PNGs and a BINARY seg.dcm)
+  segalign-seg-labelmap  segalign export --dicom-seg --dicom-seg-type labelmap
+
+The highdicom recipes print their phases (read the series, resample, read the datasets, Segmentation(), save_as);
+--highdicom-workers passes highdicom's ``workers`` (it only parallelises compression, so BINARY, which is stored
+uncompressed, ignores it). Their peak memory is the main process's: worker processes are not counted.
 """
 
 from __future__ import annotations
@@ -36,7 +52,23 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # Testing/: the headless Slicer scaffolding
 
-RECIPES = ["segalign", "segalign-overlays", "sitk", "sitk-overlays", "slicer", "segalign-slicer"]
+RECIPES = [
+    "segalign", "segalign-overlays", "sitk", "sitk-overlays", "slicer", "segalign-slicer",
+    "highdicom-binary", "highdicom-labelmap", "segalign-seg", "segalign-seg-labelmap",
+]
+SEG_RECIPES = ("highdicom-binary", "highdicom-labelmap", "segalign-seg", "segalign-seg-labelmap")
+LABELMAP_SYNTAXES = {  # --labelmap-syntax: the transfer syntax of highdicom-labelmap
+    "rle": "1.2.840.10008.1.2.5",  # RLE Lossless
+    "jpegls": "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "jpeg2000": "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "explicit": "1.2.840.10008.1.2.1",  # Explicit VR Little Endian, uncompressed
+}
+#: Type 2 attributes highdicom copies from the source images that the synthetic series leaves out.
+TYPE_2_PATIENT_STUDY = (
+    "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName",
+)
+#: Passed to the recipe processes through the environment (the recipes' own command line is fixed).
+WORKERS_VARIABLE, SYNTAX_VARIABLE = "SEGALIGN_BENCHMARK_HIGHDICOM_WORKERS", "SEGALIGN_BENCHMARK_LABELMAP_SYNTAX"
 PIXEL_SPACING = 400.0 / 512  # mm
 SLICE_SPACING = 1.6  # mm
 GRID_SPACING = 1.5  # mm, the segmentation's LAS grid
@@ -96,6 +128,18 @@ def prepare_case(work: Path, slices: int) -> Path:
     return case
 
 
+def write_label_names(case: Path) -> Path:
+    """The label names as a user of TotalSegmentator has them (its class map), for the highdicom recipes'
+    SegmentLabels: ``label_names.json``, ``{"1": "spleen", ...}`` (written beside a case made before it existed)."""
+    path = case / "label_names.json"
+    if not path.exists():
+        from segalign.labels import builtin_table
+
+        names = {str(value): label.name for value, label in builtin_table("totalsegmentator").items() if 0 < value < 118}
+        path.write_text(json.dumps(names, indent=1) + "\n")
+    return path
+
+
 # ------------------------------------------------------------------------------------------------ recipes (child processes)
 
 
@@ -104,9 +148,16 @@ def run_recipe(recipe: str, case: Path, out: Path) -> None:
     if recipe.startswith("segalign") and recipe != "segalign-slicer":
         from segalign.cli import main
 
-        extra = ["--overlays", "--window", ",".join(str(v) for v in WINDOW)] if recipe == "segalign-overlays" else []
+        extra = {
+            "segalign": [],
+            "segalign-overlays": ["--overlays", "--window", ",".join(str(v) for v in WINDOW)],
+            "segalign-seg": ["--dicom-seg"],
+            "segalign-seg-labelmap": ["--dicom-seg", "--dicom-seg-type", "labelmap"],
+        }[recipe]
         code = main(["export", str(dicom), str(segmentation), "-o", str(out), "-q", *extra])
         raise SystemExit(code)
+    if recipe.startswith("highdicom"):
+        return _highdicom_recipe(dicom, segmentation, out, labelmap=recipe == "highdicom-labelmap")
     if recipe.startswith("sitk"):
         return _sitk_recipe(dicom, segmentation, out, overlays=recipe == "sitk-overlays")
     if recipe == "slicer":
@@ -142,6 +193,100 @@ def _sitk_recipe(dicom: Path, segmentation: Path, out: Path, overlays: bool) -> 
         rgb[mask] = 0.6 * rgb[mask] + 0.4 * colors[label_array[k][mask]]
         Image.fromarray(rgb.astype(np.uint8)).save(out / f"{Path(path).name}.rgb.png")
         sitk.WriteImage(labels[:, :, k], str(out / f"{Path(path).name}.png"))
+
+
+def _highdicom_recipe(dicom: Path, segmentation: Path, out: Path, labelmap: bool) -> None:
+    """A DICOM SEG the way a user writes one today: SimpleITK for reading and resampling, pydicom for the source
+    datasets, highdicom for the SEG. Prints its phases' wall seconds as JSON."""
+    phases: dict[str, float] = {}
+    peaks: dict[str, float] = {}  # the process's peak resident memory (VmHWM) at the end of each phase
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = now - clock
+        peaks[name] = _peak_memory_mib()
+        clock = now
+
+    import highdicom as hd
+    import pydicom
+    import SimpleITK as sitk
+    from pydicom.sr.codedict import codes
+
+    lap("import_s")
+    reader = sitk.ImageSeriesReader()
+    files = reader.GetGDCMSeriesFileNames(str(dicom))
+    reader.SetFileNames(files)
+    image = reader.Execute()
+    lap("read_series_s")
+    labels = sitk.Resample(sitk.ReadImage(str(segmentation)), image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    array = sitk.GetArrayFromImage(labels)  # (frames, rows, columns), frame k = the volume's slice k
+    del labels
+    lap("resample_s")
+
+    # The source datasets, with their pixel data, in the volume's slice order: along its third axis.
+    sources = [pydicom.dcmread(path) for path in sorted(dicom.iterdir())]
+    axis = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
+    sources.sort(key=lambda ds: float(np.dot(np.array(ds.ImagePositionPatient, dtype=float), axis)))
+    for ds in sources:  # type 2 Patient and Study attributes a scanner writes (empty if unknown); the phantom has none
+        for keyword in TYPE_2_PATIENT_STUDY:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+    for k, ds in enumerate(sources):  # the pairing must be exact, or the SEG is wrong
+        slice_origin = image.TransformIndexToPhysicalPoint((0, 0, k))
+        if not np.allclose(np.array(ds.ImagePositionPatient, dtype=float), slice_origin, atol=1e-3):
+            raise SystemExit(f"source {k} does not lie on slice {k} of the SimpleITK volume")
+    lap("read_datasets_s")
+
+    # One segment per label present, numbered 1..K (BINARY needs consecutive numbers), named from the class map.
+    names = json.loads((segmentation.parent / "label_names.json").read_text())
+    present = np.unique(array)
+    present = present[present > 0]
+    if not np.array_equal(present, np.arange(1, len(present) + 1)):
+        lut = np.zeros(256, dtype=np.uint8)
+        lut[present] = np.arange(1, len(present) + 1)
+        array = lut[array]
+    family = codes.cid7162.ArtificialIntelligence
+    algorithm = hd.AlgorithmIdentificationSequence(name="TotalSegmentator", version="2", family=family)
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=names.get(str(value), f"label {value}"),
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for number, value in enumerate(present.tolist(), start=1)
+    ]
+    syntax = LABELMAP_SYNTAXES[os.environ.get(SYNTAX_VARIABLE, "rle")] if labelmap else LABELMAP_SYNTAXES["explicit"]
+    workers = int(os.environ.get(WORKERS_VARIABLE, "0"))
+    lap("describe_s")
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=array,
+        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP if labelmap else hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=1000,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="SegAlign benchmark",
+        manufacturer_model_name="highdicom recipe",
+        software_versions=hd.__version__,
+        device_serial_number="1",
+        transfer_syntax_uid=syntax,
+        omit_empty_frames=True,
+        workers=workers,
+    )
+    lap("segmentation_s")
+    out.mkdir(parents=True)
+    seg.save_as(out / "seg.dcm")
+    lap("save_as_s")
+    syntax = str(seg.file_meta.TransferSyntaxUID)
+    report = {"phases": phases, "phase_peaks_mib": peaks, "transfer_syntax": syntax, "workers": workers}
+    print(json.dumps(report), flush=True)
 
 
 def _label_colors(segmentation: Path) -> np.ndarray:
@@ -217,7 +362,20 @@ def measure(recipe: str, case: Path, out: Path) -> dict[str, float]:
     for line in printed.splitlines():
         if line.startswith("{"):
             result.update(json.loads(line))
+    result["png_mb"] = sum(p.stat().st_size for p in out.rglob("*.png")) / 1e6 if out.exists() else 0.0
+    segs = sorted(out.rglob("*.dcm")) if out.exists() else []
+    if segs:
+        result["seg_mb"] = sum(p.stat().st_size for p in segs) / 1e6
     return result
+
+
+def _peak_memory_mib() -> float:
+    """This process's peak resident memory so far (VmHWM), MiB; NaN without /proc."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return float("nan")
+    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")), float("nan"))
 
 
 def _report_peak_memory() -> None:
@@ -244,20 +402,131 @@ def labels_by_file(recipe: str, out: Path) -> dict[str, np.ndarray]:
     return {p.name[: -len(".png")]: np.array(Image.open(p)) for p in out.glob("*.png") if not p.name.endswith(".rgb.png")}
 
 
-def check_same_labels(outputs: dict[str, Path]) -> dict[str, int]:
-    """Pixels differing from SegAlign's labels, per recipe (must be 0)."""
+def check_same_labels(outputs: dict[str, Path]) -> dict[str, dict]:
+    """Per recipe, pixels of its label PNGs differing from SegAlign's (``png``, None if it writes none) and of the
+    label images rebuilt from its DICOM SEG (``seg``, None if it writes none): both must be 0."""
     reference = labels_by_file("segalign", outputs["segalign"])
-    differences = {}
+    reference_by_uid = _segalign_labels_by_uid(outputs["segalign"])
+    checks: dict[str, dict] = {}
     for recipe, out in outputs.items():
-        labels = labels_by_file(recipe, out)
-        if set(labels) != set(reference):
-            raise RuntimeError(f"{recipe} wrote images for other files than segalign")
-        differences[recipe] = int(sum(int((labels[name] != reference[name]).sum()) for name in reference))
-    return differences
+        check: dict = {"png": None, "seg": None}
+        if recipe not in ("highdicom-binary", "highdicom-labelmap"):
+            labels = labels_by_file(recipe, out)
+            if set(labels) != set(reference):
+                raise RuntimeError(f"{recipe} wrote images for other files than segalign")
+            check["png"] = int(sum(int((labels[name] != reference[name]).sum()) for name in reference))
+        segs = sorted(out.rglob("*.dcm"))
+        if recipe in SEG_RECIPES and len(segs) != 1:
+            check.update(seg=-1, seg_problem=f"{len(segs)} .dcm files written, expected one SEG")
+        elif segs:
+            check.update(compare_seg(segs[0], reference_by_uid))
+        checks[recipe] = check
+    return checks
+
+
+def _segalign_labels_by_uid(out: Path) -> dict[str, np.ndarray]:
+    import csv
+
+    from PIL import Image
+
+    with (out / "manifest.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    if len({row["sop_instance_uid"] for row in rows}) != len(rows):
+        raise RuntimeError("the case has multi-frame files: key the SEG check by (SOPInstanceUID, frame)")
+    return {row["sop_instance_uid"]: np.array(Image.open(out / row["label_png"])) for row in rows}
+
+
+def _label_names() -> dict[str, int]:
+    from segalign.labels import builtin_table
+
+    return {label.name: value for value, label in builtin_table("totalsegmentator").items() if 0 < value < 118}
+
+
+def _segments(seg) -> list[tuple[int, str]]:
+    """(SegmentNumber, SegmentLabel) of the segments, without a LABELMAP's background segment (number 0)."""
+    items = [(int(item.SegmentNumber), str(getattr(item, "SegmentLabel", ""))) for item in seg.SegmentSequence]
+    return [(number, label) for number, label in items if number != 0]
+
+
+def _segment_values(seg, present: list[int]) -> tuple[dict[int, int], str]:
+    """Segment number -> label value: by SegmentLabel (a TotalSegmentator name, or a number), else, when the SEG
+    has one segment per label present, by segment order."""
+    import re
+
+    segments = _segments(seg)
+    names = _label_names()
+    if all(label in names for _, label in segments) and len({label for _, label in segments}) == len(segments):
+        return {number: names[label] for number, label in segments}, "SegmentLabel (name)"
+    numbers = [re.fullmatch(r"\D*(\d+)", label) for _, label in segments]
+    if all(numbers):
+        return {number: int(match.group(1)) for (number, _), match in zip(segments, numbers)}, "SegmentLabel (number)"
+    if len(segments) == len(present):
+        return {number: value for (number, _), value in zip(sorted(segments), present)}, "segment order"
+    raise ValueError(f"cannot map {len(segments)} segments to the {len(present)} labels present")
+
+
+def compare_seg(path: Path, reference: dict[str, np.ndarray]) -> dict:
+    """Rebuild every source frame's label image from the SEG at ``path`` (frames keyed by their
+    ReferencedSOPInstanceUID; frames a SEG omits are empty) and count pixels differing from ``reference``
+    (SOPInstanceUID -> SegAlign's label image)."""
+    import highdicom as hd
+
+    seg = hd.seg.segread(path, lazy_frame_retrieval=True)
+    counts = sum(np.bincount(labels.ravel(), minlength=256) for labels in reference.values())
+    present = [int(value) for value in np.flatnonzero(counts) if value]
+    result = {
+        "seg_type": str(seg.SegmentationType), "seg_transfer_syntax": str(seg.file_meta.TransferSyntaxUID),
+        "seg_frames": int(seg.NumberOfFrames), "seg_segments": len(_segments(seg)),
+    }
+    try:
+        values, result["seg_mapping"] = _segment_values(seg, present)
+    except ValueError as error:
+        return {**result, "seg": -1, "seg_problem": str(error)}
+    rows, columns = int(seg.Rows), int(seg.Columns)
+    labelmap = seg.SegmentationType == "LABELMAP"
+    lut = np.zeros(65536, dtype=np.uint16)
+    for number, value in values.items():
+        lut[number] = value
+    rebuilt: dict[str, np.ndarray] = {}
+    overlaps, unknown = 0, set()
+    for index, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        uids = {
+            str(source.ReferencedSOPInstanceUID)
+            for derivation in item.get("DerivationImageSequence", [])
+            for source in derivation.get("SourceImageSequence", [])
+        }
+        if len(uids) != 1:
+            return {**result, "seg": -1, "seg_problem": f"frame {index + 1} references {len(uids)} source images"}
+        uid = uids.pop()
+        if uid not in reference:
+            unknown.add(uid)
+            continue
+        frame = seg.get_stored_frame(index, as_index=True)
+        image = rebuilt.setdefault(uid, np.zeros((rows, columns), dtype=np.uint16))
+        mask = frame != 0
+        overlaps += int((image[mask] != 0).sum())
+        if labelmap:
+            image[mask] = lut[frame[mask]]
+        else:
+            number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            if number not in values:
+                return {**result, "seg": -1, "seg_problem": f"frame {index + 1} has undescribed segment {number}"}
+            image[mask] = values[number]
+    if unknown:
+        return {**result, "seg": -1, "seg_problem": f"{len(unknown)} frames reference images not in the series"}
+    empty = np.zeros((rows, columns), dtype=np.uint16)
+    differing = sum(int((rebuilt.get(uid, empty) != labels).sum()) for uid, labels in reference.items())
+    result.update(seg=differing, seg_overlapping_pixels=overlaps, seg_source_frames=len(rebuilt))
+    return result
 
 
 def benchmark(work: Path, slices: int, repeats: int, recipes: list[str]) -> dict:
+    import shutil
+
+    if "segalign" not in recipes:  # the reference every recipe's labels are checked against
+        recipes = ["segalign", *recipes]
     case = prepare_case(work, slices)
+    write_label_names(case)
     segmentation_mib = _segmentation_mib(case)
     results: dict[str, list[dict[str, float]]] = {recipe: [] for recipe in recipes}
     outputs = {}
@@ -268,8 +537,10 @@ def benchmark(work: Path, slices: int, repeats: int, recipes: list[str]) -> dict
                 out = Path(scratch) / f"{recipe}-{repeat}"
                 results[recipe].append(measure(recipe, case, out))
                 print(f"  N={slices} run {repeat + 1}/{repeats} {recipe:18s} {results[recipe][-1]['wall_s']:7.2f} s", file=sys.stderr)
+                if recipe in outputs:  # only the last run's output is checked (SEGs at N = 1000 are large)
+                    shutil.rmtree(outputs[recipe], ignore_errors=True)
                 outputs[recipe] = out
-        differences = check_same_labels(outputs)
+        checks = check_same_labels(outputs)
     rows = {}
     base = statistics.median(r["wall_s"] for r in results.get("segalign", results[recipes[0]]))
     for recipe in recipes:
@@ -280,12 +551,48 @@ def benchmark(work: Path, slices: int, repeats: int, recipes: list[str]) -> dict
             "peak_mib": statistics.median(r["peak_mib"] for r in results[recipe]),
             "peak_beyond_segmentation_mib": statistics.median(r["peak_mib"] for r in results[recipe]) - segmentation_mib,
             "ratio_to_segalign": wall / base,
-            "pixels_differing_from_segalign": differences[recipe],
+            "pixels_differing_from_segalign": checks[recipe]["png"],
+            "seg_pixels_differing_from_segalign": checks[recipe]["seg"],
+            "png_mb": statistics.median(r["png_mb"] for r in results[recipe]),
+            **{key: value for key, value in checks[recipe].items() if key.startswith("seg_")},
         }
+        if all("seg_mb" in r for r in results[recipe]):
+            rows[recipe]["seg_mb"] = statistics.median(r["seg_mb"] for r in results[recipe])
+        if all("phases" in r for r in results[recipe]):
+            rows[recipe]["phases"] = {
+                name: statistics.median(r["phases"][name] for r in results[recipe]) for name in results[recipe][0]["phases"]
+            }
+            rows[recipe]["phase_peaks_mib"] = {
+                name: statistics.median(r["phase_peaks_mib"][name] for r in results[recipe])
+                for name in results[recipe][0]["phase_peaks_mib"]
+            }
+            rows[recipe]["transfer_syntax"] = results[recipe][0]["transfer_syntax"]
+            rows[recipe]["workers"] = results[recipe][0]["workers"]
         if all("logic_s" in r for r in results[recipe]):
             rows[recipe]["logic_s"] = statistics.median(r["logic_s"] for r in results[recipe])
             rows[recipe]["logic_ratio_to_segalign"] = rows[recipe]["logic_s"] / base
     return {"slices": slices, "repeats": repeats, "segmentation_mib": segmentation_mib, "recipes": rows}
+
+
+def profile(recipe: str, case: Path, work: Path, top: int = 15) -> None:
+    """Run ``recipe`` once in a child process under cProfile; print its printed phases and the top functions by
+    cumulative time (the profiler slows Python-heavy code, so compare the phases, not these totals, with the table)."""
+    import pstats
+
+    with tempfile.TemporaryDirectory(dir=work) as scratch:
+        stats = Path(scratch) / "profile.stats"
+        child = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(stats), __file__, "run", recipe, str(case),
+                                str(Path(scratch) / "out")], check=False, capture_output=True, text=True)
+        if child.returncode != 0:
+            raise RuntimeError(f"recipe {recipe} failed:\n{child.stderr[-2000:]}")
+        print(f"== {recipe}, N = {case.name}, {WORKERS_VARIABLE}={os.environ.get(WORKERS_VARIABLE)}")
+        for line in child.stdout.splitlines():
+            if line.startswith("{"):
+                print(line)
+        print(f"-- top {top} library functions by cumulative time (the recipe's own frames left out)")
+        pstats.Stats(str(stats)).sort_stats("cumulative").print_stats(r"site-packages|built-in", top)
+        print(f"-- top {top} by own time")
+        pstats.Stats(str(stats)).sort_stats("tottime").print_stats(top)
 
 
 def _segmentation_mib(case: Path) -> float:
@@ -295,18 +602,52 @@ def _segmentation_mib(case: Path) -> float:
     return float(np.prod(image.shape)) * image.get_data_dtype().itemsize / 2**20
 
 
+SYNTAX_NAMES = {
+    "1.2.840.10008.1.2.1": "Explicit VR Little Endian (uncompressed)", "1.2.840.10008.1.2": "Implicit VR Little Endian",
+    "1.2.840.10008.1.2.5": "RLE Lossless", "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
+}
+
+
+def _differing(count: int | None, problem: str | None = None) -> str:
+    if count is None:
+        return ""
+    if count < 0:
+        return f"**not checked: {problem}**"
+    return str(count) if count == 0 else f"**{count} DIFFER**"
+
+
 def table(report: dict) -> str:
     lines = [
         f"N = {report['slices']} slices of 512 x 512, 117 labels, segmentation array {report['segmentation_mib']:.0f} MiB; "
         f"median of {report['repeats']} runs",
-        "| recipe | wall s | CPU s | peak MiB | peak beyond segmentation MiB | wall / segalign | pixels differing |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        (
+            "| recipe | wall s | CPU s | peak MiB | peak beyond segmentation MiB | output MB | wall / segalign | "
+            "pixels differing | SEG pixels differing |"
+        ),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for recipe, row in report["recipes"].items():
+        output = f"{row['seg_mb']:.1f} SEG" if "seg_mb" in row else (f"{row['png_mb']:.1f} PNG" if row["png_mb"] else "")
         lines.append(
             f"| {recipe} | {row['wall_s']:.2f} | {row['cpu_s']:.2f} | {row['peak_mib']:.0f} | "
-            f"{row['peak_beyond_segmentation_mib']:.0f} | {row['ratio_to_segalign']:.2f} | {row['pixels_differing_from_segalign']} |"
+            f"{row['peak_beyond_segmentation_mib']:.0f} | {output} | {row['ratio_to_segalign']:.2f} | "
+            f"{_differing(row['pixels_differing_from_segalign'])} | "
+            f"{_differing(row['seg_pixels_differing_from_segalign'], row.get('seg_problem'))} |"
         )
+    for recipe, row in report["recipes"].items():
+        if "seg_type" in row:
+            syntax = SYNTAX_NAMES.get(row["seg_transfer_syntax"], row["seg_transfer_syntax"])
+            lines.append(
+                f"\n{recipe}: {row['seg_type']} SEG, {syntax}, {row['seg_frames']} frames, {row['seg_segments']} segments, "
+                f"{row.get('seg_source_frames', '?')} source frames labelled; segments mapped to labels by "
+                f"{row.get('seg_mapping', '?')}."
+            )
+        if "phases" in row:
+            phases = ", ".join(f"{name[:-2].replace('_', ' ')} {seconds:.2f}" for name, seconds in row["phases"].items())
+            peaks = ", ".join(f"{name[:-2].replace('_', ' ')} {mib:.0f}" for name, mib in row["phase_peaks_mib"].items())
+            lines.append(f"{recipe} phases (s): {phases}; workers={row['workers']}.")
+            lines.append(f"{recipe} peak memory at the end of each phase (MiB): {peaks}.")
     for recipe, row in report["recipes"].items():
         if "logic_s" in row:
             lines.append(
@@ -328,8 +669,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--recipes", nargs="+", default=RECIPES, choices=RECIPES)
     parser.add_argument("--work", type=Path, default=Path("benchmark-results"), help="cases and results (default ./benchmark-results)")
+    parser.add_argument("--highdicom-workers", type=int, default=0,
+                        help="highdicom's workers for the highdicom recipes (default 0)")
+    parser.add_argument("--labelmap-syntax", choices=sorted(LABELMAP_SYNTAXES), default="rle",
+                        help="transfer syntax of highdicom-labelmap (default rle)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of measuring, run each recipe once under cProfile and print its top 15 functions")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    os.environ[WORKERS_VARIABLE] = str(args.highdicom_workers)
+    os.environ[SYNTAX_VARIABLE] = args.labelmap_syntax
+    if args.profile:
+        for slices in args.slices:
+            case = prepare_case(args.work, slices)
+            write_label_names(case)
+            for recipe in args.recipes:
+                profile(recipe, case, args.work)
+        return 0
     reports = []
     for slices in args.slices:
         print(f"preparing N={slices}...", file=sys.stderr)
