@@ -22,29 +22,34 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import struct
 import tempfile
 import threading
-from collections import Counter
-from pathlib import Path
 from typing import BinaryIO, Iterable, Sequence
 
 import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.tag import Tag
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 from ..dicom import Frame, Series, position_along
-from ..errors import SegAlignError, describe, quiet_warnings, short, short_path
+from ..errors import SegAlignError, quiet_warnings
 from ..labels import Label
 from ..options import DicomSegOptions, ExportOptions, SegmentationType
 from ..version import __version__
 from . import rle
 from .base import ExportContext, ExportSummary, FrameLabels
+from .dicom_common import (
+    Encoder,
+    SourceSeries,
+    check_source,
+    copy_patient_study,
+    ds,
+    limit,
+    raw_sequence,
+)
 from .segment_codes import Code, codes_for, rgb_to_dicom_lab
 
 FILE_NAME = "seg.dcm"
@@ -61,16 +66,6 @@ ALGORITHM_FAMILY = Code("123110", "DCM", "Artificial Intelligence")
 POSITION_TOLERANCE_MM = 1e-3
 SPACING_TOLERANCE_MM = 1e-2
 
-#: Copied from the first source instance when present; the Type 2 ones (PATIENT_STUDY_TYPE2) are written empty
-#: when the source lacks them, as anonymised sources often do.
-PATIENT_STUDY_TYPE2 = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-    "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
-)
-PATIENT_STUDY_OPTIONAL = (
-    "IssuerOfPatientID", "PatientAge", "PatientSize", "PatientWeight", "StudyDescription",
-    "PatientIdentityRemoved", "DeidentificationMethod",
-)
 
 
 class DicomSegWriter:
@@ -83,79 +78,19 @@ class DicomSegWriter:
         self.labelmap = options.segmentation_type is SegmentationType.LABELMAP
         self._spool: BinaryIO | None = None
         self._lock = threading.Lock()
-        self._source: Dataset | None = None
-        self._notes: list[str] = []
+        self._source: SourceSeries | None = None
 
     # ------------------------------------------------------------------ protocol
 
     def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions) -> None:
         """Refuse, before anything is written, a series a SEG cannot be written on: no frame of reference, no SOP
         instance or class UIDs, mosaic frames, or frames of different sizes."""
-        for keyword, attribute, why in (
-            ("SOPInstanceUID", "sop_instance_uid", "which a DICOM SEG frame references"),
-            ("SOPClassUID", "sop_class_uid", "which a DICOM SEG frame references"),
-            ("FrameOfReferenceUID", "frame_of_reference_uid", "in which a DICOM SEG places its frames"),
-        ):
-            missing = [f for f in frames if not getattr(f, attribute)]
-            if missing:
-                raise SegAlignError(
-                    f"{short_path(missing[0].source_file)} has no {keyword}, {why} ({len(missing)} frames lack one); "
-                    "the DICOM SEG cannot be written"
-                )
-            invalid = next((f for f in frames if not _valid_uid(getattr(f, attribute))), None)
-            if invalid is not None:
-                raise SegAlignError(
-                    f"{short_path(invalid.source_file)}: {keyword} {short(getattr(invalid, attribute))!r} is not a "
-                    "valid UID (digits and dots, at most 64 characters); the DICOM SEG cannot be written"
-                )
-        counts = Counter((f.sop_instance_uid, f.frame_number) for f in frames)
-        repeated = next((key for key, count in counts.items() if count > 1), None)
-        if repeated is not None:
-            files = sorted(str(f.source_file.name) for f in frames if (f.sop_instance_uid, f.frame_number) == repeated)
-            raise SegAlignError(
-                f"SOPInstanceUID {repeated[0]} belongs to {counts[repeated]} files ({', '.join(files[:3])}); a DICOM SEG "
-                "frame names its source frame by it, so the DICOM SEG cannot be written"
-            )
-        references = sorted({f.frame_of_reference_uid for f in frames})
-        if len(references) > 1:
-            raise SegAlignError(
-                f"series {series.uid} spans {len(references)} frames of reference ({references[0]}, {references[1]}"
-                f"{', ...' if len(references) > 2 else ''}); a DICOM SEG has one; the DICOM SEG cannot be written"
-            )
-        mosaic = next((f for f in frames if f.tiles or f.tile is not None), None)
-        if mosaic is not None:
-            raise SegAlignError(
-                f"{short_path(mosaic.source_file)} is a Siemens mosaic (one frame holding many slices): a DICOM SEG "
-                "frame lies on one whole source frame, so SegAlign does not write a SEG for mosaics"
-            )
+        self._source = check_source(series, frames, "a DICOM SEG", FILE_NAME)
         sizes = sorted({(f.rows, f.columns) for f in frames})
         if len(sizes) > 1:
             raise SegAlignError(
                 f"series {series.uid} has frames of {len(sizes)} sizes ({sizes[0][0]}x{sizes[0][1]}, "
                 f"{sizes[1][0]}x{sizes[1][1]}...); the frames of a DICOM SEG share one size"
-            )
-        self._source = _read_source_header(frames[0].source_file)
-        # A source without study or series UID (some anonymisers blank them) still gets its SEG, whose frames
-        # reference the source instances all the same; the UIDs it must carry are new, and the user is told.
-        self._notes = []
-        self._study_uid = str(self._source.get("StudyInstanceUID", "") or "").strip()
-        self._series_uid = series.uid
-        for keyword, current in (("StudyInstanceUID", self._study_uid), ("SeriesInstanceUID", self._series_uid)):
-            if current and not _valid_uid(current):
-                raise SegAlignError(
-                    f"{short_path(frames[0].source_file)}: {keyword} {short(current)!r} is not a valid UID; the "
-                    "DICOM SEG cannot be written"
-                )
-        if not self._study_uid:
-            self._study_uid = generate_uid()
-            self._notes.append(
-                f"the series has no StudyInstanceUID, so seg.dcm is in a new study ({self._study_uid}): a PACS will "
-                "not file it with its source; its frames still reference the source instances"
-            )
-        if not self._series_uid:
-            self._series_uid = generate_uid()
-            self._notes.append(
-                f"the series has no SeriesInstanceUID; seg.dcm references it as {self._series_uid}"
             )
 
     def begin(self, context: ExportContext) -> None:
@@ -193,7 +128,7 @@ class DicomSegWriter:
                 "SEG needs at least one segment, so none was written"
             )
         path = context.folder / FILE_NAME
-        summary.warnings.extend(self._notes)
+        summary.warnings.extend(self._source.notes)
         try:
             with path.open("wb") as stream:
                 self._write(stream, values, summary)
@@ -338,26 +273,21 @@ class DicomSegWriter:
         ds.SOPInstanceUID = sop_instance
         ds.InstanceCreationDate = ds.ContentDate = ds.SeriesDate = now.strftime("%Y%m%d")
         ds.InstanceCreationTime = ds.ContentTime = ds.SeriesTime = now.strftime("%H%M%S")
-        for keyword in PATIENT_STUDY_TYPE2:
-            setattr(ds, keyword, source.get(keyword, "") or "")
-        for keyword in PATIENT_STUDY_OPTIONAL:
-            if keyword in source and source[keyword].value not in (None, ""):
-                setattr(ds, keyword, source[keyword].value)
-        ds.StudyInstanceUID = self._study_uid
+        copy_patient_study(ds, source)
         ds.Modality = "SEG"
         ds.SeriesInstanceUID = generate_uid()
         ds.SeriesNumber = self._series_number(series)
         ds.SeriesDescription = _limit(self.options.series_description, 64)
         ds.InstanceNumber = 1
         ds.FrameOfReferenceUID = frames[0].frame_of_reference_uid
-        ds.PositionReferenceIndicator = source.get("PositionReferenceIndicator", "") or ""
+        ds.PositionReferenceIndicator = source.header.get("PositionReferenceIndicator", "") or ""
         ds.Manufacturer = "SegAlign"
         ds.ManufacturerModelName = "SegAlign"
         ds.DeviceSerialNumber = "0"
         ds.SoftwareVersions = __version__
         ds.ImageType = ["DERIVED", "PRIMARY"]
         ds.ContentLabel = "SEGALIGN"
-        ds.ContentDescription = _limit(f"{context.segmentation.name} on {series.description or self._series_uid}", 64)
+        ds.ContentDescription = _limit(f"{context.segmentation.name} on {series.description or source.series_uid}", 64)
         ds.ContentCreatorName = ""
         ds.SegmentationType = "LABELMAP" if labelmap else "BINARY"
         ds.LossyImageCompression = "00"
@@ -389,15 +319,12 @@ class DicomSegWriter:
             FunctionalGroupPointer=0x00209113, DimensionDescriptionLabel="Image Position Patient",
         ))
         ds.DimensionIndexSequence = DicomSequence(dimensions)
-        instances: dict[str, str] = {}
-        for frame in frames:
-            instances.setdefault(frame.sop_instance_uid, frame.sop_class_uid)
         referenced = [
             _text(0x0008, 0x1150, b"UI", sop_class_uid) + _text(0x0008, 0x1155, b"UI", uid)
-            for uid, sop_class_uid in instances.items()
+            for uid, sop_class_uid in source.instances.items()
         ]
         ds[0x00081115] = _raw_sequence(0x00081115, [  # ReferencedSeriesSequence > ReferencedInstanceSequence
-            _sq(0x0008, 0x114A, referenced) + _text(0x0020, 0x000E, b"UI", self._series_uid)
+            _sq(0x0008, 0x114A, referenced) + _text(0x0020, 0x000E, b"UI", source.series_uid)
         ])
         return ds
 
@@ -440,7 +367,7 @@ class DicomSegWriter:
         first = written[0]
         if shared_spacing:
             measures = _dataset(PixelSpacing=[_ds(v) for v in first.pixel_spacing])
-            thickness = _slice_thickness(self._source)
+            thickness = _slice_thickness(self._source.header)
             spacing = _even_spacing(list(along.values()), self.context.frames)
             if thickness is None:
                 thickness = spacing
@@ -457,20 +384,6 @@ class DicomSegWriter:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _read_source_header(path: Path) -> Dataset:
-    """The patient, study and frame-of-reference attributes of a source file (never its pixel data)."""
-    try:
-        with quiet_warnings():
-            return pydicom.dcmread(path, stop_before_pixels=True, force=True)
-    except Exception as error:  # noqa: BLE001 (any failure of a file read during the scan is an input error)
-        raise SegAlignError(f"{short_path(path)} cannot be read again for the DICOM SEG: {describe(error)}") from None
-
-
-def _valid_uid(uid: str) -> bool:
-    """A DICOM UID: dot-separated numbers without leading zeros, at most 64 characters (PS3.5 9.1)."""
-    return len(uid) <= 64 and re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*", uid) is not None
 
 
 def _lookup(values: list[int]) -> np.ndarray | None:
@@ -540,71 +453,18 @@ def _code(code: Code) -> Dataset:
     return _dataset(CodeValue=code.value, CodingSchemeDesignator=code.scheme, CodeMeaning=code.meaning[:64])
 
 
-def _ds(value: float) -> str:
-    """A DS value of at most 16 characters, as precise as that allows."""
-    value = float(value)
-    if value == 0:
-        return "0"
-    for digits in range(15, 5, -1):
-        text = f"{value:.{digits}g}"
-        if len(text) <= 16:
-            return text
-    return f"{value:.6g}"
-
-
 # Explicit VR little endian encoding of the per-frame functional groups: a few element kinds, written directly.
 
-_LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
-
-
-def _header(group: int, element: int, vr: bytes, length: int) -> bytes:
-    if vr in _LONG_VRS:
-        return struct.pack("<HH2sHI", group, element, vr, 0, length)
-    return struct.pack("<HH2sH", group, element, vr, length)
-
-
-def _text(group: int, element: int, vr: bytes, text: str) -> bytes:
-    """A string element; text is UTF-8, as the dataset's SpecificCharacterSet (ISO_IR 192) says."""
-    data = text.encode("utf-8")
-    if len(data) & 1:
-        data += b"\0" if vr == b"UI" else b" "
-    return _header(group, element, vr, len(data)) + data
-
-
-def _us(group: int, element: int, values: Sequence[int]) -> bytes:
-    return _header(group, element, b"US", 2 * len(values)) + struct.pack(f"<{len(values)}H", *values)
-
-
-def _ul(group: int, element: int, values: Sequence[int]) -> bytes:
-    return _header(group, element, b"UL", 4 * len(values)) + struct.pack(f"<{len(values)}I", *values)
-
-
-def _limit(text: str, characters: int) -> str:
-    """``text`` cut to the number of characters its VR allows (LO: 64), without a trailing space."""
-    return text[:characters].rstrip()
+_ENCODER = Encoder(implicit=False)
+_header, _text, _us, _ul, _item, _sq, _code_bytes = (
+    _ENCODER.header, _ENCODER.text, _ENCODER.us, _ENCODER.ul, _ENCODER.item, _ENCODER.sq, _ENCODER.code,
+)
+_ds, _limit = ds, limit
 
 
 def _raw_sequence(tag: int, items: Sequence[bytes]) -> RawDataElement:
-    """A sequence already encoded as explicit VR little endian items, for pydicom to write as it is."""
-    body = b"".join(_item(item) for item in items)
-    return RawDataElement(Tag(tag), "SQ", len(body), body, 0, False, True)
+    return raw_sequence(tag, _ENCODER.items(items), implicit=False)
 
-
-def _item(content: bytes) -> bytes:
-    return struct.pack("<HHI", 0xFFFE, 0xE000, len(content)) + content
-
-
-def _sq(group: int, element: int, items: Sequence[bytes]) -> bytes:
-    body = b"".join(_item(item) for item in items)
-    return _header(group, element, b"SQ", len(body)) + body
-
-
-def _code_bytes(code: Code) -> bytes:
-    return (
-        _text(0x0008, 0x0100, b"SH", code.value)
-        + _text(0x0008, 0x0102, b"SH", code.scheme)
-        + _text(0x0008, 0x0104, b"LO", code.meaning)
-    )
 
 
 _PURPOSE = _sq(0x0040, 0xA170, [_code_bytes(PURPOSE_SOURCE_IMAGE)])
