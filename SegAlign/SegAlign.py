@@ -98,6 +98,7 @@ class SegAlignParameterNode:
     writeStats - per-label pixel counts and areas in the manifest.
     writeDicomSeg - also write seg.dcm, a DICOM Segmentation on the series' own frames (for PACS, OHIF, Slicer).
     dicomSegType - binary or label map DICOM SEG.
+    writeRtStruct - also write rtstruct.dcm, an RT Structure Set with pixel-edge contours (planning systems, SlicerRT).
     overwrite - replace a non-empty output folder.
 
     The export options are read from it by ``segalign.options.ExportOptions.from_parameters``, the one place
@@ -117,6 +118,7 @@ class SegAlignParameterNode:
     writeStats: bool = False
     writeDicomSeg: bool = False
     dicomSegType: DicomSegType = DicomSegType.BINARY
+    writeRtStruct: bool = False
     overwrite: bool = False
 
 
@@ -359,6 +361,8 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
             lines.append(_("Preview: {page}").format(page=result.output_dir / "index.html"))
         if "dicom_seg" in result.outputs:
             lines.append(_("DICOM SEG: {path}").format(path=result.output_dir / result.outputs["dicom_seg"]))
+        if "rtstruct" in result.outputs:
+            lines.append(_("RTSTRUCT: {path}").format(path=result.output_dir / result.outputs["rtstruct"]))
         lines += [_("Warning: {message}").format(message=w) for w in result.warnings]
         return "\n".join(lines)
 

@@ -322,3 +322,17 @@ def test_parser_accepts_only_known_seg_types():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["export", "d", "s", "-o", "o", "--dicom-seg-type", "fractional"])
     assert isinstance(build_parser(), argparse.ArgumentParser)
+
+
+def test_rtstruct_option_from_every_front_end():
+    from segalign.options import RtStructOptions
+    from segalign.writers import RtStructWriter
+
+    args = build_parser().parse_args(["export", "d", "s", "-o", "o", "--rtstruct"])
+    assert ExportOptions.from_args(args).rtstruct == RtStructOptions()
+    assert ExportOptions.from_parameters(SimpleNamespace(writeRtStruct=True)).rtstruct == RtStructOptions()
+    options = ExportOptions(rtstruct=True)
+    assert ExportOptions.from_dict(json.loads(json.dumps(options.as_dict()))) == options
+    assert [type(w) for w in writers_for(options)] == [PngFolderWriter, RtStructWriter]
+    with pytest.raises(SegAlignError, match="structure_set_label must not be empty"):
+        RtStructOptions(structure_set_label=" ")

@@ -204,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
         "RLE-compressed frame per frame holding all segments (much smaller; newer readers)",
     )
     export.add_argument(
+        "--rtstruct", action="store_true",
+        help="also write OUT_DIR/rtstruct.dcm: an RT Structure Set whose contours follow the pixel edges of every "
+        "frame, for planning systems and SlicerRT",
+    )
+    export.add_argument(
         "--labels", metavar="TABLE",
         help="label names and colours: CSV value,name[,r,g,b], a Slicer color table, or 'totalsegmentator' "
         "(the built-in TotalSegmentator v2 'total' classes)",
@@ -275,6 +280,7 @@ def run_export(args: argparse.Namespace) -> int:
         f"  manifest: {result.manifest}"
         + (f"\n  preview:  {result.output_dir / 'index.html'}" if args.overlays else "")
         + (f"\n  DICOM SEG: {result.output_dir / result.outputs['dicom_seg']}" if "dicom_seg" in result.outputs else "")
+        + (f"\n  RTSTRUCT: {result.output_dir / result.outputs['rtstruct']}" if "rtstruct" in result.outputs else "")
     )
     return 0
 

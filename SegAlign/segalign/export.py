@@ -6,6 +6,7 @@ Layout of an export folder::
     labels/<index>_i<InstanceNumber>[_f<frame>].png   one label image per frame, Rows x Columns, like pixel_array
     masks/, images/, overlays/, index.html            what the options ask for (see :mod:`segalign.writers.png_folder`)
     seg.dcm                                           (options.dicom_seg) the DICOM SEG on the source frames
+    rtstruct.dcm                                      (options.rtstruct) the RT Structure Set, pixel-edge contours
     labels.json                                       value, name, colour (and voxel and frame counts) per label
     export.json                                       provenance: inputs, options, affine used, outputs, warnings
     manifest.csv                                      one row per frame in export order
@@ -57,12 +58,13 @@ from .writers.png_folder import (  # noqa: F401 (safe_name, write_png, image_val
     write_png,
 )
 from .writers.dicom_seg import ENTRIES as DICOM_SEG_ENTRIES
+from .writers.rtstruct import ENTRIES as RTSTRUCT_ENTRIES
 
 #: Everything an export folder may hold: a name ending in "/" is a folder (of PNG images, or of folders of PNG
 #: images: masks/<segment>/), any other name a file. A folder is taken for an earlier SegAlign export, which
 #: ``overwrite`` may replace, only if its export.json says SegAlign wrote it and it holds nothing but these; a
 #: writer adds the names it writes here (its ``ENTRIES``).
-EXPORT_ENTRIES = frozenset({"export.json"}) | PNG_ENTRIES | DICOM_SEG_ENTRIES
+EXPORT_ENTRIES = frozenset({"export.json"}) | PNG_ENTRIES | DICOM_SEG_ENTRIES | RTSTRUCT_ENTRIES
 #: The ``written_by`` value of export.json that marks a folder as written by SegAlign.
 WRITTEN_BY = "SegAlign"
 #: Inside the hidden temporary folder of an export being written: who writes it (pid, host, start time), so a
@@ -86,7 +88,7 @@ class ExportResult:
     frames: int
     labels_found: list[int]  #: label values present on at least one frame
     warnings: list[str] = field(default_factory=list)
-    outputs: dict[str, str] = field(default_factory=dict)  #: besides the PNG folder: {"dicom_seg": "seg.dcm"}
+    outputs: dict[str, str] = field(default_factory=dict)  #: besides the PNG folder: {"dicom_seg": "seg.dcm", ...}
 
     @property
     def manifest(self) -> Path:

@@ -6,7 +6,8 @@ parameter node, a batch run ships it to its workers (it pickles), and export.jso
 
 An optional output is ``None`` when off, and an object holding its settings when on::
 
-    ExportOptions(masks=True, overlays=OverlayOptions(window="abdomen"), dicom_seg=DicomSegOptions("labelmap"))
+    ExportOptions(masks=True, overlays=OverlayOptions(window="abdomen"), dicom_seg=DicomSegOptions("labelmap"),
+                  rtstruct=RtStructOptions())
 
 Values that have a fixed set of choices accept their :class:`enum.Enum` member or its string value, as
 highdicom's value objects do (``DicomSegOptions("labelmap")`` and ``DicomSegOptions(SegmentationType.LABELMAP)``
@@ -95,6 +96,24 @@ class DicomSegOptions:
 
 
 @dataclass(frozen=True)
+class RtStructOptions:
+    """An RT Structure Set, ``rtstruct.dcm``, with contours along the pixel edges of every source frame (see
+    :mod:`segalign.writers.rtstruct`). ``structure_set_label`` (at most 16 characters) is what planning systems
+    list; ``series_description`` and ``series_number`` describe the new series (the number defaults to the
+    source's SeriesNumber + 2000, or 2000)."""
+
+    structure_set_label: str = "SegAlign"
+    series_description: str = "SegAlign structures"
+    series_number: int | None = None
+
+    def __post_init__(self) -> None:
+        if not str(self.structure_set_label).strip():
+            raise SegAlignError("structure_set_label must not be empty (planning systems list structure sets by it)")
+        if self.series_number is not None and not 0 <= int(self.series_number) < 2**31:
+            raise SegAlignError(f"series_number must be between 0 and 2147483647, got {self.series_number}")
+
+
+@dataclass(frozen=True)
 class ExportOptions:
     """Everything that decides what an export writes (not where, nor whether it may replace an earlier one).
 
@@ -102,7 +121,8 @@ class ExportOptions:
     slice normal). ``masks``: one 1-bit PNG per segment per frame. ``images``: each frame's pixels as a 16-bit PNG.
     ``stats``: per-label pixel counts and areas in the manifest. ``split_mosaics``: one image per slice of a
     Siemens mosaic. ``overlays``: :class:`OverlayOptions`, or None for none. ``dicom_seg``:
-    :class:`DicomSegOptions`, or None for no DICOM SEG.
+    :class:`DicomSegOptions`, or None for no DICOM SEG. ``rtstruct``: :class:`RtStructOptions`, or None for no
+    RT Structure Set.
     """
 
     order: Order = "instance"
@@ -112,6 +132,7 @@ class ExportOptions:
     split_mosaics: bool = False
     overlays: OverlayOptions | None = None
     dicom_seg: DicomSegOptions | None = None
+    rtstruct: RtStructOptions | None = None
 
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
@@ -128,6 +149,12 @@ class ExportOptions:
             object.__setattr__(self, "dicom_seg", None)
         elif isinstance(self.dicom_seg, (str, SegmentationType)):
             object.__setattr__(self, "dicom_seg", DicomSegOptions(self.dicom_seg))
+        if self.rtstruct is True:
+            object.__setattr__(self, "rtstruct", RtStructOptions())
+        elif self.rtstruct is False:
+            object.__setattr__(self, "rtstruct", None)
+        if self.rtstruct is not None and not isinstance(self.rtstruct, RtStructOptions):
+            raise SegAlignError(f"rtstruct must be RtStructOptions or None, got {self.rtstruct!r}")
         if self.overlays is not None and not isinstance(self.overlays, OverlayOptions):
             raise SegAlignError(f"overlays must be OverlayOptions or None, got {self.overlays!r}")
         if self.dicom_seg is not None and not isinstance(self.dicom_seg, DicomSegOptions):
@@ -172,6 +199,8 @@ class ExportOptions:
             values["overlays"] = OverlayOptions(**overlay)
         if isinstance(values.get("dicom_seg"), dict):
             values["dicom_seg"] = DicomSegOptions(**values["dicom_seg"])
+        if isinstance(values.get("rtstruct"), dict):
+            values["rtstruct"] = RtStructOptions(**values["rtstruct"])
         return cls(**values)
 
     @classmethod
@@ -186,6 +215,7 @@ class ExportOptions:
         return cls(
             order=args.order, masks=args.masks, images=args.images, stats=args.stats,
             split_mosaics=args.split_mosaics, overlays=overlays, dicom_seg=dicom_seg,
+            rtstruct=RtStructOptions() if args.rtstruct else None,
         )
 
     @classmethod
@@ -193,7 +223,7 @@ class ExportOptions:
         """The options of the Slicer module's parameter node (``SegAlignParameterNode``), or of any object with its
         attributes: ``order``, ``writeMasks``, ``writeImages``, ``writeStats``, ``writeOverlays``, ``overlayWindow``
         (``"frame"`` for each frame's own), ``overlayOpacity``, ``overlayOutline``, ``writeDicomSeg``,
-        ``dicomSegType``. Enum members are taken by their value."""
+        ``dicomSegType``, ``writeRtStruct``. Enum members are taken by their value."""
 
         def value(name: str, default: Any) -> Any:
             item = getattr(node, name, default)
@@ -210,4 +240,5 @@ class ExportOptions:
         return cls(
             order=value("order", "instance"), masks=value("writeMasks", False), images=value("writeImages", False),
             stats=value("writeStats", False), overlays=overlays, dicom_seg=dicom_seg,
+            rtstruct=RtStructOptions() if value("writeRtStruct", False) else None,
         )

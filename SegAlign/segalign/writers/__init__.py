@@ -4,6 +4,8 @@
   preview page: always written.
 * :class:`~.dicom_seg.DicomSegWriter`: ``seg.dcm``, a DICOM Segmentation on the source frames
   (``ExportOptions.dicom_seg``).
+* :class:`~.rtstruct.RtStructWriter`: ``rtstruct.dcm``, an RT Structure Set with pixel-edge contours
+  (``ExportOptions.rtstruct``).
 
 :func:`writers_for` gives the writers an :class:`~segalign.options.ExportOptions` asks for, in the order their
 ``end`` runs.
@@ -15,9 +17,11 @@ from ..options import ExportOptions
 from .base import ExportContext, ExportSummary, FrameLabels, Writer
 from .dicom_seg import DicomSegWriter
 from .png_folder import PngFolderWriter
+from .rtstruct import RtStructWriter
 
 __all__ = [
-    "DicomSegWriter", "ExportContext", "ExportSummary", "FrameLabels", "PngFolderWriter", "Writer", "writers_for",
+    "DicomSegWriter", "ExportContext", "ExportSummary", "FrameLabels", "PngFolderWriter", "RtStructWriter", "Writer",
+    "writers_for",
 ]
 
 
@@ -26,4 +30,6 @@ def writers_for(options: ExportOptions) -> list[Writer]:
     writers: list[Writer] = [PngFolderWriter()]
     if options.dicom_seg is not None:
         writers.append(DicomSegWriter(options.dicom_seg))
+    if options.rtstruct is not None:
+        writers.append(RtStructWriter(options.rtstruct))
     return writers

@@ -1,0 +1,253 @@
+"""``rtstruct.dcm``: an RT Structure Set whose contours are exact on every source frame.
+
+One ROI per label present on the frames (numbered from 1 in label order, named and coloured from the label table).
+On each frame, each ROI's contours are the outlines of its labelled pixel squares (:mod:`segalign.contours`),
+placed in patient space from that frame's own ImagePositionPatient, ImageOrientationPatient and PixelSpacing, so
+they lie in the frame's plane and reference that frame's SOP instance (and frame number for a multi-frame source).
+Filled by the even-odd rule, as planning systems combine a ROI's contours on one plane, they give back the frame's
+pixels exactly: tilted, unevenly spaced, left-handed, non-square, multi-frame and feet-first series included.
+
+The file is written in Implicit VR Little Endian, where every element has a 4-byte length: a body outline's
+ContourData can exceed the 64 KiB an explicit-VR DS element holds, and implicit VR is the transfer syntax every
+DICOM application must accept. The contours are encoded as bytes on the export's threads and spooled to a file, so
+memory does not grow with the series; the long sequences are written from the spool.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import struct
+import tempfile
+import threading
+from typing import BinaryIO, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+
+from ..contours import trace_edges, vertices_to_patient
+from ..dicom import Frame, Series, position_along
+from ..errors import SegAlignError, quiet_warnings
+from ..options import ExportOptions, RtStructOptions
+from ..version import __version__
+from .base import ExportContext, ExportSummary, FrameLabels
+from .dicom_common import Encoder, SourceSeries, check_source, copy_patient_study, ds, limit, raw_sequence
+
+FILE_NAME = "rtstruct.dcm"
+#: The entries of an export folder this writer may write (see :data:`segalign.export.EXPORT_ENTRIES`).
+ENTRIES = frozenset({FILE_NAME})
+
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+#: What RTReferencedStudySequence names as the study's SOP class (Detached Study Management, as every RT system
+#: expects there).
+STUDY_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
+#: Decimals of ContourData (mm): 1e-5 mm is far below any pixel, and "-12345.67890" fits DS's 16 characters.
+DECIMALS = 5
+
+_ENCODER = Encoder(implicit=True)
+_text, _sq, _item = _ENCODER.text, _ENCODER.sq, _ENCODER.item
+_CLOSED_PLANAR = _text(0x3006, 0x0042, b"CS", "CLOSED_PLANAR")
+
+
+class RtStructWriter:
+    """Writes ``rtstruct.dcm`` (see the module documentation)."""
+
+    needs_pixels = False
+
+    def __init__(self, options: RtStructOptions) -> None:
+        self.options = options
+        self._lock = threading.Lock()
+        self._spool: BinaryIO | None = None
+        self._source: SourceSeries | None = None
+
+    # ------------------------------------------------------------------ protocol
+
+    def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions) -> None:
+        """Refuse, before anything is written, a series the structure set cannot reference exactly."""
+        self._source = check_source(series, frames, "an RTSTRUCT", FILE_NAME)
+
+    def begin(self, context: ExportContext) -> None:
+        self.context = context
+        if self._source is None:
+            self.check(context.series, context.frames, context.options)
+        self._spool = tempfile.TemporaryFile(dir=context.folder)  # unlinked at once: nothing left on a crash
+        self._contours: dict[int, dict[int, tuple[int, int]]] = {}  # label -> frame index -> (offset, length)
+
+    def add(self, item: FrameLabels) -> None:
+        if not item.present:
+            return
+        frame = item.frame
+        reference = _contour_image(frame)
+        position = np.asarray(frame.position, dtype=np.float64)
+        orientation = np.asarray(frame.orientation, dtype=np.float64)
+        spacing = np.asarray(frame.pixel_spacing, dtype=np.float64)
+        encoded = []
+        for value, polygons in trace_edges(item.labels).items():
+            contours = []
+            for polygon in polygons:
+                data = contour_data(vertices_to_patient(polygon, position, orientation, spacing))
+                contours.append(
+                    _sq(0x3006, 0x0016, [reference])  # ContourImageSequence
+                    + _CLOSED_PLANAR
+                    + _text(0x3006, 0x0046, b"IS", str(len(polygon)))  # NumberOfContourPoints
+                    + _text(0x3006, 0x0050, b"DS", data)  # ContourData
+                )
+            encoded.append((value, b"".join(_item(c) for c in contours)))
+        with self._lock:
+            for value, data in encoded:
+                self._contours.setdefault(value, {})[item.index] = self._append(data)
+
+    def end(self, summary: ExportSummary) -> dict[str, str]:
+        context = self.context
+        values = sorted(summary.frames_with_label)
+        if not values:
+            raise SegAlignError(
+                f"no label of {context.segmentation.name} lies on any frame of series {context.series.uid}: an "
+                "RTSTRUCT needs at least one structure, so none was written"
+            )
+        summary.warnings.extend(self._source.notes)
+        try:
+            with (context.folder / FILE_NAME).open("wb") as stream:
+                self._write(stream, values)
+        finally:
+            self.abort()
+        return {"rtstruct": FILE_NAME}
+
+    def abort(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+    # ------------------------------------------------------------------ writing
+
+    def _append(self, data: bytes) -> tuple[int, int]:
+        assert self._spool is not None
+        offset = self._spool.seek(0, os.SEEK_END)
+        self._spool.write(data)
+        return offset, len(data)
+
+    def _write(self, stream: BinaryIO, values: list[int]) -> None:
+        """The dataset up to the ROI contours with pydicom, then the contours from the spool, then the ROI
+        observations (the elements after them, in tag order)."""
+        context = self.context
+        frames, normal = context.frames, context.normal
+        table = context.segmentation.label_table
+        with quiet_warnings():
+            pydicom.dcmwrite(stream, self._head(values), enforce_file_format=True)
+
+        along = {index: position_along(frames[index], normal) for index in range(len(frames))}
+        # ROIContourSequence (3006,0039): per ROI, its display colour, its contours frame by frame along the
+        # normal, and its number. Lengths are known from the spool, so the items are streamed.
+        rois = []
+        for number, value in enumerate(values, start=1):
+            pieces = [self._contours[value][index] for index in sorted(self._contours.get(value, {}), key=lambda i: (along[i], i))]
+            color = _text(0x3006, 0x002A, b"IS", "\\".join(str(int(c)) for c in table[value].color))
+            body = sum(length for _, length in pieces)
+            tail = _text(0x3006, 0x0084, b"IS", str(number))  # ReferencedROINumber
+            contour_header = _ENCODER.header(0x3006, 0x0040, b"SQ", body)  # ContourSequence
+            rois.append((color + contour_header, pieces, tail))
+        total = sum(8 + len(head) + sum(length for _, length in pieces) + len(tail) for head, pieces, tail in rois)
+        stream.write(_ENCODER.header(0x3006, 0x0039, b"SQ", total))
+        for head, pieces, tail in rois:
+            size = len(head) + sum(length for _, length in pieces) + len(tail)
+            stream.write(struct.pack("<HHI", 0xFFFE, 0xE000, size))  # the ROI's item, of defined length
+            stream.write(head)
+            for offset, length in pieces:
+                self._spool.seek(offset)
+                stream.write(self._spool.read(length))
+            stream.write(tail)
+        observations = [
+            _text(0x3006, 0x0082, b"IS", str(number))  # ObservationNumber
+            + _text(0x3006, 0x0084, b"IS", str(number))  # ReferencedROINumber
+            + _text(0x3006, 0x00A4, b"CS", "")  # RTROIInterpretedType (Type 2: SegAlign does not know it)
+            + _text(0x3006, 0x00A6, b"PN", "")  # ROIInterpreter (Type 2)
+            for number in range(1, len(values) + 1)
+        ]
+        stream.write(_sq(0x3006, 0x0080, observations))  # RTROIObservationsSequence
+
+    def _head(self, values: list[int]) -> Dataset:
+        """Everything before the ROI contours: SOP common, patient, study, RT series, equipment, structure set."""
+        context, source = self.context, self._source
+        assert source is not None
+        series = context.series
+        now = datetime.datetime.now()
+        sop_instance = generate_uid()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
+        meta.MediaStorageSOPInstanceUID = sop_instance
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        meta.ImplementationVersionName = f"SEGALIGN_{__version__}"[:16]
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.InstanceCreationDate = ds.StructureSetDate = ds.SeriesDate = now.strftime("%Y%m%d")
+        ds.InstanceCreationTime = ds.StructureSetTime = ds.SeriesTime = now.strftime("%H%M%S")
+        ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
+        ds.SOPInstanceUID = sop_instance
+        copy_patient_study(ds, source)
+        ds.Modality = "RTSTRUCT"
+        ds.Manufacturer = "SegAlign"
+        ds.ManufacturerModelName = "SegAlign"
+        ds.SoftwareVersions = __version__
+        ds.OperatorsName = ""
+        ds.SeriesInstanceUID = generate_uid()
+        ds.SeriesNumber = self._series_number(series)
+        ds.SeriesDescription = limit(self.options.series_description, 64)
+        ds.InstanceNumber = 1
+        ds.FrameOfReferenceUID = source.frame_of_reference_uid  # the Frame of Reference module, as dciodvfy expects
+        ds.PositionReferenceIndicator = source.header.get("PositionReferenceIndicator", "") or ""
+        ds.StructureSetLabel = limit(self.options.structure_set_label, 16)
+        ds.StructureSetName = limit(context.segmentation.name, 64)
+        ds.StructureSetDescription = limit(
+            f"{context.segmentation.name} on {series.description or source.series_uid}, by SegAlign {__version__}",
+            1024,
+        )
+        images = []
+        for uid, sop_class in source.instances.items():
+            images.append(_text(0x0008, 0x1150, b"UI", sop_class) + _text(0x0008, 0x1155, b"UI", uid))
+        series_item = _text(0x0020, 0x000E, b"UI", source.series_uid) + _sq(0x3006, 0x0016, images)
+        study_item = (
+            _text(0x0008, 0x1150, b"UI", STUDY_SOP_CLASS) + _text(0x0008, 0x1155, b"UI", source.study_uid)
+            + _sq(0x3006, 0x0014, [series_item])  # RTReferencedSeriesSequence
+        )
+        frame_of_reference = (
+            _text(0x0020, 0x0052, b"UI", source.frame_of_reference_uid)
+            + _sq(0x3006, 0x0012, [study_item])  # RTReferencedStudySequence
+        )
+        ds[0x30060010] = raw_sequence(0x30060010, _ENCODER.items([frame_of_reference]), implicit=True)
+        table = context.segmentation.label_table
+        rois = [
+            _text(0x3006, 0x0022, b"IS", str(number))  # ROINumber
+            + _text(0x3006, 0x0024, b"UI", source.frame_of_reference_uid)  # ReferencedFrameOfReferenceUID
+            + _text(0x3006, 0x0026, b"LO", limit(table[value].name, 64))  # ROIName
+            + _text(0x3006, 0x0028, b"ST", f"label value {value}")  # ROIDescription
+            + _text(0x3006, 0x0036, b"CS", "AUTOMATIC")  # ROIGenerationAlgorithm
+            for number, value in enumerate(values, start=1)
+        ]
+        ds[0x30060020] = raw_sequence(0x30060020, _ENCODER.items(rois), implicit=True)  # StructureSetROISequence
+        return ds
+
+    def _series_number(self, series: Series) -> int:
+        if self.options.series_number is not None:
+            return int(self.options.series_number)
+        number = (series.series_number or 0) + 2000
+        return number if number < 2**31 else 2000
+
+
+def _contour_image(frame: Frame) -> bytes:
+    """A ContourImageSequence item: the frame's SOP instance (and frame number for a multi-frame source)."""
+    data = _text(0x0008, 0x1150, b"UI", frame.sop_class_uid) + _text(0x0008, 0x1155, b"UI", frame.sop_instance_uid)
+    if frame.number_of_frames > 1:
+        data += _text(0x0008, 0x1160, b"IS", str(frame.frame_number))
+    return data
+
+
+def contour_data(points: np.ndarray) -> str:
+    """ContourData text of ``(n, 3)`` LPS points: fixed :data:`DECIMALS` decimals, every value within DS's 16
+    characters (beyond a million kilometres, which no patient is, as precise as 16 characters allow)."""
+    values = points.ravel().tolist()
+    if np.abs(points).max(initial=0.0) < 1e9:
+        return "\\".join(f"{v:.{DECIMALS}f}" for v in values)
+    return "\\".join(ds(v) for v in values)
