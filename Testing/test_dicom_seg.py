@@ -848,8 +848,14 @@ def test_seg_structure(exports, case: str, kind: str) -> None:
     some = next(iter(frames.values()))
     assert (int(dataset.Rows), int(dataset.Columns)) == (some.rows, some.columns)
 
-    # Segments: one per label present on some frame, 1..n in ascending value, SegmentLabel = labels.json name.
+    # Segments: one per label present on some frame, 1..n in ascending value, SegmentLabel = labels.json name. A
+    # LABELMAP describes every pixel value it holds (PS3.3 C.8.20.2.3): segment 0 is the background, the padding.
     segments = list(dataset.SegmentSequence)
+    if kind == "labelmap":
+        background = segments.pop(0)
+        assert int(background.SegmentNumber) == 0 and str(background.SegmentLabel) == "Background"
+        assert background.SegmentedPropertyTypeCodeSequence[0].CodeValue == "125040"
+        assert int(dataset.PixelPaddingValue) == 0
     numbers = [int(item.SegmentNumber) for item in segments]
     assert numbers == list(range(1, len(entries) + 1)), numbers[:10]
     assert [str(item.SegmentLabel) for item in segments] == [entry["name"] for entry in entries]

@@ -215,7 +215,7 @@ def _seg_labels_by_frame(path: Path, table: dict[str, int]) -> dict[str, np.ndar
     """Rebuild every referenced frame's label image from a SEG with pydicom alone."""
     seg = pydicom.dcmread(path)
     pixels = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
-    value_of = {int(s.SegmentNumber): table[s.SegmentLabel] for s in seg.SegmentSequence}
+    value_of = {int(s.SegmentNumber): table[s.SegmentLabel] for s in seg.SegmentSequence if int(s.SegmentNumber)}
     rebuilt: dict[str, np.ndarray] = {}
     for frame, item in zip(pixels, seg.PerFrameFunctionalGroupsSequence):
         uid = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
@@ -265,7 +265,7 @@ def test_labels_on_no_frame_get_no_segment(tmp_path: Path):
     )
     assert 200 in load_segmentation(tmp_path / "far.nii.gz").values and 200 not in result.labels_found
     seg_file = pydicom.dcmread(out / "seg.dcm")
-    assert [int(s.SegmentNumber) for s in seg_file.SegmentSequence] == list(range(1, len(result.labels_found) + 1))
+    assert [int(s.SegmentNumber) for s in seg_file.SegmentSequence] == list(range(0, len(result.labels_found) + 1))
     table = {e["name"]: e["value"] for e in json.loads((out / "labels.json").read_text())}
     rebuilt = _seg_labels_by_frame(out / "seg.dcm", table)
     from conftest import read_png
@@ -334,5 +334,79 @@ def test_rtstruct_option_from_every_front_end():
     options = ExportOptions(rtstruct=True)
     assert ExportOptions.from_dict(json.loads(json.dumps(options.as_dict()))) == options
     assert [type(w) for w in writers_for(options)] == [PngFolderWriter, RtStructWriter]
-    with pytest.raises(SegAlignError, match="structure_set_label must not be empty"):
+    with pytest.raises(SegAlignError, match="structure_set_label must be text, not empty"):
         RtStructOptions(structure_set_label=" ")
+
+
+def test_option_values_are_checked_when_made():
+    assert DicomSegOptions(series_number="7").series_number == 7
+    for bad in ("abc", True, -1, 2**31, 1.5):
+        with pytest.raises(SegAlignError, match="series_number"):
+            DicomSegOptions(series_number=bad)
+    with pytest.raises(SegAlignError, match="series_description must be text"):
+        DicomSegOptions(series_description=5)
+    with pytest.raises(SegAlignError, match="export options cannot be read"):
+        ExportOptions.from_dict({"dicom_seg": {"segmentation_type": "binary", "colour": 1}})
+    args = build_parser().parse_args(["export", "d", "s", "-o", "o", "--dicom-seg-type", "labelmap"])
+    assert ExportOptions.from_args(args).dicom_seg == DicomSegOptions("labelmap")  # the type implies the SEG
+
+
+def test_names_with_backslashes_and_long_multibyte_text_stay_one_valid_value():
+    from segalign.writers.dicom_common import limit
+
+    assert limit("kidney\\left", 64) == "kidney/left"
+    long = "Ä" * 40 + "x" * 30
+    cut = limit(long, 64)
+    assert len(cut.encode("utf-8")) <= 64 and long.startswith(cut)
+
+
+def _strip(folder: Path, change) -> None:
+    """Rewrite every file of ``folder`` after ``change(dataset, index)``."""
+    for index, path in enumerate(sorted(folder.iterdir())):
+        dataset = pydicom.dcmread(path)
+        change(dataset, index)
+        dataset.save_as(path)
+
+
+@pytest.mark.parametrize("variant", ["uneven-no-thickness", "spacing-per-frame", "one-slice-no-thickness"])
+def test_every_seg_has_the_slice_thickness_readers_need(tmp_path: Path, variant: str):
+    """SliceThickness (Type 1C in the pixel measures, required by highdicom and dcmqi) is written even when the
+    source has none or the pixel spacing differs between frames; where SegAlign had to choose it, it says so."""
+    highdicom = pytest.importorskip("highdicom", reason="highdicom reads the SEG back")
+    dicom, seg = _small_case(tmp_path, slices=1 if variant.startswith("one") else 5)
+
+    def change(dataset, index):
+        if variant != "spacing-per-frame":
+            del dataset.SliceThickness
+        if variant == "uneven-no-thickness" and index >= 3:  # gaps 2, 2, 2, 4 mm
+            position = [float(v) for v in dataset.ImagePositionPatient]
+            dataset.ImagePositionPatient = [position[0], position[1], position[2] + 2.0]
+        if variant == "spacing-per-frame" and index == 2:
+            dataset.PixelSpacing = [1.0, 1.0 + 1e-3]
+
+    _strip(dicom, change)
+    out = tmp_path / "out"
+    result = run_cli("export", dicom, seg, "-o", out, "--dicom-seg")
+    assert result.code == 0, result.stderr
+    dataset = pydicom.dcmread(out / "seg.dcm")
+    measures = [item.PixelMeasuresSequence[0] for item in dataset.PerFrameFunctionalGroupsSequence
+                if "PixelMeasuresSequence" in item]
+    measures += [dataset.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]] if not measures else []
+    assert measures and all(float(m.SliceThickness) > 0 for m in measures)
+    highdicom.seg.segread(out / "seg.dcm")  # refuses pixel measures without SliceThickness
+    warnings = json.loads((out / "export.json").read_text())["warnings"]
+    if variant != "spacing-per-frame":
+        assert any("no SliceThickness" in w for w in warnings), warnings
+
+
+def test_a_backslash_in_a_name_does_not_split_the_value(tmp_path: Path):
+    dicom, seg = _small_case(tmp_path, slices=4)
+    table = tmp_path / "labels.csv"
+    table.write_text("value,name\n1,kidney\\left\n2,liver\n7,Leber – Ä\n", encoding="utf-8")
+    out = tmp_path / "out"
+    result = run_cli("export", dicom, seg, "-o", out, "--dicom-seg", "--rtstruct", "--labels", table)
+    assert result.code == 0, result.stderr
+    seg_file = pydicom.dcmread(out / "seg.dcm")
+    assert {str(s.SegmentLabel) for s in seg_file.SegmentSequence} >= {"kidney/left", "Leber – Ä"}
+    rt = pydicom.dcmread(out / "rtstruct.dcm")
+    assert {str(r.ROIName) for r in rt.StructureSetROISequence} >= {"kidney/left", "Leber – Ä"}

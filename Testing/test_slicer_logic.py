@@ -359,7 +359,7 @@ def test_dicom_seg_from_the_segmentation_node_uses_its_current_names_and_colours
     assert tuple(segments["spleen"].RecommendedDisplayCIELabValue) == rgb_to_dicom_lab((0, 255, 0))
     assert segments["spleen"].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Spleen"
     value_of = {e["name"]: e["value"] for e in json.loads((tmp_path / "out" / "labels.json").read_text())}
-    number_to_value = {int(item.SegmentNumber): value_of[name] for name, item in segments.items()}
+    number_to_value = {int(item.SegmentNumber): value_of[name] for name, item in segments.items() if name != "Background"}
     frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
     rebuilt = {}
     for frame, groups in zip(frames, seg.PerFrameFunctionalGroupsSequence):

@@ -199,9 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write OUT_DIR/seg.dcm: a DICOM Segmentation on the series' own frames, for PACS, OHIF and Slicer",
     )
     export.add_argument(
-        "--dicom-seg-type", choices=[member.value for member in SegmentationType], default="binary",
+        "--dicom-seg-type", choices=[member.value for member in SegmentationType], default=None,
         help="binary: one 1-bit frame per segment per frame, readable everywhere (default); labelmap: one "
-        "RLE-compressed frame per frame holding all segments (much smaller; newer readers)",
+        "RLE-compressed frame per frame holding all segments (much smaller; newer readers); implies --dicom-seg",
     )
     export.add_argument(
         "--rtstruct", action="store_true",

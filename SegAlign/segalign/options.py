@@ -74,6 +74,20 @@ class OverlayOptions:
         object.__setattr__(self, "outline", bool(self.outline))
 
 
+def _check_series(options: Any) -> None:
+    """The new series' description (text) and number (an integer 0..2^31-1, or None), checked when the options are
+    made, not after every frame has been sampled."""
+    if not isinstance(options.series_description, str):
+        raise SegAlignError(f"series_description must be text, got {options.series_description!r}")
+    number = options.series_number
+    if number is not None:
+        if isinstance(number, bool) or not isinstance(number, (int, str)) or not str(number).strip().isdigit():
+            raise SegAlignError(f"series_number must be a whole number or None, got {number!r}")
+        if not 0 <= int(number) < 2**31:
+            raise SegAlignError(f"series_number must be between 0 and 2147483647, got {number}")
+        object.__setattr__(options, "series_number", int(number))
+
+
 @dataclass(frozen=True)
 class DicomSegOptions:
     """A DICOM Segmentation object, ``seg.dcm``, on the source series' frames (see :mod:`segalign.writers.dicom_seg`).
@@ -91,8 +105,7 @@ class DicomSegOptions:
         object.__setattr__(
             self, "segmentation_type", _coerce(SegmentationType, self.segmentation_type, "segmentation_type")
         )
-        if self.series_number is not None and not 0 <= int(self.series_number) < 2**31:
-            raise SegAlignError(f"series_number must be between 0 and 2147483647, got {self.series_number}")
+        _check_series(self)
 
 
 @dataclass(frozen=True)
@@ -107,10 +120,9 @@ class RtStructOptions:
     series_number: int | None = None
 
     def __post_init__(self) -> None:
-        if not str(self.structure_set_label).strip():
-            raise SegAlignError("structure_set_label must not be empty (planning systems list structure sets by it)")
-        if self.series_number is not None and not 0 <= int(self.series_number) < 2**31:
-            raise SegAlignError(f"series_number must be between 0 and 2147483647, got {self.series_number}")
+        if not isinstance(self.structure_set_label, str) or not self.structure_set_label.strip():
+            raise SegAlignError("structure_set_label must be text, not empty (planning systems list structure sets by it)")
+        _check_series(self)
 
 
 @dataclass(frozen=True)
@@ -191,7 +203,13 @@ class ExportOptions:
         unknown = sorted(set(values) - known)
         if unknown:
             raise SegAlignError(f"unknown export options: {', '.join(unknown)}")
-        values = dict(values)
+        try:
+            return cls._from_dict(dict(values))
+        except TypeError as error:  # an unknown or missing field of a nested option
+            raise SegAlignError(f"export options cannot be read: {error}") from None
+
+    @classmethod
+    def _from_dict(cls, values: dict[str, Any]) -> "ExportOptions":
         if isinstance(values.get("overlays"), dict):
             overlay = dict(values["overlays"])
             if isinstance(overlay.get("window"), list):
@@ -211,7 +229,9 @@ class ExportOptions:
             overlays = OverlayOptions(args.window, args.alpha, args.outline)
         else:  # checked all the same: a mistyped flag is an error whether or not it is used
             OverlayOptions(args.window, args.alpha, args.outline)
-        dicom_seg = DicomSegOptions(args.dicom_seg_type) if args.dicom_seg else None
+        # --dicom-seg-type alone asks for the SEG too: a choice of type is never silently dropped
+        wants_seg = args.dicom_seg or args.dicom_seg_type is not None
+        dicom_seg = DicomSegOptions(args.dicom_seg_type or SegmentationType.BINARY) if wants_seg else None
         return cls(
             order=args.order, masks=args.masks, images=args.images, stats=args.stats,
             split_mosaics=args.split_mosaics, overlays=overlays, dicom_seg=dicom_seg,

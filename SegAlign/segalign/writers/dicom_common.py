@@ -84,7 +84,7 @@ def check_source(series: Series, frames: Sequence[Frame], product: str, file_nam
     references = sorted({f.frame_of_reference_uid for f in frames})
     if len(references) > 1:
         raise SegAlignError(
-            f"series {series.uid} spans {len(references)} frames of reference ({references[0]}, {references[1]}"
+            f"series {series.uid or '(no SeriesInstanceUID)'} spans {len(references)} frames of reference ({references[0]}, {references[1]}"
             f"{', ...' if len(references) > 2 else ''}); {product} has one, so {file_name} cannot be written"
         )
     mosaic = next((f for f in frames if f.tiles or f.tile is not None), None)
@@ -158,8 +158,13 @@ def ds(value: float) -> str:
 
 
 def limit(text: str, characters: int) -> str:
-    """``text`` cut to the number of characters its VR allows (LO: 64), without a trailing space."""
-    return text[:characters].rstrip()
+    """``text`` as one value of a text VR that holds ``characters`` (LO: 64, SH: 16): a backslash (the value
+    separator) becomes ``/``, and the text is cut, without a trailing space, to that many characters and at most
+    that many UTF-8 bytes (validators count bytes)."""
+    text = str(text).replace("\\", "/")[:characters].rstrip()
+    while len(text.encode("utf-8")) > characters:
+        text = text[:-1].rstrip()
+    return text
 
 
 def raw_sequence(tag: int, body: bytes, implicit: bool) -> RawDataElement:

@@ -89,7 +89,7 @@ class DicomSegWriter:
         sizes = sorted({(f.rows, f.columns) for f in frames})
         if len(sizes) > 1:
             raise SegAlignError(
-                f"series {series.uid} has frames of {len(sizes)} sizes ({sizes[0][0]}x{sizes[0][1]}, "
+                f"series {series.uid or '(no SeriesInstanceUID)'} has frames of {len(sizes)} sizes ({sizes[0][0]}x{sizes[0][1]}, "
                 f"{sizes[1][0]}x{sizes[1][1]}...); the frames of a DICOM SEG share one size"
             )
 
@@ -123,10 +123,14 @@ class DicomSegWriter:
         context = self.context
         values = sorted(summary.frames_with_label)
         if not values:
-            raise SegAlignError(
-                f"no label of {context.segmentation.name} lies on any frame of series {context.series.uid}: a DICOM "
-                "SEG needs at least one segment, so none was written"
-            )
+            def message(option: str) -> str:
+                return (
+                    f"no label of {context.segmentation.name} lies on any frame of series "
+                    f"{context.series.uid or '(no SeriesInstanceUID)'}, and a DICOM SEG needs at least one segment: "
+                    f"nothing was written (export {option} for the label images alone)"
+                )
+
+            raise SegAlignError(message("with dicom_seg=None"), cli_message=message("without --dicom-seg"))
         path = context.folder / FILE_NAME
         summary.warnings.extend(self._source.notes)
         try:
@@ -173,6 +177,7 @@ class DicomSegWriter:
         written = [frames[index] for _, index in frame_list]
         shared_orientation = len({f.orientation for f in written}) == 1
         shared_spacing = len({f.pixel_spacing for f in written}) == 1
+        self._thickness = self._slice_thickness(list(along.values()), summary)
 
         dataset = self._dataset(values, len(frame_list), written, shared_orientation, shared_spacing, along)
         with quiet_warnings():
@@ -181,7 +186,8 @@ class DicomSegWriter:
         # The per-frame functional groups, encoded directly (see the module documentation).
         references = {index: _derivation(frames[index]) for _, index in frame_list}
         planes = {
-            index: _plane(frames[index], not shared_orientation, not shared_spacing) for _, index in frame_list
+            index: _plane(frames[index], not shared_orientation, not shared_spacing, self._thickness)
+            for _, index in frame_list
         }
         items = []
         for segment, index in frame_list:
@@ -209,6 +215,11 @@ class DicomSegWriter:
         pixels = rows * columns
         total_bits = pixels * len(frame_list)
         length = (total_bits + 7) // 8
+        if length >= 0xFFFFFFFF:  # a 32-bit value length: DICOM's limit for uncompressed pixel data
+            raise SegAlignError(
+                f"a BINARY DICOM SEG of {len(frame_list)} frames of {rows}x{columns} holds {length / 2**30:.1f} GiB of "
+                "pixel data, more than one DICOM object can (4 GiB); write it as a label map",
+            )
         stream.write(_header(0x7FE0, 0x0010, b"OB", length + (length & 1)))
         carry = np.zeros(0, dtype=np.uint8)
         for segment, index in frame_list:
@@ -302,7 +313,11 @@ class DicomSegWriter:
         ds.NumberOfFrames = number_of_frames
         # The two long sequences (a segment per label, an instance per source file) are encoded here directly:
         # pydicom's writer takes about a millisecond per nested dataset, and these hold a thousand.
-        ds[0x00620002] = _raw_sequence(0x00620002, [self._segment(number, value) for number, value in enumerate(values, 1)])
+        segments = [self._segment(number, value) for number, value in enumerate(values, 1)]
+        if labelmap:  # every pixel value a LABELMAP holds is described (PS3.3 C.8.20.2.3): 0 is the background
+            segments.insert(0, _background_segment())
+            ds.PixelPaddingValue = 0
+        ds[0x00620002] = _raw_sequence(0x00620002, segments)
         ds.SharedFunctionalGroupsSequence = DicomSequence(
             [self._shared(written, shared_orientation, shared_spacing, along)]
         )
@@ -359,6 +374,28 @@ class DicomSegWriter:
             + _sq(0x0062, 0x000F, [type_code])  # SegmentedPropertyTypeCodeSequence
         )
 
+    def _slice_thickness(self, positions: list[float], summary: ExportSummary) -> float:
+        """SliceThickness for the pixel measures (Type 1C, which highdicom and dcmqi need): the source's, else the
+        even spacing between slices, else the smallest gap between slice positions, else (one slice) the larger
+        pixel spacing; the last two with a warning that says so."""
+        thickness = _source_thickness(self._source.header)
+        if thickness is not None:
+            return thickness
+        spacing = _even_spacing(positions, self.context.frames)
+        if spacing is not None:
+            return spacing
+        distinct = np.unique(np.round(np.array(positions) / POSITION_TOLERANCE_MM)) * POSITION_TOLERANCE_MM
+        if distinct.size > 1:
+            thickness = float(np.diff(distinct).min())
+            why = "the smallest gap between slice positions"
+        else:
+            thickness = float(max(self.context.frames[0].pixel_spacing))
+            why = "one slice: the larger pixel spacing"
+        summary.warnings.append(
+            f"the series has no SliceThickness; {FILE_NAME} gives {thickness:.4g} mm ({why}), which readers need"
+        )
+        return thickness
+
     def _shared(
         self, written: list[Frame], shared_orientation: bool, shared_spacing: bool, along: dict[int, float]
     ) -> Dataset:
@@ -366,13 +403,8 @@ class DicomSegWriter:
         shared = Dataset()
         first = written[0]
         if shared_spacing:
-            measures = _dataset(PixelSpacing=[_ds(v) for v in first.pixel_spacing])
-            thickness = _slice_thickness(self._source.header)
+            measures = _dataset(PixelSpacing=[_ds(v) for v in first.pixel_spacing], SliceThickness=_ds(self._thickness))
             spacing = _even_spacing(list(along.values()), self.context.frames)
-            if thickness is None:
-                thickness = spacing
-            if thickness is not None:
-                measures.SliceThickness = _ds(thickness)
             if spacing is not None:
                 measures.SpacingBetweenSlices = _ds(spacing)
             shared.PixelMeasuresSequence = DicomSequence([measures])
@@ -384,6 +416,21 @@ class DicomSegWriter:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+BACKGROUND = Code("125040", "DCM", "Background")
+
+
+def _background_segment() -> bytes:
+    """Segment 0 of a LABELMAP: the background (as highdicom writes it, and dcmqi and Slicer recognise it)."""
+    return (
+        _sq(0x0062, 0x0003, [_code_bytes(BACKGROUND)])  # SegmentedPropertyCategoryCodeSequence
+        + _us(0x0062, 0x0004, [0])  # SegmentNumber
+        + _text(0x0062, 0x0005, b"LO", "Background")  # SegmentLabel
+        + _text(0x0062, 0x0008, b"CS", "MANUAL")  # SegmentAlgorithmType: no algorithm decides the background
+        + _us(0x0062, 0x000D, [0, 32896, 32896])  # RecommendedDisplayCIELabValue: black
+        + _sq(0x0062, 0x000F, [_code_bytes(BACKGROUND)])  # SegmentedPropertyTypeCodeSequence
+    )
 
 
 def _lookup(values: list[int]) -> np.ndarray | None:
@@ -422,7 +469,7 @@ def _even_spacing(positions: list[float], frames: Sequence[Frame]) -> float | No
     return float(np.median(gaps))
 
 
-def _slice_thickness(source: Dataset | None) -> float | None:
+def _source_thickness(source: Dataset | None) -> float | None:
     """The source's SliceThickness (top level, or in its shared pixel measures), if it is a positive number."""
     if source is None:
         return None
@@ -482,11 +529,14 @@ def _derivation(frame: Frame) -> bytes:
     return _sq(0x0008, 0x9124, [_sq(0x0008, 0x2112, [source]) + _DERIVATION_CODE])
 
 
-def _plane(frame: Frame, orientation: bool, spacing: bool) -> bytes:
+def _plane(frame: Frame, orientation: bool, spacing: bool, thickness: float) -> bytes:
     """PlanePositionSequence, and PlaneOrientation / PixelMeasures when they are not shared."""
     data = _sq(0x0020, 0x9113, [_text(0x0020, 0x0032, b"DS", "\\".join(_ds(v) for v in frame.position))])
     if orientation:
         data += _sq(0x0020, 0x9116, [_text(0x0020, 0x0037, b"DS", "\\".join(_ds(v) for v in frame.orientation))])
     if spacing:
-        data += _sq(0x0028, 0x9110, [_text(0x0028, 0x0030, b"DS", "\\".join(_ds(v) for v in frame.pixel_spacing))])
+        data += _sq(0x0028, 0x9110, [  # PixelMeasuresSequence: SliceThickness, PixelSpacing
+            _text(0x0018, 0x0050, b"DS", _ds(thickness))
+            + _text(0x0028, 0x0030, b"DS", "\\".join(_ds(v) for v in frame.pixel_spacing))
+        ])
     return data

@@ -103,10 +103,14 @@ class RtStructWriter:
         context = self.context
         values = sorted(summary.frames_with_label)
         if not values:
-            raise SegAlignError(
-                f"no label of {context.segmentation.name} lies on any frame of series {context.series.uid}: an "
-                "RTSTRUCT needs at least one structure, so none was written"
-            )
+            def message(option: str) -> str:
+                return (
+                    f"no label of {context.segmentation.name} lies on any frame of series "
+                    f"{context.series.uid or '(no SeriesInstanceUID)'}, and an RTSTRUCT needs at least one "
+                    f"structure: nothing was written (export {option} for the label images alone)"
+                )
+
+            raise SegAlignError(message("with rtstruct=None"), cli_message=message("without --rtstruct"))
         summary.warnings.extend(self._source.notes)
         try:
             with (context.folder / FILE_NAME).open("wb") as stream:
