@@ -28,8 +28,21 @@ Recipes:
                      --labelmap-syntax says otherwise
   segalign-seg       segalign export --dicom-seg (label PNGs and a BINARY seg.dcm)
   segalign-seg-labelmap  segalign export --dicom-seg --dicom-seg-type labelmap
+  rtutils            what a user writes for an RTSTRUCT today: SimpleITK reads the series and resamples the NIfTI
+                     (nearest) onto it, rt_utils.RTStructBuilder.create_new(dicom_series_path=...), one add_roi per
+                     label present (a bool mask in rt-utils' (rows, columns, slices) layout, slices in rt-utils' own
+                     order), save
+  segalign-rtstruct  segalign export --rtstruct (label PNGs and rtstruct.dcm)
 
-The highdicom recipes print their phases (read the series, resample, read the datasets, Segmentation(), save_as);
+An RTSTRUCT is checked by rasterising every ROI's contours back onto the frames they reference (ContourData mapped
+into the frame's pixel (row, column) coordinates through its IPP, IOP and PixelSpacing; even-odd rule at the pixel
+centres; the contours of one ROI on one frame XORed) and comparing each ROI with SegAlign's label PNG of that frame
+(label == the ROI's label value, mapped from ROIName through the TotalSegmentator names). SegAlign's contours follow
+the pixel edges and must match exactly; rt-utils' pass through the pixel centres (cv2.findContours), so its count is
+reported, with its share of SegAlign's labelled pixels, not judged.
+
+The highdicom recipes print their phases (read the series, resample, read the datasets, Segmentation(), save_as),
+the rtutils recipe its own (read and resample, create_new, the masks, add_roi, save);
 --highdicom-workers passes highdicom's ``workers`` (it only parallelises compression, so BINARY, which is stored
 uncompressed, ignores it). Their peak memory is the main process's: worker processes are not counted.
 """
@@ -54,9 +67,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # Testing/: the
 
 RECIPES = [
     "segalign", "segalign-overlays", "sitk", "sitk-overlays", "slicer", "segalign-slicer",
-    "highdicom-binary", "highdicom-labelmap", "segalign-seg", "segalign-seg-labelmap",
+    "highdicom-binary", "highdicom-labelmap", "segalign-seg", "segalign-seg-labelmap", "rtutils", "segalign-rtstruct",
 ]
 SEG_RECIPES = ("highdicom-binary", "highdicom-labelmap", "segalign-seg", "segalign-seg-labelmap")
+RTSTRUCT_RECIPES = ("rtutils", "segalign-rtstruct")
+NO_PNG_RECIPES = ("highdicom-binary", "highdicom-labelmap", "rtutils")  # they write a DICOM object only
 LABELMAP_SYNTAXES = {  # --labelmap-syntax: the transfer syntax of highdicom-labelmap
     "rle": "1.2.840.10008.1.2.5",  # RLE Lossless
     "jpegls": "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
@@ -130,13 +145,18 @@ def prepare_case(work: Path, slices: int) -> Path:
 
 def write_label_names(case: Path) -> Path:
     """The label names as a user of TotalSegmentator has them (its class map), for the highdicom recipes'
-    SegmentLabels: ``label_names.json``, ``{"1": "spleen", ...}`` (written beside a case made before it existed)."""
-    path = case / "label_names.json"
-    if not path.exists():
+    SegmentLabels and the rtutils recipe's ROINames: ``label_names.json``, ``{"1": "spleen", ...}``; and their
+    colours (the ones the NIfTI's label table has), for the rtutils recipe's ROIDisplayColors: ``label_colors.json``,
+    ``{"1": [85, 131, 242], ...}`` (both written beside a case made before they existed)."""
+    path, colors = case / "label_names.json", case / "label_colors.json"
+    if not path.exists() or not colors.exists():
         from segalign.labels import builtin_table
 
-        names = {str(value): label.name for value, label in builtin_table("totalsegmentator").items() if 0 < value < 118}
-        path.write_text(json.dumps(names, indent=1) + "\n")
+        table = {value: label for value, label in builtin_table("totalsegmentator").items() if 0 < value < 118}
+        if not path.exists():
+            path.write_text(json.dumps({str(value): label.name for value, label in table.items()}, indent=1) + "\n")
+        if not colors.exists():
+            colors.write_text(json.dumps({str(value): list(label.color) for value, label in table.items()}) + "\n")
     return path
 
 
@@ -153,9 +173,12 @@ def run_recipe(recipe: str, case: Path, out: Path) -> None:
             "segalign-overlays": ["--overlays", "--window", ",".join(str(v) for v in WINDOW)],
             "segalign-seg": ["--dicom-seg"],
             "segalign-seg-labelmap": ["--dicom-seg", "--dicom-seg-type", "labelmap"],
+            "segalign-rtstruct": ["--rtstruct"],
         }[recipe]
         code = main(["export", str(dicom), str(segmentation), "-o", str(out), "-q", *extra])
         raise SystemExit(code)
+    if recipe == "rtutils":
+        return _rtutils_recipe(dicom, segmentation, out)
     if recipe.startswith("highdicom"):
         return _highdicom_recipe(dicom, segmentation, out, labelmap=recipe == "highdicom-labelmap")
     if recipe.startswith("sitk"):
@@ -289,6 +312,85 @@ def _highdicom_recipe(dicom: Path, segmentation: Path, out: Path, labelmap: bool
     print(json.dumps(report), flush=True)
 
 
+def _rtutils_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
+    """An RTSTRUCT the way a user writes one today with rt-utils: SimpleITK for reading and resampling, rt-utils for
+    the contours and the file. Prints its phases' wall seconds (and the peak memory after each) as JSON."""
+    phases: dict[str, float] = {}
+    peaks: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = now - clock
+        peaks[name] = _peak_memory_mib()
+        clock = now
+
+    import SimpleITK as sitk
+    from rt_utils import RTStructBuilder, image_helper
+
+    lap("import_s")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(dicom)))
+    image = reader.Execute()
+    labels = sitk.Resample(sitk.ReadImage(str(segmentation)), image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    array = sitk.GetArrayFromImage(labels)  # (slices, rows, columns), slice k = the SimpleITK volume's slice k
+    del labels
+    lap("read_resample_s")
+
+    # create_new reads StudyDate, StudyTime and StudyID of the first image without a default; the synthetic series
+    # has none (they are type 2), so its loader is wrapped to set them empty, as a scanner writes them when unknown.
+    load = image_helper.load_sorted_image_series
+
+    def load_with_study_attributes(path):
+        series = load(path)
+        for ds in series:
+            for keyword in ("StudyDate", "StudyTime", "StudyID"):
+                if keyword not in ds:
+                    setattr(ds, keyword, "")
+        return series
+
+    image_helper.load_sorted_image_series = load_with_study_attributes
+    rtstruct = RTStructBuilder.create_new(dicom_series_path=str(dicom))
+    lap("create_new_s")
+
+    # rt-utils' mask is (rows, columns, slices), slice i = rtstruct.series_data[i] (sorted by IPP along the normal):
+    # find each dataset's slice of the SimpleITK volume, and refuse to go on unless every one lies on a slice.
+    order = []
+    for i, ds in enumerate(rtstruct.series_data):
+        position = [float(v) for v in ds.ImagePositionPatient]
+        k = round(image.TransformPhysicalPointToContinuousIndex(position)[2])
+        if not (0 <= k < image.GetDepth()) or not np.allclose(image.TransformIndexToPhysicalPoint((0, 0, k)), position, atol=1e-3):
+            raise SystemExit(f"rt-utils' slice {i} lies on no slice of the SimpleITK volume")
+        order.append(k)
+    if sorted(order) != list(range(image.GetDepth())):
+        raise SystemExit("rt-utils' slices and the SimpleITK volume's do not pair one to one")
+    volume = array[order].transpose(1, 2, 0)  # (rows, columns, slices), a view: each slice stays contiguous
+    del array
+    names = json.loads((segmentation.parent / "label_names.json").read_text())
+    colors = json.loads((segmentation.parent / "label_colors.json").read_text())
+    lap("pair_slices_s")
+    present = [int(value) for value in np.unique(volume) if value > 0]
+    lap("labels_present_s")
+
+    masks_s = add_roi_s = 0.0
+    for value in present:
+        started = time.perf_counter()
+        mask = volume == value
+        added = time.perf_counter()
+        rtstruct.add_roi(mask=mask, name=names.get(str(value), f"label {value}"), color=colors.get(str(value)))
+        masks_s, add_roi_s = masks_s + added - started, add_roi_s + time.perf_counter() - added
+        del mask
+    lap("masks_and_add_roi_s")
+    phases["masks_s"], phases["add_roi_s"] = masks_s, add_roi_s
+    peaks["masks_s"] = peaks["add_roi_s"] = peaks.pop("masks_and_add_roi_s")
+    del phases["masks_and_add_roi_s"]
+    out.mkdir(parents=True)
+    rtstruct.save(str(out / "rtstruct.dcm"))
+    lap("save_s")
+    print(json.dumps({"phases": phases, "phase_peaks_mib": peaks, "rois": len(present)}), flush=True)
+
+
 def _label_colors(segmentation: Path) -> np.ndarray:
     import nibabel as nib
     from segalign.labels import embedded_label_table
@@ -363,9 +465,9 @@ def measure(recipe: str, case: Path, out: Path) -> dict[str, float]:
         if line.startswith("{"):
             result.update(json.loads(line))
     result["png_mb"] = sum(p.stat().st_size for p in out.rglob("*.png")) / 1e6 if out.exists() else 0.0
-    segs = sorted(out.rglob("*.dcm")) if out.exists() else []
-    if segs:
-        result["seg_mb"] = sum(p.stat().st_size for p in segs) / 1e6
+    objects = sorted(out.rglob("*.dcm")) if out.exists() else []
+    if objects:
+        result["rtstruct_mb" if recipe in RTSTRUCT_RECIPES else "seg_mb"] = sum(p.stat().st_size for p in objects) / 1e6
     return result
 
 
@@ -402,15 +504,29 @@ def labels_by_file(recipe: str, out: Path) -> dict[str, np.ndarray]:
     return {p.name[: -len(".png")]: np.array(Image.open(p)) for p in out.glob("*.png") if not p.name.endswith(".rgb.png")}
 
 
-def check_same_labels(outputs: dict[str, Path]) -> dict[str, dict]:
-    """Per recipe, pixels of its label PNGs differing from SegAlign's (``png``, None if it writes none) and of the
-    label images rebuilt from its DICOM SEG (``seg``, None if it writes none): both must be 0."""
+def check_same_labels(outputs: dict[str, Path], case: Path) -> dict[str, dict]:
+    """Per recipe, pixels of its label PNGs differing from SegAlign's (``png``, None if it writes none), of the
+    label images rebuilt from its DICOM SEG (``seg``, None if it writes none): both must be 0; and of its
+    RTSTRUCT's ROIs rasterised on their frames (``rtstruct``, None if it writes none; see compare_rtstruct)."""
     reference = labels_by_file("segalign", outputs["segalign"])
     reference_by_uid = _segalign_labels_by_uid(outputs["segalign"])
     checks: dict[str, dict] = {}
     for recipe, out in outputs.items():
-        check: dict = {"png": None, "seg": None}
-        if recipe not in ("highdicom-binary", "highdicom-labelmap"):
+        check: dict = {"png": None, "seg": None, "rtstruct": None}
+        if recipe in RTSTRUCT_RECIPES:
+            if recipe not in NO_PNG_RECIPES:
+                labels = labels_by_file(recipe, out)
+                if set(labels) != set(reference):
+                    raise RuntimeError(f"{recipe} wrote images for other files than segalign")
+                check["png"] = int(sum(int((labels[name] != reference[name]).sum()) for name in reference))
+            objects = sorted(out.rglob("*.dcm"))
+            if len(objects) != 1:
+                check.update(rtstruct=-1, rtstruct_problem=f"{len(objects)} .dcm files written, expected one RTSTRUCT")
+            else:
+                check.update(compare_rtstruct(objects[0], reference_by_uid, _frame_geometry(case / "dicom")))
+            checks[recipe] = check
+            continue
+        if recipe not in NO_PNG_RECIPES:
             labels = labels_by_file(recipe, out)
             if set(labels) != set(reference):
                 raise RuntimeError(f"{recipe} wrote images for other files than segalign")
@@ -520,6 +636,168 @@ def compare_seg(path: Path, reference: dict[str, np.ndarray]) -> dict:
     return result
 
 
+RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+#: What segalign --rtstruct must meet against the rtutils recipe: wall time ratio, and peak memory.
+RTSTRUCT_TARGET_WALL, RTSTRUCT_TARGET_PEAK_MIB = 0.3, 300
+
+
+def _frame_geometry(dicom: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """SOPInstanceUID -> (ImagePositionPatient, row direction IOP[:3], column direction IOP[3:], PixelSpacing
+    (between rows, between columns)) of every image of the series."""
+    import pydicom
+
+    keywords = ["SOPInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"]
+    geometry = {}
+    for path in dicom.rglob("*"):
+        if path.is_file():
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=keywords)
+            orientation = np.array(ds.ImageOrientationPatient, dtype=float)
+            geometry[str(ds.SOPInstanceUID)] = (
+                np.array(ds.ImagePositionPatient, dtype=float), orientation[:3], orientation[3:],
+                np.array(ds.PixelSpacing, dtype=float),
+            )
+    return geometry
+
+
+def _contour_points(contour) -> np.ndarray:
+    """ContourData as an (n, 3) float array, parsed from the raw bytes where pydicom has not converted them (pydicom
+    makes a DSfloat of every number, slow for 10^6 of them)."""
+    element = contour.get_item(0x30060050)
+    if element is None:
+        return np.zeros((0, 3))
+    value = element.value
+    if isinstance(value, (bytes, bytearray)):
+        text = bytes(value).strip(b" \x00")
+        numbers = np.array(text.split(b"\\")).astype(np.float64) if text else np.zeros(0)
+    else:
+        numbers = np.asarray(contour.ContourData, dtype=np.float64).ravel()
+    if numbers.size % 3:
+        raise ValueError(f"ContourData has {numbers.size} values, not a multiple of 3")
+    return numbers.reshape(-1, 3)
+
+
+def even_odd(polygons: list[np.ndarray], rows: int, columns: int) -> np.ndarray:
+    """The pixels whose centres (integer (row, column)) lie inside the XOR of ``polygons`` ((n, 2) arrays of
+    (row, column) vertices, each implicitly closed), by the even-odd rule, vectorised: every edge crosses the rows
+    R with min <= R < max of its end rows (half-open, so a vertex on a row counts once), and a pixel is inside when
+    an odd number of crossings lies at or left of its centre. A centre exactly on an edge is therefore inside on a
+    left or top edge and outside on a right or bottom one."""
+    if not polygons:
+        return np.zeros((rows, columns), dtype=bool)
+    start = np.concatenate(polygons)
+    end = np.concatenate([np.roll(p, -1, axis=0) for p in polygons])
+    r1, c1, r2, c2 = start[:, 0], start[:, 1], end[:, 0], end[:, 1]
+    first = np.clip(np.ceil(np.minimum(r1, r2)), 0, rows)
+    last = np.clip(np.ceil(np.maximum(r1, r2)), 0, rows)  # exclusive
+    counts = (last - first).astype(np.int64)
+    edge = np.repeat(np.arange(len(counts)), counts)
+    row = first[edge] + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+    column = c1[edge] + (row - r1[edge]) * (c2[edge] - c1[edge]) / (r2[edge] - r1[edge])
+    column = np.clip(np.ceil(column), 0, columns).astype(np.int64)
+    crossings = np.bincount(row.astype(np.int64) * (columns + 1) + column, minlength=rows * (columns + 1))
+    return (np.cumsum(crossings.reshape(rows, columns + 1)[:, :columns], axis=1) & 1).astype(bool)
+
+
+def even_odd_closed(polygons: list[np.ndarray], rows: int, columns: int) -> np.ndarray:
+    """``even_odd`` with a pixel whose centre lies on a contour counted as inside, whichever side of it the region
+    is: the union of the fills under the four mirrored tie rules (top-left, top-right, bottom-left, bottom-right)."""
+    inside = np.zeros((rows, columns), dtype=bool)
+    for flip_rows in (False, True):
+        for flip_columns in (False, True):
+            mirrored = [
+                np.stack([rows - 1 - p[:, 0] if flip_rows else p[:, 0], columns - 1 - p[:, 1] if flip_columns else p[:, 1]], axis=1)
+                for p in polygons
+            ]
+            inside |= even_odd(mirrored, rows, columns)[:: -1 if flip_rows else 1, :: -1 if flip_columns else 1]
+    return inside
+
+
+def _plane_distance(points: np.ndarray, frame: tuple) -> float:
+    """The farthest of ``points`` from the plane of ``frame`` (a ``_frame_geometry`` value), mm."""
+    position, row_direction, column_direction, _ = frame
+    return float(np.abs((points - position) @ np.cross(row_direction, column_direction)).max(initial=0.0))
+
+
+def _roi_values(rois: dict[int, str]) -> tuple[dict[int, int], str]:
+    """ROINumber -> label value: by ROIName (a TotalSegmentator name, or a number), else by ROINumber."""
+    import re
+
+    names = _label_names()
+    if all(name in names for name in rois.values()) and len(set(rois.values())) == len(rois):
+        return {number: names[name] for number, name in rois.items()}, "ROIName (name)"
+    numbers = {number: re.fullmatch(r"\D*(\d+)", name) for number, name in rois.items()}
+    if all(numbers.values()):
+        return {number: int(match.group(1)) for number, match in numbers.items()}, "ROIName (number)"
+    return {number: number for number in rois}, "ROINumber"
+
+
+def compare_rtstruct(path: Path, reference: dict[str, np.ndarray], geometry: dict) -> dict:
+    """Rasterise every ROI of the RTSTRUCT at ``path`` on each frame its contours reference (``even_odd`` of the
+    contours mapped into the frame's pixel coordinates through ``geometry``, SOPInstanceUID -> IPP, IOP,
+    PixelSpacing; the contours of one ROI on one frame XORed) and count the pixels where ``label == the ROI's
+    value`` in ``reference`` (SOPInstanceUID -> SegAlign's label image) differs from the ROI: ``rtstruct`` in all,
+    ``rtstruct_missing`` (labelled, outside the ROI) and ``rtstruct_extra`` (inside the ROI, not labelled so), out
+    of ``rtstruct_labelled`` labelled pixels. A labelled (label, frame) with no contour counts as missing.
+    ``rtstruct_closed`` counts the same with a pixel centre on a contour counted as inside (``even_odd_closed``):
+    it equals ``rtstruct`` when no centre lies on a contour (SegAlign's contours follow the pixel edges), and tells
+    how much of the difference is the tie rule when the contours run through pixel centres (rt-utils')."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    result: dict = {"rtstruct_sop_class": str(ds.get("SOPClassUID", ""))}
+    if result["rtstruct_sop_class"] != RTSTRUCT_SOP_CLASS:
+        return {**result, "rtstruct": -1, "rtstruct_problem": f"SOPClassUID {ds.get('SOPClassUID')} is not RTSTRUCT"}
+    rois = {int(item.ROINumber): str(item.get("ROIName", "")) for item in ds.get("StructureSetROISequence", [])}
+    values, result["rtstruct_mapping"] = _roi_values(rois)
+    polygons: dict[tuple[int, str], list[np.ndarray]] = {}
+    contours = points = 0
+    off_plane = 0.0
+    types: set[str] = set()
+    for roi in ds.get("ROIContourSequence", []):
+        number = int(roi.ReferencedROINumber)
+        if number not in values:
+            return {**result, "rtstruct": -1, "rtstruct_problem": f"ROIContourSequence references undescribed ROI {number}"}
+        for contour in roi.get("ContourSequence", []):
+            xyz = _contour_points(contour)
+            types.add(str(contour.get("ContourGeometricType", "")))
+            images = contour.get("ContourImageSequence", [])
+            if len(images) == 1:
+                uid = str(images[0].ReferencedSOPInstanceUID)
+                if uid not in geometry:
+                    return {**result, "rtstruct": -1, "rtstruct_problem": f"a contour references {uid}, not in the series"}
+            else:  # no (or an ambiguous) reference: the frame whose plane holds the points
+                uid = min(geometry, key=lambda frame, xyz=xyz: _plane_distance(xyz, geometry[frame]))
+            position, row_direction, column_direction, spacing = geometry[uid]
+            offset = xyz - position
+            off_plane = max(off_plane, _plane_distance(xyz, geometry[uid]))
+            pixel = np.stack([offset @ column_direction / spacing[0], offset @ row_direction / spacing[1]], axis=1)
+            polygons.setdefault((values[number], uid), []).append(np.round(pixel, 4))
+            contours, points = contours + 1, points + len(xyz)
+    result.update(
+        rtstruct_rois=len(rois), rtstruct_contours=contours, rtstruct_points=points,
+        rtstruct_frames=len({uid for _, uid in polygons}), rtstruct_off_plane_mm=off_plane,
+        rtstruct_contour_types=sorted(types),
+    )
+    if types - {"CLOSED_PLANAR"}:
+        return {**result, "rtstruct": -1, "rtstruct_problem": f"contour types {sorted(types)}, not CLOSED_PLANAR only"}
+    missing = extra = labelled = closed = 0
+    for uid, labels in reference.items():
+        counts = np.bincount(labels.ravel(), minlength=256)
+        labelled += int(counts[1:].sum())
+        drawn = {value for value, frame in polygons if frame == uid}
+        undrawn = int(sum(counts[value] for value in np.flatnonzero(counts) if value and value not in drawn))
+        missing, closed = missing + undrawn, closed + undrawn
+        for value in drawn:
+            truth = labels == value
+            mask = even_odd(polygons[value, uid], *labels.shape)
+            missing += int((truth & ~mask).sum())
+            extra += int((mask & ~truth).sum())
+            closed += int((even_odd_closed(polygons[value, uid], *labels.shape) != truth).sum())
+    result.update(rtstruct=missing + extra, rtstruct_missing=missing, rtstruct_extra=extra, rtstruct_labelled=labelled,
+                  rtstruct_closed=closed)
+    return result
+
+
 def benchmark(work: Path, slices: int, repeats: int, recipes: list[str]) -> dict:
     import shutil
 
@@ -540,7 +818,7 @@ def benchmark(work: Path, slices: int, repeats: int, recipes: list[str]) -> dict
                 if recipe in outputs:  # only the last run's output is checked (SEGs at N = 1000 are large)
                     shutil.rmtree(outputs[recipe], ignore_errors=True)
                 outputs[recipe] = out
-        checks = check_same_labels(outputs)
+        checks = check_same_labels(outputs, case)
     rows = {}
     base = statistics.median(r["wall_s"] for r in results.get("segalign", results[recipes[0]]))
     for recipe in recipes:
@@ -553,11 +831,13 @@ def benchmark(work: Path, slices: int, repeats: int, recipes: list[str]) -> dict
             "ratio_to_segalign": wall / base,
             "pixels_differing_from_segalign": checks[recipe]["png"],
             "seg_pixels_differing_from_segalign": checks[recipe]["seg"],
+            "rtstruct_pixels_differing_from_segalign": checks[recipe]["rtstruct"],
             "png_mb": statistics.median(r["png_mb"] for r in results[recipe]),
-            **{key: value for key, value in checks[recipe].items() if key.startswith("seg_")},
+            **{key: value for key, value in checks[recipe].items() if key.startswith(("seg_", "rtstruct_"))},
         }
-        if all("seg_mb" in r for r in results[recipe]):
-            rows[recipe]["seg_mb"] = statistics.median(r["seg_mb"] for r in results[recipe])
+        for size in ("seg_mb", "rtstruct_mb"):
+            if all(size in r for r in results[recipe]):
+                rows[recipe][size] = statistics.median(r[size] for r in results[recipe])
         if all("phases" in r for r in results[recipe]):
             rows[recipe]["phases"] = {
                 name: statistics.median(r["phases"][name] for r in results[recipe]) for name in results[recipe][0]["phases"]
@@ -566,8 +846,9 @@ def benchmark(work: Path, slices: int, repeats: int, recipes: list[str]) -> dict
                 name: statistics.median(r["phase_peaks_mib"][name] for r in results[recipe])
                 for name in results[recipe][0]["phase_peaks_mib"]
             }
-            rows[recipe]["transfer_syntax"] = results[recipe][0]["transfer_syntax"]
-            rows[recipe]["workers"] = results[recipe][0]["workers"]
+            for key in ("transfer_syntax", "workers", "rois"):
+                if key in results[recipe][0]:
+                    rows[recipe][key] = results[recipe][0][key]
         if all("logic_s" in r for r in results[recipe]):
             rows[recipe]["logic_s"] = statistics.median(r["logic_s"] for r in results[recipe])
             rows[recipe]["logic_ratio_to_segalign"] = rows[recipe]["logic_s"] / base
@@ -617,24 +898,62 @@ def _differing(count: int | None, problem: str | None = None) -> str:
     return str(count) if count == 0 else f"**{count} DIFFER**"
 
 
+def _rtstruct_differing(row: dict) -> str:
+    """SegAlign's RTSTRUCT must match exactly (``n DIFFER`` otherwise); rt-utils' is reported as a count and its
+    share of SegAlign's labelled pixels."""
+    count = row.get("rtstruct_pixels_differing_from_segalign")
+    if count is None or count < 0 or row.get("recipe_kind") != "reported":
+        return _differing(count, row.get("rtstruct_problem"))
+    share = 100 * count / row["rtstruct_labelled"] if row.get("rtstruct_labelled") else float("nan")
+    return f"{count:,} ({share:.1f} %)"
+
+
 def table(report: dict) -> str:
+    rtstruct = any(row.get("rtstruct_pixels_differing_from_segalign") is not None for row in report["recipes"].values())
     lines = [
         f"N = {report['slices']} slices of 512 x 512, 117 labels, segmentation array {report['segmentation_mib']:.0f} MiB; "
         f"median of {report['repeats']} runs",
         (
             "| recipe | wall s | CPU s | peak MiB | peak beyond segmentation MiB | output MB | wall / segalign | "
-            "pixels differing | SEG pixels differing |"
+            "pixels differing | SEG pixels differing |" + (" RTSTRUCT pixels differing |" if rtstruct else "")
         ),
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if rtstruct else ""),
     ]
     for recipe, row in report["recipes"].items():
-        output = f"{row['seg_mb']:.1f} SEG" if "seg_mb" in row else (f"{row['png_mb']:.1f} PNG" if row["png_mb"] else "")
+        if "rtstruct_mb" in row:
+            output = f"{row['rtstruct_mb']:.1f} RTSTRUCT"
+        elif "seg_mb" in row:
+            output = f"{row['seg_mb']:.1f} SEG"
+        else:
+            output = f"{row['png_mb']:.1f} PNG" if row["png_mb"] else ""
+        row = {**row, "recipe_kind": "reported" if recipe == "rtutils" else "exact"}
         lines.append(
             f"| {recipe} | {row['wall_s']:.2f} | {row['cpu_s']:.2f} | {row['peak_mib']:.0f} | "
             f"{row['peak_beyond_segmentation_mib']:.0f} | {output} | {row['ratio_to_segalign']:.2f} | "
             f"{_differing(row['pixels_differing_from_segalign'])} | "
             f"{_differing(row['seg_pixels_differing_from_segalign'], row.get('seg_problem'))} |"
+            + (f" {_rtstruct_differing(row)} |" if rtstruct else "")
         )
+    rows = report["recipes"]
+    if "rtutils" in rows and "segalign-rtstruct" in rows:
+        ratio = rows["segalign-rtstruct"]["wall_s"] / rows["rtutils"]["wall_s"]
+        peak = rows["segalign-rtstruct"]["peak_mib"]
+        lines.append(
+            f"\nsegalign-rtstruct against rtutils: wall {ratio:.2f} x (target at most {RTSTRUCT_TARGET_WALL} x: "
+            f"{'met' if ratio <= RTSTRUCT_TARGET_WALL else 'MISSED'}), peak {peak:.0f} MiB (target at most "
+            f"{RTSTRUCT_TARGET_PEAK_MIB} MiB: {'met' if peak <= RTSTRUCT_TARGET_PEAK_MIB else 'MISSED'})."
+        )
+    for recipe, row in report["recipes"].items():
+        if row.get("rtstruct_rois") is not None:
+            lines.append(
+                f"\n{recipe}: RTSTRUCT with {row['rtstruct_rois']} ROIs, {row['rtstruct_contours']:,} contours, "
+                f"{row['rtstruct_points']:,} points on {row['rtstruct_frames']} frames (farthest point "
+                f"{row['rtstruct_off_plane_mm']:.1e} mm off its frame's plane); ROIs mapped to labels by "
+                f"{row.get('rtstruct_mapping', '?')}; rasterised against SegAlign's PNGs: "
+                f"{row['rtstruct_missing']:,} labelled pixels outside their ROI, {row['rtstruct_extra']:,} ROI pixels "
+                f"not so labelled, of {row['rtstruct_labelled']:,} labelled pixels; {row['rtstruct_closed']:,} differing "
+                "if a pixel centre on a contour counts as inside."
+            )
     for recipe, row in report["recipes"].items():
         if "seg_type" in row:
             syntax = SYNTAX_NAMES.get(row["seg_transfer_syntax"], row["seg_transfer_syntax"])
@@ -646,7 +965,8 @@ def table(report: dict) -> str:
         if "phases" in row:
             phases = ", ".join(f"{name[:-2].replace('_', ' ')} {seconds:.2f}" for name, seconds in row["phases"].items())
             peaks = ", ".join(f"{name[:-2].replace('_', ' ')} {mib:.0f}" for name, mib in row["phase_peaks_mib"].items())
-            lines.append(f"{recipe} phases (s): {phases}; workers={row['workers']}.")
+            workers = f"; workers={row['workers']}" if "workers" in row else ""
+            lines.append(f"{recipe} phases (s): {phases}{workers}.")
             lines.append(f"{recipe} peak memory at the end of each phase (MiB): {peaks}.")
     for recipe, row in report["recipes"].items():
         if "logic_s" in row:
