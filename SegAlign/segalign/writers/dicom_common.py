@@ -9,8 +9,11 @@ dcmqi or dicompyler-core in the tests.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
+import tempfile
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +121,42 @@ def check_source(series: Series, frames: Sequence[Frame], product: str, file_nam
     for frame in frames:
         instances.setdefault(frame.sop_instance_uid, frame.sop_class_uid)
     return SourceSeries(header, study_uid, series_uid, frames[0].frame_of_reference_uid, instances, notes)
+
+
+class Spool:
+    """Bytes kept on disk until the end of an export: an unlinked temporary file in the export's folder (nothing
+    is left behind on a crash), appended to from several threads, read back by offset."""
+
+    def __init__(self, folder: Path) -> None:
+        self._file = tempfile.TemporaryFile(dir=folder)
+        self._lock = threading.Lock()
+
+    def append(self, data: bytes) -> tuple[int, int]:
+        """Put ``data`` at the end; returns its offset and length."""
+        with self._lock:
+            offset = self._file.seek(0, os.SEEK_END)
+            self._file.write(data)
+        return offset, len(data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        with self._lock:
+            self._file.seek(offset)
+            return self._file.read(length)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def no_label_error(segmentation_name: str, series_uid: str, product: str, option: str, flag: str) -> SegAlignError:
+    """The refusal when no label lies on any frame, for an output that needs one (a SEG segment, a ROI)."""
+
+    def message(how: str) -> str:
+        return (
+            f"no label of {segmentation_name} lies on any frame of series {series_uid or '(no SeriesInstanceUID)'}, "
+            f"and {product}: nothing was written (export {how} for the label images alone)"
+        )
+
+    return SegAlignError(message(f"with {option}=None"), cli_message=message(f"without {flag}"))
 
 
 def read_source_header(path: Path) -> Dataset:

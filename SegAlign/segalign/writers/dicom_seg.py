@@ -21,9 +21,7 @@ the number of frames. The result is read back by highdicom, pydicom and dcmqi in
 from __future__ import annotations
 
 import datetime
-import os
 import struct
-import tempfile
 import threading
 from typing import BinaryIO, Iterable, Sequence
 
@@ -44,10 +42,12 @@ from .base import ExportContext, ExportSummary, FrameLabels
 from .dicom_common import (
     Encoder,
     SourceSeries,
+    Spool,
     check_source,
     copy_patient_study,
     ds,
     limit,
+    no_label_error,
     raw_sequence,
 )
 from .segment_codes import Code, codes_for, rgb_to_dicom_lab
@@ -76,7 +76,7 @@ class DicomSegWriter:
     def __init__(self, options: DicomSegOptions) -> None:
         self.options = options
         self.labelmap = options.segmentation_type is SegmentationType.LABELMAP
-        self._spool: BinaryIO | None = None
+        self._spool: Spool | None = None
         self._lock = threading.Lock()
         self._source: SourceSeries | None = None
 
@@ -102,7 +102,7 @@ class DicomSegWriter:
         # label falls on no frame, end() numbers the segments again and encodes those frames anew.
         self._provisional = values
         self._lut = _lookup(values)
-        self._spool = tempfile.TemporaryFile(dir=context.folder)  # unlinked at once: nothing left on a crash
+        self._spool = Spool(context.folder)
         self._binary: dict[int, dict[int, tuple[int, int]]] = {}  # label -> frame index -> (offset, length)
         self._labelmap: dict[int, tuple[int, int]] = {}  # frame index -> (offset, length)
 
@@ -123,14 +123,10 @@ class DicomSegWriter:
         context = self.context
         values = sorted(summary.frames_with_label)
         if not values:
-            def message(option: str) -> str:
-                return (
-                    f"no label of {context.segmentation.name} lies on any frame of series "
-                    f"{context.series.uid or '(no SeriesInstanceUID)'}, and a DICOM SEG needs at least one segment: "
-                    f"nothing was written (export {option} for the label images alone)"
-                )
-
-            raise SegAlignError(message("with dicom_seg=None"), cli_message=message("without --dicom-seg"))
+            raise no_label_error(
+                context.segmentation.name, context.series.uid, "a DICOM SEG needs at least one segment", "dicom_seg",
+                "--dicom-seg",
+            )
         path = context.folder / FILE_NAME
         summary.warnings.extend(self._source.notes)
         try:
@@ -148,16 +144,12 @@ class DicomSegWriter:
     # ------------------------------------------------------------------ writing
 
     def _append(self, data: bytes) -> tuple[int, int]:
-        """Put ``data`` at the end of the spool (the caller holds the lock); returns its offset and length."""
         assert self._spool is not None
-        offset = self._spool.seek(0, os.SEEK_END)
-        self._spool.write(data)
-        return offset, len(data)
+        return self._spool.append(data)
 
     def _read(self, offset: int, length: int) -> bytes:
         assert self._spool is not None
-        self._spool.seek(offset)
-        return self._spool.read(length)
+        return self._spool.read(offset, length)
 
     def _write(self, stream: BinaryIO, values: list[int], summary: ExportSummary) -> None:
         context = self.context

@@ -16,9 +16,7 @@ memory does not grow with the series; the long sequences are written from the sp
 from __future__ import annotations
 
 import datetime
-import os
 import struct
-import tempfile
 import threading
 from typing import BinaryIO, Sequence
 
@@ -29,11 +27,21 @@ from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from ..contours import trace_edges, vertices_to_patient
 from ..dicom import Frame, Series, position_along
-from ..errors import SegAlignError, quiet_warnings
+from ..errors import quiet_warnings
 from ..options import ExportOptions, RtStructOptions
 from ..version import __version__
 from .base import ExportContext, ExportSummary, FrameLabels
-from .dicom_common import Encoder, SourceSeries, check_source, copy_patient_study, ds, limit, raw_sequence
+from .dicom_common import (
+    Encoder,
+    SourceSeries,
+    Spool,
+    check_source,
+    copy_patient_study,
+    ds,
+    limit,
+    no_label_error,
+    raw_sequence,
+)
 
 FILE_NAME = "rtstruct.dcm"
 #: The entries of an export folder this writer may write (see :data:`segalign.export.EXPORT_ENTRIES`).
@@ -59,7 +67,7 @@ class RtStructWriter:
     def __init__(self, options: RtStructOptions) -> None:
         self.options = options
         self._lock = threading.Lock()
-        self._spool: BinaryIO | None = None
+        self._spool: Spool | None = None
         self._source: SourceSeries | None = None
 
     # ------------------------------------------------------------------ protocol
@@ -72,7 +80,7 @@ class RtStructWriter:
         self.context = context
         if self._source is None:
             self.check(context.series, context.frames, context.options)
-        self._spool = tempfile.TemporaryFile(dir=context.folder)  # unlinked at once: nothing left on a crash
+        self._spool = Spool(context.folder)
         self._contours: dict[int, dict[int, tuple[int, int]]] = {}  # label -> frame index -> (offset, length)
 
     def add(self, item: FrameLabels) -> None:
@@ -95,22 +103,19 @@ class RtStructWriter:
                     + _text(0x3006, 0x0050, b"DS", data)  # ContourData
                 )
             encoded.append((value, b"".join(_item(c) for c in contours)))
+        places = [(value, self._spool.append(data)) for value, data in encoded]
         with self._lock:
-            for value, data in encoded:
-                self._contours.setdefault(value, {})[item.index] = self._append(data)
+            for value, place in places:
+                self._contours.setdefault(value, {})[item.index] = place
 
     def end(self, summary: ExportSummary) -> dict[str, str]:
         context = self.context
         values = sorted(summary.frames_with_label)
         if not values:
-            def message(option: str) -> str:
-                return (
-                    f"no label of {context.segmentation.name} lies on any frame of series "
-                    f"{context.series.uid or '(no SeriesInstanceUID)'}, and an RTSTRUCT needs at least one "
-                    f"structure: nothing was written (export {option} for the label images alone)"
-                )
-
-            raise SegAlignError(message("with rtstruct=None"), cli_message=message("without --rtstruct"))
+            raise no_label_error(
+                context.segmentation.name, context.series.uid, "an RTSTRUCT needs at least one structure", "rtstruct",
+                "--rtstruct",
+            )
         summary.warnings.extend(self._source.notes)
         try:
             with (context.folder / FILE_NAME).open("wb") as stream:
@@ -126,11 +131,6 @@ class RtStructWriter:
 
     # ------------------------------------------------------------------ writing
 
-    def _append(self, data: bytes) -> tuple[int, int]:
-        assert self._spool is not None
-        offset = self._spool.seek(0, os.SEEK_END)
-        self._spool.write(data)
-        return offset, len(data)
 
     def _write(self, stream: BinaryIO, values: list[int]) -> None:
         """The dataset up to the ROI contours with pydicom, then the contours from the spool, then the ROI
@@ -159,8 +159,7 @@ class RtStructWriter:
             stream.write(struct.pack("<HHI", 0xFFFE, 0xE000, size))  # the ROI's item, of defined length
             stream.write(head)
             for offset, length in pieces:
-                self._spool.seek(offset)
-                stream.write(self._spool.read(length))
+                stream.write(self._spool.read(offset, length))
             stream.write(tail)
         observations = [
             _text(0x3006, 0x0082, b"IS", str(number))  # ObservationNumber
