@@ -1,4 +1,4 @@
-"""The ``segalign`` command line: ``export``, ``info`` and ``demo``.
+"""The ``segalign`` command line: ``export``, ``batch``, ``jobs``, ``info`` and ``demo``.
 
 User errors print one line (``segalign: error: ...``, then any details indented on the lines after it) and exit
 with status 1; an export interrupted by Ctrl-C, SIGTERM or SIGHUP exits with 128 + the signal's number (130 for
@@ -22,7 +22,7 @@ from .diagnosis import diagnose
 from .dicom import scan_folder
 from .errors import SegAlignError
 from .export import export_segmentation
-from .options import ExportOptions, SegmentationType
+from .options import ExportOptions, ReadOptions, SegmentationType
 from .readers import load_segmentation
 
 
@@ -144,7 +144,7 @@ def _join_negative_window(argv: list[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``segalign`` argument parser: commands export, info and demo."""
+    """The ``segalign`` argument parser: commands export, batch, jobs, info and demo."""
     parser = argparse.ArgumentParser(
         prog="segalign",
         description="Put a NIfTI segmentation on its DICOM frames, pixel for pixel, in native acquisition order.",
@@ -169,64 +169,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="the series to export when DICOM_DIR holds several: its SeriesInstanceUID, its SeriesNumber, or its "
         "index in the list 'segalign info' prints (ambiguous numbers are refused)",
     )
-    export.add_argument(
-        "--order", choices=["instance", "position"], default="instance",
-        help="instance: InstanceNumber then frame (native, the default); position: along the slice normal",
-    )
-    export.add_argument("--masks", action="store_true", help="also write one binary PNG per segment per frame")
-    export.add_argument(
-        "--overlays", action="store_true",
-        help="also write the frames with the labels drawn on them (overlays/*.png) and the index.html preview page",
-    )
-    export.add_argument(
-        "--images", action="store_true",
-        help="also write each frame's pixels as a 16-bit PNG (images/*.png; the manifest gives slope and intercept)",
-    )
-    export.add_argument("--stats", action="store_true", help="per-label pixel counts and areas (mm2) in the manifest")
-    export.add_argument(
-        "--split-mosaics", action="store_true",
-        help="Siemens mosaics: one image per slice (tile), each with its own geometry in the manifest, instead of "
-        "one label mosaic per frame laid out like pixel_array (the default; tiles.csv says where each tile lies)",
-    )
-    export.add_argument(
-        "--window", metavar="CENTER,WIDTH|PRESET",
-        help="overlay window: CENTER,WIDTH or abdomen, bone, brain, lung, mediastinum (default: each frame's own)",
-    )
-    export.add_argument("--alpha", type=float, default=0.4, help="overlay label opacity, 0..1 (default 0.4)")
-    export.add_argument("--outline", action="store_true", help="draw label outlines instead of filled labels")
-    export.add_argument(
-        "--dicom-seg", action="store_true",
-        help="also write OUT_DIR/seg.dcm: a DICOM Segmentation on the series' own frames, for PACS, OHIF and Slicer",
-    )
-    export.add_argument(
-        "--dicom-seg-type", choices=[member.value for member in SegmentationType], default=None,
-        help="binary: one 1-bit frame per segment per frame, readable everywhere (default); labelmap: one "
-        "RLE-compressed frame per frame holding all segments (much smaller; newer readers); implies --dicom-seg",
-    )
-    export.add_argument(
-        "--rtstruct", action="store_true",
-        help="also write OUT_DIR/rtstruct.dcm: an RT Structure Set whose contours follow the pixel edges of every "
-        "frame, for planning systems and SlicerRT",
-    )
-    export.add_argument(
-        "--labels", metavar="TABLE",
-        help="label names and colours: CSV value,name[,r,g,b], a Slicer color table, or 'totalsegmentator' "
-        "(the built-in TotalSegmentator v2 'total' classes)",
-    )
-    export.add_argument(
-        "--overlap", choices=["error", "later-wins"], default="error",
-        help="where masks of a folder overlap: refuse (default) or let the later file in name order win",
-    )
-    export.add_argument(
-        "--allow-many-labels", action="store_true",
-        help="accept a segmentation that looks like an intensity image (hundreds of values, smooth histogram)",
-    )
+    add_export_options(export)
     export.add_argument(
         "--overwrite", action="store_true",
         help="replace OUT_DIR if it is an earlier SegAlign export; other folders are never replaced",
     )
     export.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings or summary")
     export.set_defaults(run=run_export)
+
+    batch = commands.add_parser(
+        "batch", help="export a cohort: one export per job of a jobs table, resumable, locally or on Dask",
+        description="Export every job of JOBS (a CSV with columns dicom_dir,segmentation[,series,name], paths "
+        "relative to its folder; or a folder of studies, as 'segalign jobs' reads it) into OUT_ROOT/<name>/, as "
+        "'segalign export' writes it, and OUT_ROOT/batch.csv (name,status,frames,seconds,error,...). Run it again "
+        "to resume: complete jobs whose inputs did not change are skipped, failed and changed ones are redone.",
+    )
+    batch.add_argument("jobs", metavar="JOBS", type=Path, help="the jobs table (CSV), or a folder of studies")
+    batch.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_ROOT", help="folder of the exports")
+    where = batch.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, metavar="N",
+        help="jobs at once on this machine, each in its own process (default: the number of cores)",
+    )
+    where.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="run the jobs on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:PORT); its workers must "
+        "see the inputs and OUT_ROOT at the same paths (needs pip install 'segalign[dask]')",
+    )
+    batch.add_argument("--num-parts", type=int, default=1, metavar="K",
+                       help="run only every K-th job (for job arrays; with --part-id)")
+    batch.add_argument("--part-id", type=int, default=0, metavar="I",
+                       help="with --num-parts: run jobs I, I+K, I+2K... (0..K-1); a last run without them writes "
+                       "the whole batch.csv")
+    batch.add_argument("--redo", action="store_true", help="export every job again, even complete ones")
+    add_export_options(batch)
+    batch.add_argument("-q", "--quiet", action="store_true", help="no progress bar, job errors or summary")
+    batch.set_defaults(run=run_batch_command)
+
+    jobs = commands.add_parser(
+        "jobs", help="write the jobs table of a folder of studies",
+        description="Find the jobs of ROOT, one per study folder: a folder holding a DICOM folder (or DICOM files) "
+        "and one segmentation (a NIfTI file or a folder of NIfTI masks such as TotalSegmentator's), or a DICOM "
+        "folder with its segmentation beside it (STUDY/ and STUDY.nii.gz). Folders that are not one job are listed.",
+    )
+    jobs.add_argument("root", metavar="ROOT", type=Path, help="folder of study folders (or one study folder)")
+    jobs.add_argument("-o", "--output", type=Path, metavar="JOBS_CSV", help="write the table here (default: print it)")
+    jobs.add_argument("--dicom", metavar="PATTERN", help="the DICOM folder's name pattern, when a study holds several")
+    jobs.add_argument("--segmentation", metavar="PATTERN",
+                      help="the segmentation's name pattern (e.g. '*.nii.gz'), when a study holds several")
+    jobs.set_defaults(run=run_jobs)
 
     info = commands.add_parser(
         "info", help="describe the DICOM series in a folder",
@@ -246,6 +237,63 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-q", "--quiet", action="store_true")
     demo.set_defaults(run=run_demo)
     return parser
+
+
+def add_export_options(parser: argparse.ArgumentParser) -> None:
+    """The flags that say what an export writes and how the segmentation is read, shared by ``export`` and
+    ``batch`` (:meth:`ExportOptions.from_args` and :meth:`ReadOptions.from_args` read them back)."""
+    parser.add_argument(
+        "--order", choices=["instance", "position"], default="instance",
+        help="instance: InstanceNumber then frame (native, the default); position: along the slice normal",
+    )
+    parser.add_argument("--masks", action="store_true", help="also write one binary PNG per segment per frame")
+    parser.add_argument(
+        "--overlays", action="store_true",
+        help="also write the frames with the labels drawn on them (overlays/*.png) and the index.html preview page",
+    )
+    parser.add_argument(
+        "--images", action="store_true",
+        help="also write each frame's pixels as a 16-bit PNG (images/*.png; the manifest gives slope and intercept)",
+    )
+    parser.add_argument("--stats", action="store_true", help="per-label pixel counts and areas (mm2) in the manifest")
+    parser.add_argument(
+        "--split-mosaics", action="store_true",
+        help="Siemens mosaics: one image per slice (tile), each with its own geometry in the manifest, instead of "
+        "one label mosaic per frame laid out like pixel_array (the default; tiles.csv says where each tile lies)",
+    )
+    parser.add_argument(
+        "--window", metavar="CENTER,WIDTH|PRESET",
+        help="overlay window: CENTER,WIDTH or abdomen, bone, brain, lung, mediastinum (default: each frame's own)",
+    )
+    parser.add_argument("--alpha", type=float, default=0.4, help="overlay label opacity, 0..1 (default 0.4)")
+    parser.add_argument("--outline", action="store_true", help="draw label outlines instead of filled labels")
+    parser.add_argument(
+        "--dicom-seg", action="store_true",
+        help="also write OUT_DIR/seg.dcm: a DICOM Segmentation on the series' own frames, for PACS, OHIF and Slicer",
+    )
+    parser.add_argument(
+        "--dicom-seg-type", choices=[member.value for member in SegmentationType], default=None,
+        help="binary: one 1-bit frame per segment per frame, readable everywhere (default); labelmap: one "
+        "RLE-compressed frame per frame holding all segments (much smaller; newer readers); implies --dicom-seg",
+    )
+    parser.add_argument(
+        "--rtstruct", action="store_true",
+        help="also write OUT_DIR/rtstruct.dcm: an RT Structure Set whose contours follow the pixel edges of every "
+        "frame, for planning systems and SlicerRT",
+    )
+    parser.add_argument(
+        "--labels", metavar="TABLE",
+        help="label names and colours: CSV value,name[,r,g,b], a Slicer color table, or 'totalsegmentator' "
+        "(the built-in TotalSegmentator v2 'total' classes)",
+    )
+    parser.add_argument(
+        "--overlap", choices=["error", "later-wins"], default="error",
+        help="where masks of a folder overlap: refuse (default) or let the later file in name order win",
+    )
+    parser.add_argument(
+        "--allow-many-labels", action="store_true",
+        help="accept a segmentation that looks like an intensity image (hundreds of values, smooth histogram)",
+    )
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -283,6 +331,98 @@ def run_export(args: argparse.Namespace) -> int:
         + (f"\n  RTSTRUCT: {result.output_dir / result.outputs['rtstruct']}" if "rtstruct" in result.outputs else "")
     )
     return 0
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    """``segalign batch``: read the jobs, run them, print the failed ones and a one-line summary; exit 1 if any
+    job failed."""
+    from .batch import find_jobs, read_jobs, run_batch
+
+    if args.jobs.is_dir():
+        jobs, notes = find_jobs(args.jobs)
+        for note in notes:
+            if not args.quiet:
+                _write_line(sys.stderr, f"segalign: note: not a job: {note}")
+        if not jobs:
+            raise SegAlignError(f"no jobs found in {args.jobs} (see 'segalign jobs --help' for the layouts)")
+    else:
+        jobs = read_jobs(args.jobs)
+    progress = _BatchProgress(args.quiet)
+    args.interrupted = "the batch stopped; run the same command again to finish it (complete jobs are skipped)"
+    result = run_batch(
+        jobs, args.output, ExportOptions.from_args(args), ReadOptions.from_args(args), workers=args.workers,
+        scheduler=args.scheduler, num_parts=args.num_parts, part_id=args.part_id, redo=args.redo,
+        progress=progress.update,
+    )
+    progress.done()
+    if not args.quiet:
+        for note in result.notes:
+            _write_line(sys.stderr, f"segalign: note: {note}")
+        print(f"batch: {result.summary()}")
+    return 1 if result.failed else 0
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    """``segalign jobs``: the jobs table of a folder of studies, printed or written; exit 1 when there is none."""
+    from .batch import JOB_COLUMNS, find_jobs, write_jobs
+
+    jobs, notes = find_jobs(args.root, dicom=args.dicom, segmentation=args.segmentation)
+    for note in notes:
+        _write_line(sys.stderr, f"segalign: note: not a job: {note}")
+    if args.output is not None:
+        write_jobs(jobs, args.output)
+        _write_line(sys.stderr, f"{len(jobs)} jobs written to {args.output}")
+    else:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(JOB_COLUMNS)
+        for job in jobs:
+            writer.writerow([job.dicom_dir, job.segmentation, job.series or "", job.name])
+    return 0 if jobs else 1
+
+
+class _BatchProgress:
+    """The batch's progress bar on a terminal (jobs done, failed, rate, time left), and each failed job's line."""
+
+    def __init__(self, quiet: bool, stream: TextIO | None = None) -> None:
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.bar = not quiet and self.stream.isatty()
+        self.start = time.monotonic()
+        self._shown = False
+
+    def update(self, done: int, total: int, failed: int, result: object) -> None:
+        if self.quiet:
+            return
+        if getattr(result, "status", "") == "failed":
+            self.done()
+            _write_line(self.stream, f"segalign: job {result.name} failed: {result.error}")  # type: ignore[attr-defined]
+        if not self.bar:
+            return
+        elapsed = max(time.monotonic() - self.start, 1e-6)
+        rate = done / elapsed
+        left = (total - done) / rate if rate > 0 else 0.0
+        width = 30
+        filled = width * done // max(total, 1)
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} jobs, {failed} failed, "
+            f"{rate * 60:.1f} jobs/min, {_duration(left)} left "
+        )
+        self.stream.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            self.stream.write("\n")
+            self._shown = False
+
+
+def _duration(seconds: float) -> str:
+    """``1:02:03`` or ``2:03``."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def _refuse_swapped(dicom_dir: Path, segmentation: Path) -> None:

@@ -35,7 +35,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from .version import __version__
@@ -107,6 +107,8 @@ def export_segmentation(
     warnings: list[str] | None = None,
     progress: ProgressCallback | None = None,
     other_inputs: Sequence[str | os.PathLike[str]] = (),
+    threads: int = 2,
+    extra_provenance: Mapping[str, object] | None = None,
 ) -> ExportResult:
     """Sample ``segmentation`` on every frame of ``series`` and write the export folder that ``options`` describe
     (default :class:`~segalign.options.ExportOptions`: label images, manifest, label table).
@@ -116,6 +118,9 @@ def export_segmentation(
     export. ``progress(done, total)`` is called after each frame; raising :class:`ExportCancelled` from it stops
     the export and removes everything it wrote. ``other_inputs`` (a label table...) are refused as output
     locations like the DICOM folder and the segmentation, so ``overwrite`` can never delete an input.
+    ``threads`` is how many frames are sampled and written at once (1 inside a batch worker, which runs beside
+    other workers); ``extra_provenance`` adds entries to export.json (a batch records its job and the fingerprint
+    of the job's inputs under ``"batch"``).
 
     A Siemens mosaic frame gives a label mosaic laid out like its pixel array (each tile sampled on its own
     slice plane), and ``tiles.csv`` says where each tile lies; with ``options.split_mosaics`` every tile is an image
@@ -128,6 +133,8 @@ def export_segmentation(
     options = options if options is not None else ExportOptions()
     if not isinstance(options, ExportOptions):
         raise SegAlignError(f"options must be an ExportOptions, got {type(options).__name__}")
+    if not isinstance(threads, int) or threads < 1:
+        raise SegAlignError(f"threads must be a positive integer, got {threads!r}")
     output_dir = Path(output_dir).absolute()
     if series.problems:
         more = f" (and {len(series.problems) - 1} more problems)" if len(series.problems) > 1 else ""
@@ -179,7 +186,7 @@ def export_segmentation(
             begun.append(writer)
         frames_with_label: dict[int, int] = {}
         without_label = 0
-        sampling = _FrameSampling(sampler, frames, writers)
+        sampling = _FrameSampling(sampler, frames, writers, threads)
         with contextlib.closing(sampling.run()) as results:  # closing stops the worker threads on any exit
             for index, present in enumerate(results):
                 for value in present:
@@ -202,6 +209,7 @@ def export_segmentation(
             all_warnings.append(_partial_coverage_warning(coverage))
         provenance = _provenance(series, segmentation, root, options, all_warnings)
         provenance["coverage"] = coverage
+        provenance.update(extra_provenance or {})
         summary = ExportSummary(frames_with_label, _label_entries(segmentation, frames_with_label), provenance)
         outputs: dict[str, str] = {}
         for writer in writers:
@@ -235,24 +243,30 @@ def export_segmentation(
 
 
 class _FrameSampling:
-    """Samples every frame once and gives its labels to every writer, two frames at a time.
+    """Samples every frame once and gives its labels to every writer, ``threads`` frames at a time (default two).
 
     numpy's gather and zlib release the GIL, so two threads use both cores; at most a few frames are in flight,
     so memory stays flat in the number of frames. Results (the label values on each frame) come back in order.
+    With one thread, frames are processed in the calling thread, one after the other.
     """
 
-    THREADS = 2
     IN_FLIGHT = 4
 
-    def __init__(self, sampler: FrameSampler, frames: list[Frame], writers: Sequence[Writer]) -> None:
-        self.sampler, self.frames, self.writers = sampler, frames, writers
+    def __init__(
+        self, sampler: FrameSampler, frames: list[Frame], writers: Sequence[Writer], threads: int = 2
+    ) -> None:
+        self.sampler, self.frames, self.writers, self.threads = sampler, frames, writers, threads
         self.needs_pixels = any(writer.needs_pixels for writer in writers)
         self._local = threading.local()  # one PixelReader per thread (it caches a header)
         self.outside = [False] * len(frames)  #: per frame: no pixel inside the segmentation's extent
 
     def run(self) -> Iterator[list[int]]:
         """The label values present on each frame, frame by frame, in order."""
-        with ThreadPoolExecutor(max_workers=self.THREADS) as pool:
+        if self.threads == 1:
+            for index in range(len(self.frames)):
+                yield self.process(index)
+            return
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
             pending: deque = deque()
             try:
                 for index in range(len(self.frames)):

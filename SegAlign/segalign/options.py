@@ -19,11 +19,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import SegAlignError
 from .pixels import Window, parse_window
+from .segmentation import Overlap
 
 Order = Literal["instance", "position"]
 ORDERS = ("instance", "position")
@@ -262,3 +264,43 @@ class ExportOptions:
             stats=value("writeStats", False), overlays=overlays, dicom_seg=dicom_seg,
             rtstruct=RtStructOptions() if value("writeRtStruct", False) else None,
         )
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a segmentation is read: :func:`segalign.load_segmentation`'s arguments as one value, which a batch run
+    ships to its workers with the :class:`ExportOptions`.
+
+    ``label_table`` is a label file's path (kept absolute, so that workers with another working folder find it) or
+    ``"totalsegmentator"``; ``overlap`` is what to do where masks of a folder overlap (``"error"`` or
+    ``"later-wins"``); ``allow_many_labels`` accepts a segmentation that looks like an intensity image.
+    """
+
+    label_table: str | None = None
+    overlap: Overlap = "error"
+    allow_many_labels: bool = False
+
+    def __post_init__(self) -> None:
+        if self.overlap not in ("error", "later-wins"):
+            raise SegAlignError(f"overlap must be 'error' or 'later-wins', got {self.overlap!r}")
+        if self.label_table is not None:
+            table = str(self.label_table)
+            if table.lower() != "totalsegmentator" and not os.path.isabs(table):
+                table = os.path.abspath(table)
+            object.__setattr__(self, "label_table", table)
+
+    @property
+    def label_file(self) -> str | None:
+        """The label table's file, if it is one (not the built-in ``totalsegmentator``)."""
+        if self.label_table is None or self.label_table.lower() == "totalsegmentator":
+            return None
+        return self.label_table
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as JSON values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "ReadOptions":
+        """The options of the ``--labels``, ``--overlap`` and ``--allow-many-labels`` flags."""
+        return cls(args.labels, args.overlap, args.allow_many_labels)
