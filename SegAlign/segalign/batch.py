@@ -36,7 +36,7 @@ import json
 import os
 import re
 import signal
-import sys
+import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -48,7 +48,15 @@ from typing import Callable, Iterable, Iterator, Sequence
 from .version import __version__
 from .dicom import iter_files, scan_folder
 from .errors import SegAlignError, describe, short, short_path
-from .export import PARTIAL_MARKER, _OutputLock, _read_owner, _remove_stale_partials, export_problem, export_segmentation
+from .export import (
+    PARTIAL_MARKER,
+    _OutputLock,
+    _pid_running,
+    _read_owner,
+    _remove_stale_partials,
+    export_problem,
+    export_segmentation,
+)
 from .options import ExportOptions, ReadOptions
 from .readers import load_segmentation
 from .writers.png_folder import safe_name
@@ -237,8 +245,8 @@ def name_jobs(
         groups: dict[str, list[int]] = {}
         for index in unnamed:
             groups.setdefault(candidate(index).lower(), []).append(index)
-        deeper = [index for group in groups.values() if len(group) > 1 for index in group
-                  if depth[index] < len(parts(jobs[index][0]))]
+        deeper = [index for group in groups.values() if len({tuple(parts(jobs[i][0])) for i in group}) > 1
+                  for index in group if depth[index] < len(parts(jobs[index][0]))]
         if not deeper:
             break
         for index in deeper:
@@ -536,6 +544,11 @@ def run_batch(
     out_root = Path(out_root).absolute()
     if out_root.exists() and not out_root.is_dir():
         raise SegAlignError(f"output {out_root} exists and is not a folder")
+    for job in jobs:  # exports inside a DICOM folder would change its fingerprint at every run
+        dicom_dir = Path(job.dicom_dir).absolute()
+        if out_root == dicom_dir or dicom_dir in out_root.parents:
+            raise SegAlignError(f"output folder {out_root} lies inside the DICOM folder of job {job.name} "
+                                f"({dicom_dir}); choose a folder outside the inputs")
     out_root.mkdir(parents=True, exist_ok=True)
     selected = jobs[part_id::num_parts]
     table = out_root / ("batch.csv" if num_parts == 1 else f"batch-part-{part_id}-of-{num_parts}.csv")
@@ -586,8 +599,8 @@ def _run_in_pool(
 ) -> Iterator[JobResult]:
     """The jobs on a pool of ``workers`` processes, results as they end.
 
-    On Linux the workers are forked from a server process that has imported SegAlign (imports paid once), and die
-    with it. A worker that dies (killed, out of memory) breaks the pool: a new one takes the jobs that were in
+    On Linux the workers are forked from a server process that has imported SegAlign (imports paid once); they end
+    when the batch process does, however it ends. A worker that dies (killed, out of memory) breaks the pool: a new one takes the jobs that were in
     flight, and a job in flight when :data:`WORKER_DEATHS` pools broke fails. Interrupted (or closed early), the
     workers get SIGTERM, which stops their export the way Ctrl-C stops ``segalign export``: what it wrote is removed.
     """
@@ -601,7 +614,8 @@ def _run_in_pool(
     queue = list(jobs)
     deaths: dict[str, int] = {}
     while queue:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_started)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_started,
+                                   initargs=(os.getpid(),))
         pending: dict = {}
         try:
             while queue or pending:
@@ -674,10 +688,10 @@ def _stop_workers(pool: ProcessPoolExecutor, grace: float = 30.0) -> None:
                 process.kill()
 
 
-def _worker_started() -> None:
-    """In each pool worker: Ctrl-C is the parent's to handle (it stops the workers with SIGTERM); SIGTERM stops the
-    running job as Ctrl-C would; on Linux, the worker gets SIGTERM when its parent dies (the forkserver, which ends
-    with the batch), so a killed batch leaves no worker running."""
+def _worker_started(batch_pid: int) -> None:
+    """In each pool worker: Ctrl-C is the batch's to handle (it stops the workers with SIGTERM); SIGTERM stops the
+    running job as Ctrl-C would, and ends the worker; and a watcher ends the worker the same way when the batch
+    process is gone (killed with SIGKILL), since a pool worker would otherwise wait for work forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def stop(signum: int, frame: object) -> None:
@@ -687,14 +701,17 @@ def _worker_started() -> None:
         raise KeyboardInterrupt(f"stopped by signal {signum}")
 
     signal.signal(signal.SIGTERM, stop)
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            import ctypes
 
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-            if os.getppid() == 1:  # the parent died before the line above
-                os.kill(os.getpid(), signal.SIGTERM)
+    def watch() -> None:
+        while _pid_running(batch_pid):
+            time.sleep(PARENT_POLL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="segalign-batch-watch", daemon=True).start()
+
+
+#: How often (seconds) a pool worker checks that its batch is still running.
+PARENT_POLL = 0.5
 
 
 def _run_on_dask(

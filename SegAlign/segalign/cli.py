@@ -349,11 +349,16 @@ def run_batch_command(args: argparse.Namespace) -> int:
         jobs = read_jobs(args.jobs)
     progress = _BatchProgress(args.quiet)
     args.interrupted = "the batch stopped; run the same command again to finish it (complete jobs are skipped)"
-    result = run_batch(
-        jobs, args.output, ExportOptions.from_args(args), ReadOptions.from_args(args), workers=args.workers,
-        scheduler=args.scheduler, num_parts=args.num_parts, part_id=args.part_id, redo=args.redo,
-        progress=progress.update,
-    )
+    try:
+        result = run_batch(
+            jobs, args.output, ExportOptions.from_args(args), ReadOptions.from_args(args), workers=args.workers,
+            scheduler=args.scheduler, num_parts=args.num_parts, part_id=args.part_id, redo=args.redo,
+            progress=progress.update,
+        )
+    except KeyboardInterrupt as interrupt:  # one job's export may be complete; the batch is not
+        progress.done()
+        interrupt.segalign_written = None  # type: ignore[attr-defined]
+        raise
     progress.done()
     if not args.quiet:
         for note in result.notes:

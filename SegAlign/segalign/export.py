@@ -575,7 +575,19 @@ def _pid_running(pid: int) -> bool:
         return False
     except OSError:  # EPERM: it exists, it is someone else's
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended and only waits to be reaped (Linux's /proc says so): in a container whose first
+    process is not an init, killed processes stay zombies for good, and they write nothing any more."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            text = stream.read(512)
+    except OSError:
+        return False
+    state = text[text.rfind(b")") + 1:].split()[:1]  # the name, in parentheses, may hold spaces
+    return state in ([b"Z"], [b"X"])
 
 
 class _OutputLock:
