@@ -387,12 +387,22 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _pool_workers(pid: int) -> list[int]:
-    """The pool's worker processes: the children of the batch's fork server."""
+    """The pool's worker processes: forked from the batch (or from its fork server); not the resource tracker."""
     psutil = pytest.importorskip("psutil")
+    workers = []
     for child in psutil.Process(pid).children():
-        if "forkserver" in " ".join(child.cmdline()):
-            return [worker.pid for worker in child.children()]
-    return []
+        command = " ".join(child.cmdline())
+        if "forkserver" in command:
+            workers += [worker.pid for worker in child.children()]
+        elif "resource_tracker" not in command and child.status() != psutil.STATUS_ZOMBIE:
+            workers.append(child.pid)
+    return workers
+
+
+def _commands(pid: int) -> list[tuple[int, str, str]]:
+    """The children of ``pid``: pid, status, command line (for messages)."""
+    psutil = pytest.importorskip("psutil")
+    return [(child.pid, child.status(), " ".join(child.cmdline())[:120]) for child in psutil.Process(pid).children()]
 
 
 def _alive(pid: int) -> bool:
@@ -493,10 +503,10 @@ def test_a_lost_worker_is_replaced_and_its_job_redone(tmp_path: Path) -> None:
         process = _start(table, out, "--workers", "2")
         _wait_for_rows(out, 1, process)
         workers = _pool_workers(process.pid)
-        assert len(workers) == 2, workers
+        assert len(workers) == 2, _commands(process.pid)
         os.kill(workers[0], signal.SIGKILL)  # out of memory, say
         _, stderr = process.communicate(timeout=180)
-    assert process.returncode == 0, stderr
+    assert process.returncode == 0, (stderr, (out / "batch.csv").read_text())
     rows = read_rows(out / "batch.csv")
     # A job whose export was published just before its pool broke is found complete when it is submitted again.
     assert {row["status"] for row in rows.values()} <= {"ok", "skipped"} and len(rows) == len(studies)

@@ -17,8 +17,8 @@ never published its folder, redone.
 Where the jobs run:
 
 * ``workers=1``: in this process, one after the other;
-* ``workers=N``: in a pool of N worker processes on this machine (started once, from a server process that has
-  imported SegAlign, so imports are paid once; each job single-threaded inside its worker);
+* ``workers=N``: in a pool of N worker processes on this machine (started once, with SegAlign already imported;
+  each job single-threaded inside its worker);
 * ``scheduler="tcp://host:port"``: on an existing Dask cluster (``pip install 'segalign[dask]'``), whose workers
   must see the inputs and OUT_ROOT at the same paths (a shared file system) and run the same SegAlign version.
 
@@ -36,14 +36,16 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 import time
 import uuid
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from .version import __version__
 from .dicom import iter_files, scan_folder
@@ -60,6 +62,9 @@ from .export import (
 from .options import ExportOptions, ReadOptions
 from .readers import load_segmentation
 from .writers.png_folder import safe_name
+
+if TYPE_CHECKING:
+    import multiprocessing.context
 
 __all__ = [
     "BatchResult",
@@ -599,18 +604,15 @@ def _run_in_pool(
 ) -> Iterator[JobResult]:
     """The jobs on a pool of ``workers`` processes, results as they end.
 
-    On Linux the workers are forked from a server process that has imported SegAlign (imports paid once); they end
-    when the batch process does, however it ends. A worker that dies (killed, out of memory) breaks the pool: a new one takes the jobs that were in
-    flight, and a job in flight when :data:`WORKER_DEATHS` pools broke fails. Interrupted (or closed early), the
-    workers get SIGTERM, which stops their export the way Ctrl-C stops ``segalign export``: what it wrote is removed.
+    The workers start with SegAlign imported (see :func:`_pool_context`) and end when the batch process does,
+    however it ends. A worker that dies (killed, out of memory) breaks the pool: a new
+    one takes the jobs that were in flight, and a job in flight when :data:`WORKER_DEATHS` pools broke fails.
+    Interrupted (or closed early), the workers get SIGTERM, which stops their export the way Ctrl-C stops
+    ``segalign export``: what it wrote is removed.
     """
-    import multiprocessing
     from concurrent.futures.process import BrokenProcessPool
 
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if context.get_start_method() == "forkserver":
-        context.set_forkserver_preload(["segalign.batch"])
+    context = _pool_context()
     queue = list(jobs)
     deaths: dict[str, int] = {}
     while queue:
@@ -622,7 +624,9 @@ def _run_in_pool(
                 # A few jobs queued ahead of the workers, not all: an interrupt or a broken pool has little to redo.
                 while queue and len(pending) < 2 * workers:
                     job = queue.pop(0)
-                    pending[pool.submit(_pool_job, job, out_root, options, read_options, redo)] = job
+                    with warnings.catch_warnings():  # Python 3.12+ on fork with numpy's idle OpenBLAS threads
+                        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+                        pending[pool.submit(_pool_job, job, out_root, options, read_options, redo)] = job
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 broken = [future for future in done if isinstance(future.exception(), BrokenProcessPool)]
                 for future in done:
@@ -650,6 +654,22 @@ def _run_in_pool(
             else:
                 again.append(job)
         queue = again + queue
+
+
+def _pool_context() -> "multiprocessing.context.BaseContext":
+    """How pool workers start. On Linux, forked from this process when it runs no other Python thread: the workers
+    start with SegAlign imported, at no cost (about 0.3 s per worker otherwise, which is two jobs' worth on a
+    cohort of small exports); numpy's OpenBLAS threads are idle here, and OpenBLAS is fork-safe. Else (a notebook,
+    an application with threads, macOS, Windows), from a fork server that imports SegAlign once, or spawned."""
+    import multiprocessing
+
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["segalign.batch"])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 #: How many times a job may be in flight in a worker pool that breaks (a worker died) before it is failed.
