@@ -44,6 +44,7 @@ from segalign.options import ExportOptions, ReadOptions
 from segalign.synthetic import AXIAL, SAGITTAL, Phantom, stack, write_nifti, write_series
 
 PHANTOM = small_phantom()
+BROKEN = ("missing", "no_segmentation", "corrupt", "no_overlap")
 #: A hard bound on every test that starts processes or a cluster (seconds).
 TIME_LIMIT = 240
 
@@ -131,6 +132,7 @@ def make_cohort(root: Path) -> list[Study]:
     write_nifti(far.segmentation, np.asarray(image.dataobj), moved)
     studies += [
         Study("missing", root / "missing" / "dicom", far.segmentation),
+        Study("no_segmentation", far.dicom, root / "no_overlap" / "not-there.nii.gz"),
         Study("corrupt", broken.dicom, broken.segmentation),
         Study("no_overlap", far.dicom, far.segmentation),
     ]
@@ -155,7 +157,7 @@ def read_rows(table: Path) -> dict[str, dict[str, str]]:
 
 
 def good(studies: list[Study]) -> list[Study]:
-    return [s for s in studies if s.name not in ("missing", "corrupt", "no_overlap")]
+    return [s for s in studies if s.name not in BROKEN]
 
 
 def assert_exact(study: Study, out: Path) -> None:

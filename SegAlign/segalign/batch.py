@@ -418,7 +418,12 @@ def job_fingerprint(job: Job, options: ExportOptions, read_options: ReadOptions)
         add("labels", _file_digest(Path(read_options.label_file)))
     segmentation = Path(job.segmentation)
     if segmentation.is_dir():
-        for path in sorted(segmentation.iterdir()):
+        try:
+            masks = sorted(segmentation.iterdir())
+        except OSError as error:  # the reader says so in its own words
+            masks = []
+            add("unreadable", describe(error))
+        for path in masks:
             if path.name.lower().endswith(MASK_SUFFIXES):
                 add("mask", path.name, _file_digest(path))
     else:
@@ -431,10 +436,15 @@ def job_fingerprint(job: Job, options: ExportOptions, read_options: ReadOptions)
 
 
 def _file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes; for a file that cannot be read, why (the export that follows says so in its
+    own words, as ``segalign export`` would)."""
     digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        return f"unreadable: {describe(error)}"
     return digest.hexdigest()
 
 

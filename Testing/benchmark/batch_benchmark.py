@@ -3,6 +3,7 @@
     python Testing/benchmark/batch_benchmark.py                    # 16 studies of 512 x 512 x 60, 117 labels, 3 runs
     python Testing/benchmark/batch_benchmark.py --dask             # also on a local Dask cluster (2 workers)
     python Testing/benchmark/batch_benchmark.py --studies 32 --slices 100
+    python Testing/benchmark/batch_benchmark.py --options "--dicom-seg --images"   # heavier jobs
 
 The study is benchmark.py's case (a 512 x 512 CT, InstanceNumber counting down, files in random name order, and a
 117-label segmentation on a 1.5 mm LAS grid), copied once per study so that every job reads its own files. Each
@@ -53,7 +54,7 @@ def prepare_cohort(work: Path, studies: int, slices: int) -> Path:
     return table
 
 
-def run_recipe(recipe: str, table: Path, out: Path, scheduler: str | None) -> float:
+def run_recipe(recipe: str, table: Path, out: Path, scheduler: str | None, extra: list[str]) -> float:
     """Run one recipe into the empty folder ``out``; its wall time in seconds."""
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
@@ -61,10 +62,10 @@ def run_recipe(recipe: str, table: Path, out: Path, scheduler: str | None) -> fl
         for line in table.read_text().splitlines()[1:]:
             dicom, segmentation, name = line.split(",")
             subprocess.run([*SEGALIGN, "export", str(table.parent / dicom), str(table.parent / segmentation), "-o",
-                            str(out / name), "-q"], check=True)
+                            str(out / name), "-q", *extra], check=True)
     else:
         where = ["--scheduler", scheduler] if recipe.startswith("dask") else ["--workers", recipe.split("-")[1]]
-        subprocess.run([*SEGALIGN, "batch", str(table), "-o", str(out), "-q", *where], check=True)
+        subprocess.run([*SEGALIGN, "batch", str(table), "-o", str(out), "-q", *where, *extra], check=True)
     return time.perf_counter() - started
 
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dask", action="store_true", help="also run on a local Dask cluster of two workers")
+    parser.add_argument("--options", default="", help="export options for every recipe, e.g. '--dicom-seg --images'")
     parser.add_argument("--work", type=Path, default=Path("benchmark-results"), help="cases, outputs and results")
     args = parser.parse_args(argv)
     table = prepare_cohort(args.work, args.studies, args.slices)
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             order = recipes if repeat % 2 == 0 else recipes[::-1]
             for recipe in order:
-                seconds = run_recipe(recipe, table, args.work / "batch-out" / recipe, scheduler)
+                seconds = run_recipe(recipe, table, args.work / "batch-out" / recipe, scheduler, args.options.split())
                 times[recipe].append(seconds)
                 print(f"run {repeat + 1}: {recipe} {seconds:.2f} s", file=sys.stderr, flush=True)
     finally:
@@ -107,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     median = {recipe: statistics.median(values) for recipe, values in times.items()}
     report = {
         "machine": {"python": platform.python_version(), "cores": _cores(), "system": platform.platform()},
-        "studies": args.studies, "slices": args.slices, "repeats": args.repeats, "wall_s": times,
+        "studies": args.studies, "slices": args.slices, "repeats": args.repeats, "options": args.options,
+        "wall_s": times,
         "differing_pngs": {recipe: differing_pngs(args.work / "batch-out" / "loop", args.work / "batch-out" / recipe)
                            for recipe in recipes},
     }
     (args.work / "batch-benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{args.studies} studies of 512 x 512 x {args.slices}, 117 labels; medians of {args.repeats} runs, "
+    print(f"{args.studies} studies of 512 x 512 x {args.slices}, 117 labels, options '{args.options}'; medians of "
+          f"{args.repeats} runs, "
           f"{_cores()} cores, Python {platform.python_version()}\n")
     print("| recipe | wall s | s per study | wall / loop | speed-up over workers-1 | label PNGs differing |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
