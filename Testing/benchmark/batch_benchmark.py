@@ -4,6 +4,7 @@
     python Testing/benchmark/batch_benchmark.py --dask             # also on a local Dask cluster (2 workers)
     python Testing/benchmark/batch_benchmark.py --studies 32 --slices 100
     python Testing/benchmark/batch_benchmark.py --options "--dicom-seg --images"   # heavier jobs
+    python Testing/benchmark/batch_benchmark.py --out /dev/shm/segalign-batch      # outputs on tmpfs
 
 The study is benchmark.py's case (a 512 x 512 CT, InstanceNumber counting down, files in random name order, and a
 117-label segmentation on a 1.5 mm LAS grid), copied once per study so that every job reads its own files. Each
@@ -84,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dask", action="store_true", help="also run on a local Dask cluster of two workers")
     parser.add_argument("--options", default="", help="export options for every recipe, e.g. '--dicom-seg --images'")
     parser.add_argument("--work", type=Path, default=Path("benchmark-results"), help="cases, outputs and results")
+    parser.add_argument("--out", type=Path, help="where the recipes write (default: WORK/batch-out); e.g. /dev/shm "
+                        "to see what the file system costs")
     args = parser.parse_args(argv)
     table = prepare_cohort(args.work, args.studies, args.slices)
+    outputs = args.out or args.work / "batch-out"
     recipes = ["loop", "workers-1", "workers-2"] + (["dask-2"] if args.dask else [])
     cluster = None
     scheduler = None
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             order = recipes if repeat % 2 == 0 else recipes[::-1]
             for recipe in order:
-                seconds = run_recipe(recipe, table, args.work / "batch-out" / recipe, scheduler, args.options.split())
+                seconds = run_recipe(recipe, table, outputs / recipe, scheduler, args.options.split())
                 times[recipe].append(seconds)
                 print(f"run {repeat + 1}: {recipe} {seconds:.2f} s", file=sys.stderr, flush=True)
     finally:
@@ -111,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "cores": _cores(), "system": platform.platform()},
         "studies": args.studies, "slices": args.slices, "repeats": args.repeats, "options": args.options,
         "wall_s": times,
-        "differing_pngs": {recipe: differing_pngs(args.work / "batch-out" / "loop", args.work / "batch-out" / recipe)
-                           for recipe in recipes},
+        "outputs": str(outputs),
+        "differing_pngs": {recipe: differing_pngs(outputs / "loop", outputs / recipe) for recipe in recipes},
     }
     (args.work / "batch-benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{args.studies} studies of 512 x 512 x {args.slices}, 117 labels, options '{args.options}'; medians of "
-          f"{args.repeats} runs, "
+    print(f"{args.studies} studies of 512 x 512 x {args.slices}, 117 labels, options '{args.options}', written to "
+          f"{outputs}; medians of {args.repeats} runs, "
           f"{_cores()} cores, Python {platform.python_version()}\n")
     print("| recipe | wall s | s per study | wall / loop | speed-up over workers-1 | label PNGs differing |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
