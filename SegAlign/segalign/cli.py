@@ -19,11 +19,11 @@ from typing import Iterator, Sequence, TextIO
 
 from .version import __version__
 from .diagnosis import diagnose
-from .dicom import scan_folder
+from .dicom import DicomScan, scan_folder
 from .errors import SegAlignError
 from .export import export_segmentation
 from .options import ExportOptions, ReadOptions, SegmentationType
-from .readers import load_segmentation
+from .readers import ACCEPTED, SEGMENTATION_SUFFIXES, load_segmentation
 
 
 #: The longest message line printed, and the most detail lines after it: a 10,000-character header value or a
@@ -161,13 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("dicom_dir", metavar="DICOM_DIR", type=Path, help="folder with the DICOM series (searched recursively)")
     export.add_argument(
         "segmentation", metavar="SEGMENTATION", type=Path,
-        help="multilabel NIfTI (.nii/.nii.gz), or a folder of binary NIfTI masks, one per structure",
+        help=f"the segmentation: {ACCEPTED} (chosen by content)",
     )
     export.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR", help="output folder")
     export.add_argument(
         "--series", metavar="SERIES",
         help="the series to export when DICOM_DIR holds several: its SeriesInstanceUID, its SeriesNumber, or its "
         "index in the list 'segalign info' prints (ambiguous numbers are refused)",
+    )
+    export.add_argument(
+        "--all-series", action="store_true",
+        help="export onto every series of DICOM_DIR the segmentation belongs to (its frame of reference for a "
+        "DICOM SEG, else every series it overlaps), each into OUT_DIR/<series folder>/, listed in OUT_DIR/series.csv",
     )
     add_export_options(export)
     export.add_argument(
@@ -301,6 +306,10 @@ def run_export(args: argparse.Namespace) -> int:
     report = _Reporter(quiet=args.quiet)
     _refuse_swapped(args.dicom_dir, args.segmentation)
     scan = scan_folder(args.dicom_dir)
+    if args.all_series:
+        if args.series is not None:
+            raise SegAlignError("give --series or --all-series, not both")
+        return _run_all_series(args, scan, report)
     series = scan.select(args.series)
     segmentation = load_segmentation(
         args.segmentation, label_table=args.labels, overlap=args.overlap, allow_many_labels=args.allow_many_labels
@@ -430,10 +439,48 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
+def _run_all_series(args: argparse.Namespace, scan: DicomScan, report: "_Reporter") -> int:
+    """``segalign export --all-series``: one export per series; a table of every series; exit 1 if one failed or
+    none was exported."""
+    from .all_series import export_all_series
+
+    segmentation = load_segmentation(
+        args.segmentation, label_table=args.labels, overlap=args.overlap, allow_many_labels=args.allow_many_labels
+    )
+    outcomes = export_all_series(
+        scan, segmentation, args.output, ExportOptions.from_args(args), overwrite=args.overwrite,
+        other_inputs=[args.labels] if args.labels and Path(args.labels).exists() else [],
+        progress=lambda done, total, outcome: report.progress(done, total),
+    )
+    report.done()
+    for warning in scan.warnings + segmentation.warnings:
+        report.warn(warning)
+    exported = [outcome for outcome in outcomes if outcome.status == "exported"]
+    failed = [outcome for outcome in outcomes if outcome.status == "failed"]
+    lines = [f"{len(exported)} of {len(outcomes)} series exported to {Path(args.output).absolute()} "
+             f"(series.csv lists them all)"]
+    for outcome in outcomes:
+        where = outcome.folder + "/" if outcome.status == "exported" else "-"
+        lines.append(f"  {outcome.status:<25} {where:<28} {len(outcome.series.frames):>5} frames  "
+                     f"{_one_line(outcome.series.description or outcome.series.modality, 40)}: {outcome.detail}")
+    report.say("\n".join(lines))
+    if failed:
+        _print_error(f"{len(failed)} series could not be exported", [f"{o.folder}: {o.detail}" for o in failed])
+        return 1
+    if not exported:
+        _print_error(f"the segmentation lies on none of the {len(outcomes)} series of {args.dicom_dir}")
+        return 1
+    return 0
+
+
+#: Segmentation file names that are never a DICOM file (a .dcm may be either).
+NOT_DICOM_SUFFIXES = tuple(suffix for suffix in SEGMENTATION_SUFFIXES if suffix != ".dcm")
+
+
 def _refuse_swapped(dicom_dir: Path, segmentation: Path) -> None:
     """Say that DICOM_DIR and SEGMENTATION look swapped, rather than that a DICOM folder is 'not found'."""
     try:
-        looks_like_segmentation = dicom_dir.is_file() and dicom_dir.name.lower().endswith(SEGMENTATION_SUFFIXES)
+        looks_like_segmentation = dicom_dir.is_file() and dicom_dir.name.lower().endswith(NOT_DICOM_SUFFIXES)
         swapped = looks_like_segmentation and segmentation.is_dir()
     except OSError:  # a path the file system cannot even look up: the scan says so
         return
@@ -444,8 +491,6 @@ def _refuse_swapped(dicom_dir: Path, segmentation: Path) -> None:
         )
 
 
-#: File names that are segmentations, never DICOM folders (for the swapped-arguments check).
-SEGMENTATION_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
 
 
 def run_info(args: argparse.Namespace) -> int:

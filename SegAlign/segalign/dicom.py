@@ -31,7 +31,7 @@ from pydicom.multival import MultiValue
 
 from .errors import SegAlignError, describe, quiet_warnings, short, short_path
 from .geometry import plane_orientation, slice_normal
-from .mosaic import MOSAIC_HEADER_TAGS, Tile, is_multi_slice, mosaic_tiles
+from .mosaic import MOSAIC_HEADER_TAGS, Tile, image_types, is_multi_slice, mosaic_tiles
 
 Order = Literal["instance", "position"]
 
@@ -139,6 +139,7 @@ class Series:
     modality: str = ""
     series_number: int | None = None
     patient_position: str = ""  #: PatientPosition (HFS, FFS, HFDR...) of its first file, if given
+    image_type: tuple[str, ...] = ()  #: ImageType of its first file (upper case), e.g. ("ORIGINAL", "PRIMARY", "LOCALIZER")
     frames: list[Frame] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  #: frames that could not be placed; export refuses
     notes: list[str] = field(default_factory=list)  #: things about the headers the user should know
@@ -563,6 +564,7 @@ def scan_folder(root: str | os.PathLike[str]) -> DicomScan:
                 modality=str(dataset.get("Modality", "") or ""),
                 series_number=_optional_int(dataset.get("SeriesNumber")),
                 patient_position=str(dataset.get("PatientPosition", "") or "").strip(),
+                image_type=tuple(image_types(dataset)),
             )
         try:
             series.frames.extend(frames_of(dataset, path))

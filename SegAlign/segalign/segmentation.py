@@ -42,6 +42,7 @@ class Segmentation:
     voxel_counts: dict[int, int] = field(default_factory=dict)  #: non-zero label value -> voxels
     warnings: list[str] = field(default_factory=list)
     description: str = "segmentation"  #: used in messages and provenance when there is no source file
+    frame_of_reference_uid: str | None = None  #: a DICOM SEG's FrameOfReferenceUID (other formats have none)
 
     def __post_init__(self) -> None:
         if self.labels.ndim != 3:
