@@ -325,7 +325,7 @@ def test_parts_cover_every_job_once_and_merge(cohort, tmp_path: Path) -> None:
     with time_limit():
         for part in (0, 1):
             run = run_cli("batch", table, "-o", out, "--num-parts", "2", "--part-id", part, "--workers", "1", "-q")
-            assert run.code == 1 if any(s not in good(studies) for s in studies[part::2]) else 0
+            assert run.code == (1 if any(s not in good(studies) for s in studies[part::2]) else 0)
             names.append(sorted(read_rows(out / f"batch-part-{part}-of-2.csv")))
         assert not set(names[0]) & set(names[1])
         assert sorted(names[0] + names[1]) == sorted(s.name for s in studies)
@@ -722,3 +722,44 @@ def test_output_inside_a_dicom_folder_is_refused(tmp_path: Path) -> None:
     run = run_cli("batch", table, "-o", study.dicom / "exports", "--workers", "1")
     assert run.code == 1 and "lies inside the DICOM folder of job axial" in run.stderr
     assert not (study.dicom / "exports").exists()
+
+
+def test_a_job_that_kills_its_worker_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job whose worker dies every time (out of memory, say) fails after three tries; the jobs that were in
+    flight beside it when it broke the pool are redone and exported."""
+    import segalign.batch as batch
+
+    if batch._pool_context().get_start_method() != "fork":
+        pytest.skip("the crashing job is planted in this process, which only forked workers inherit")
+    studies = [_phantom_study(tmp_path / "studies", f"case{index}", "axial") for index in range(6)]
+    jobs = [Job(s.name, s.dicom, s.segmentation) for s in studies]
+    real = batch.run_job
+
+    def crashing(job, *args, **kwargs):
+        if job.name == "case1":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(job, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "run_job", crashing)
+    with time_limit():
+        result = run_batch(jobs, tmp_path / "out", workers=2)
+    statuses = {r.name: (r.status, r.error) for r in result.results}
+    assert statuses.pop("case1") == ("failed", "its worker process died 3 times (killed, or out of memory?)")
+    assert {status for status, _ in statuses.values()} == {"ok"}
+    for study in studies:
+        if study.name != "case1":
+            assert_exact(study, tmp_path / "out" / study.name)
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_tables_written_elsewhere_keep_their_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    study = _phantom_study(tmp_path / "studies", "p1", "axial")
+    monkeypatch.chdir(tmp_path)
+    relative = Job("p1", Path("studies/p1/dicom"), Path("studies/p1/seg.nii.gz"))
+    (tmp_path / "tables").mkdir()
+    write_jobs([relative], tmp_path / "tables" / "jobs.csv")  # the study is not under the table's folder
+    [back] = read_jobs(tmp_path / "tables" / "jobs.csv")
+    assert back.dicom_dir == study.dicom and back.segmentation == study.segmentation
+    run = run_cli("jobs", "studies")
+    printed = list(csv.reader(io.StringIO(run.stdout)))
+    assert printed[1][:2] == [str(study.dicom), str(study.segmentation)]

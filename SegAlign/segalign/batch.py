@@ -49,8 +49,9 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from .version import __version__
 from .dicom import iter_files, scan_folder
-from .errors import SegAlignError, describe, short, short_path
+from .errors import SegAlignError, describe, one_line, short, short_path
 from .export import (
+    FILE_MANAGER_METADATA,
     PARTIAL_MARKER,
     _OutputLock,
     _pid_running,
@@ -285,10 +286,13 @@ def write_jobs(jobs: Sequence[Job], path: str | os.PathLike[str]) -> None:
 
 
 def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` when it lies under it, else absolute (read_jobs reads paths from the table's
+    folder, not from the working folder)."""
+    absolute = Path(path).absolute()
     try:
-        return Path(path).absolute().relative_to(base).as_posix()
+        return absolute.relative_to(base).as_posix()
     except ValueError:
-        return str(path)
+        return str(absolute)
 
 
 # --- jobs from a folder -----------------------------------------------------------------------------------------
@@ -407,15 +411,17 @@ def job_fingerprint(job: Job, options: ExportOptions, read_options: ReadOptions)
     """What an export of ``job`` depends on, as a hex digest: the series chosen, the export and read options, the
     label table's bytes, the segmentation's bytes, and every file under the DICOM folder by relative name, size
     and modification time (DICOM files are not read: a cohort's DICOM is large, and is rarely rewritten in place
-    with the same size and time)."""
+    with the same size and time). The SegAlign version is not part of it: upgrading does not redo a finished
+    cohort (``redo`` does)."""
     digest = hashlib.sha256()
 
     def add(*items: object) -> None:
         digest.update(json.dumps(items, default=str).encode("utf-8") + b"\n")
 
-    add("segalign-batch", FINGERPRINT_VERSION, job.series, options.as_dict(), read_options.as_dict())
-    if read_options.label_file is not None:
-        add("labels", _file_digest(Path(read_options.label_file)))
+    reading = read_options.as_dict()
+    if read_options.label_file is not None:  # by its bytes, not where it lies (hosts mount it in other places)
+        reading["label_table"] = _file_digest(Path(read_options.label_file))
+    add("segalign-batch", FINGERPRINT_VERSION, job.series, options.as_dict(), reading)
     segmentation = Path(job.segmentation)
     if segmentation.is_dir():
         try:
@@ -430,6 +436,8 @@ def job_fingerprint(job: Job, options: ExportOptions, read_options: ReadOptions)
         add("segmentation", _file_digest(segmentation))
     root = Path(job.dicom_dir)
     for path in iter_files(root):
+        if path.name.lower() in FILE_MANAGER_METADATA:  # .DS_Store appears when a folder is looked at
+            continue
         status = path.stat()
         add("dicom", path.relative_to(root).as_posix(), status.st_size, status.st_mtime_ns)
     return digest.hexdigest()
@@ -475,7 +483,7 @@ def run_job(
     output = Path(out_root) / job.name
 
     def failed(message: str) -> JobResult:
-        return JobResult(job.name, "failed", None, time.monotonic() - start, short(message, MESSAGE_LIMIT))
+        return JobResult(job.name, "failed", None, time.monotonic() - start, one_line(message, MESSAGE_LIMIT))
 
     try:
         fingerprint = job_fingerprint(job, options, read_options)
@@ -540,7 +548,10 @@ def run_batch(
     read_options = read_options if read_options is not None else ReadOptions()
     if not isinstance(options, ExportOptions) or not isinstance(read_options, ReadOptions):
         raise SegAlignError("options must be an ExportOptions and read_options a ReadOptions")
-    if not (isinstance(num_parts, int) and num_parts >= 1 and isinstance(part_id, int) and 0 <= part_id < num_parts):
+    if not isinstance(num_parts, int) or num_parts < 1:
+        raise SegAlignError(f"num_parts must be a positive integer, got {num_parts!r}",
+                            cli_message=f"--num-parts must be a positive integer, got {num_parts!r}")
+    if not isinstance(part_id, int) or not 0 <= part_id < num_parts:
         raise SegAlignError(f"part_id must be 0..num_parts-1 (num_parts {num_parts!r}, part_id {part_id!r})",
                             cli_message=f"--part-id must be 0..{num_parts - 1} for --num-parts {num_parts}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
@@ -615,8 +626,9 @@ def _run_in_pool(
     """The jobs on a pool of ``workers`` processes, results as they end.
 
     The workers start with SegAlign imported (see :func:`_pool_context`) and end when the batch process does,
-    however it ends. A worker that dies (killed, out of memory) breaks the pool: a new
-    one takes the jobs that were in flight, and a job in flight when :data:`WORKER_DEATHS` pools broke fails.
+    however it ends. A worker that dies (killed, out of memory) breaks the pool: a new one runs the jobs that were
+    in flight one at a time, so that only a job whose worker dies while it runs alone, :data:`WORKER_DEATHS` times,
+    fails.
     Interrupted (or closed early), the workers get SIGTERM, which stops their export the way Ctrl-C stops
     ``segalign export``: what it wrote is removed.
     """
@@ -624,19 +636,26 @@ def _run_in_pool(
 
     context = _pool_context()
     queue = list(jobs)
+    suspects: list[Job] = []  # in flight when a pool broke: run one at a time until each has run alone
     deaths: dict[str, int] = {}
-    while queue:
+    while queue or suspects:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_started,
                                    initargs=(os.getpid(),))
         pending: dict = {}
+
+        def submit(job: Job) -> None:
+            with warnings.catch_warnings():  # Python 3.12+ on fork with numpy's idle OpenBLAS threads
+                warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+                pending[pool.submit(_pool_job, job, out_root, options, read_options, redo)] = job
+
         try:
-            while queue or pending:
-                # A few jobs queued ahead of the workers, not all: an interrupt or a broken pool has little to redo.
-                while queue and len(pending) < 2 * workers:
-                    job = queue.pop(0)
-                    with warnings.catch_warnings():  # Python 3.12+ on fork with numpy's idle OpenBLAS threads
-                        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
-                        pending[pool.submit(_pool_job, job, out_root, options, read_options, redo)] = job
+            while queue or suspects or pending:
+                if suspects:  # one at a time, so that a pool it breaks is its own doing
+                    if not pending:
+                        submit(suspects.pop(0))
+                else:  # a few jobs queued ahead of the workers: an interrupt or a broken pool has little to redo
+                    while queue and len(pending) < 2 * workers:
+                        submit(queue.pop(0))
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 broken = [future for future in done if isinstance(future.exception(), BrokenProcessPool)]
                 for future in done:
@@ -652,18 +671,18 @@ def _run_in_pool(
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        again = []
-        for future, job in pending.items():  # the pool broke: every job in flight may have been the one
+        for future, job in pending.items():  # the pool broke
             if future.done() and not future.cancelled() and future.exception() is None:
                 yield future.result()
-                continue
-            deaths[job.name] = deaths.get(job.name, 0) + 1
-            if deaths[job.name] >= WORKER_DEATHS:
-                yield JobResult(job.name, "failed", None, 0.0, f"its worker process died {WORKER_DEATHS} times "
-                                "(killed, or out of memory?)")
-            else:
-                again.append(job)
-        queue = again + queue
+            elif len(pending) == 1:  # it ran alone: its worker died under it
+                deaths[job.name] = deaths.get(job.name, 0) + 1
+                if deaths[job.name] >= WORKER_DEATHS:
+                    yield JobResult(job.name, "failed", None, 0.0, f"its worker process died {WORKER_DEATHS} "
+                                    "times (killed, or out of memory?)")
+                else:
+                    suspects.append(job)
+            else:  # one of them may have done it: each runs alone next
+                suspects.append(job)
 
 
 def _pool_context() -> "multiprocessing.context.BaseContext":
@@ -682,7 +701,7 @@ def _pool_context() -> "multiprocessing.context.BaseContext":
     return multiprocessing.get_context("spawn")
 
 
-#: How many times a job may be in flight in a worker pool that breaks (a worker died) before it is failed.
+#: How many times a job's worker may die while it runs alone before the job is failed.
 WORKER_DEATHS = 3
 #: In a pool worker: whether a job is running (SIGTERM then stops it; between jobs it ends the worker at once).
 _in_job = False
@@ -766,7 +785,28 @@ def _run_on_dask(
     except BaseException:
         client.close()
         raise
-    return _dask_results(client, jobs, out_root, options, read_options, redo, as_completed)
+    return _DaskRun(client, _dask_results(client, jobs, out_root, options, read_options, redo, as_completed))
+
+
+class _DaskRun:
+    """The results of a Dask run; closing it (even before the first result) cancels the jobs and closes the
+    client."""
+
+    def __init__(self, client: object, results: Iterator[JobResult]) -> None:
+        self.client, self.results = client, results
+
+    def __iter__(self) -> Iterator[JobResult]:
+        return self.results
+
+    def __next__(self) -> JobResult:
+        return next(self.results)
+
+    def close(self) -> None:
+        try:
+            self.results.close()  # type: ignore[attr-defined]
+        finally:
+            with contextlib.suppress(Exception):
+                self.client.close()  # type: ignore[attr-defined]
 
 
 def _dask_results(

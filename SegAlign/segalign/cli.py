@@ -20,7 +20,7 @@ from typing import Iterator, Sequence, TextIO
 from .version import __version__
 from .diagnosis import diagnose
 from .dicom import DicomScan, scan_folder
-from .errors import SegAlignError
+from .errors import SegAlignError, one_line
 from .export import export_segmentation
 from .options import ExportOptions, ReadOptions, SegmentationType
 from .readers import ACCEPTED, SEGMENTATION_SUFFIXES, load_segmentation
@@ -102,8 +102,7 @@ def _signals_as_interrupts() -> Iterator[None]:
 
 def _one_line(text: object, limit: int = MESSAGE_LIMIT) -> str:
     """``text`` on one line (whitespace collapsed), cut to ``limit`` characters with an ellipsis."""
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[:limit - 1] + "…"
+    return one_line(text, limit)
 
 
 def _write_line(stream: TextIO, line: str) -> None:
@@ -207,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --num-parts: run jobs I, I+K, I+2K... (0..K-1); a last run without them writes "
                        "the whole batch.csv")
     batch.add_argument("--redo", action="store_true", help="export every job again, even complete ones")
+    batch.add_argument("--dicom", metavar="PATTERN",
+                       help="with a folder of studies: the DICOM folder's name pattern, when a study holds several")
+    batch.add_argument("--segmentation", metavar="PATTERN",
+                       help="with a folder of studies: the segmentation's name pattern, when a study holds several")
     add_export_options(batch)
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress bar, job errors or summary")
     batch.set_defaults(run=run_batch_command)
@@ -348,13 +351,15 @@ def run_batch_command(args: argparse.Namespace) -> int:
     from .batch import find_jobs, read_jobs, run_batch
 
     if args.jobs.is_dir():
-        jobs, notes = find_jobs(args.jobs)
+        jobs, notes = find_jobs(args.jobs, dicom=args.dicom, segmentation=args.segmentation)
         for note in notes:
             if not args.quiet:
                 _write_line(sys.stderr, f"segalign: note: not a job: {note}")
         if not jobs:
             raise SegAlignError(f"no jobs found in {args.jobs} (see 'segalign jobs --help' for the layouts)")
     else:
+        if args.dicom or args.segmentation:
+            raise SegAlignError("--dicom and --segmentation choose within a folder of studies; JOBS is a table")
         jobs = read_jobs(args.jobs)
     progress = _BatchProgress(args.quiet)
     args.interrupted = "the batch stopped; run the same command again to finish it (complete jobs are skipped)"
@@ -392,7 +397,7 @@ def run_jobs(args: argparse.Namespace) -> int:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(JOB_COLUMNS)
         for job in jobs:
-            writer.writerow([job.dicom_dir, job.segmentation, job.series or "", job.name])
+            writer.writerow([job.dicom_dir.absolute(), job.segmentation.absolute(), job.series or "", job.name])
     return 0 if jobs else 1
 
 

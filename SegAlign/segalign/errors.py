@@ -49,6 +49,13 @@ def short(value: object, limit: int = 60) -> str:
     return f"{text[:max(limit - 1, 1)]}… ({len(text)} characters)"
 
 
+def one_line(text: object, limit: int = 300) -> str:
+    """``text`` on one line (whitespace collapsed), cut to ``limit`` characters with an ellipsis: how the command
+    line prints a message."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
 def short_path(path: object, limit: int = 160) -> str:
     """A path for a one-line message: whole when short, else its last ``limit`` characters after ``…``."""
     text = str(path)

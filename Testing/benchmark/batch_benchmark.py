@@ -55,8 +55,20 @@ def prepare_cohort(work: Path, studies: int, slices: int) -> Path:
     return table
 
 
+#: Written into the outputs folder, so that the benchmark only ever deletes what it wrote there.
+MARKER = ".segalign-batch-benchmark"
+
+
+def claim(outputs: Path) -> None:
+    """Make ``outputs`` the benchmark's: a new or empty folder, or one it marked before; anything else is refused."""
+    if outputs.exists() and any(outputs.iterdir()) and not (outputs / MARKER).exists():
+        sys.exit(f"{outputs} holds files the benchmark did not write; give another --out")
+    outputs.mkdir(parents=True, exist_ok=True)
+    (outputs / MARKER).write_text("outputs of Testing/benchmark/batch_benchmark.py\n")
+
+
 def run_recipe(recipe: str, table: Path, out: Path, scheduler: str | None, extra: list[str]) -> float:
-    """Run one recipe into the empty folder ``out``; its wall time in seconds."""
+    """Run one recipe into the empty folder ``out`` (inside the claimed outputs folder); its wall time in seconds."""
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     if recipe == "loop":
@@ -90,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     table = prepare_cohort(args.work, args.studies, args.slices)
     outputs = args.out or args.work / "batch-out"
+    claim(outputs)
     recipes = ["loop", "workers-1", "workers-2"] + (["dask-2"] if args.dask else [])
     cluster = None
     scheduler = None
