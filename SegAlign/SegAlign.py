@@ -215,7 +215,7 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onImportSegmentation(self) -> None:
         path = self.ui.segmentationPathLineEdit.currentPath
         if not path:
-            slicer.util.errorDisplay(_("Choose a NIfTI segmentation file first."))
+            slicer.util.errorDisplay(_("Choose a segmentation file first (NIfTI, .seg.nrrd, NRRD, MHA or DICOM SEG)."))
             return
         self._importSegmentation(path)
 
@@ -335,7 +335,8 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
         return volume
 
     def importSegmentation(self, path, referenceVolume=None, labelTable=None) -> vtkMRMLSegmentationNode:
-        """Import a NIfTI file or a folder of masks as a segmentation node shown over ``referenceVolume``."""
+        """Import a segmentation file (NIfTI, .seg.nrrd, NRRD, MHA/MHD, DICOM SEG) or a folder of masks as a segmentation
+        node shown over ``referenceVolume``."""
         return self.mrml.import_segmentation(path, referenceVolume, label_table=labelTable)
 
     def exportSegmentation(self, segmentationNode, referenceVolume, outputFolder, options=None, overwrite=False,

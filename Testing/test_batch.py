@@ -724,27 +724,39 @@ def test_output_inside_a_dicom_folder_is_refused(tmp_path: Path) -> None:
     assert not (study.dicom / "exports").exists()
 
 
-def test_a_job_that_kills_its_worker_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+CRASHING_BATCH = """
+import json, os, signal, sys
+from pathlib import Path
+import segalign.batch as batch
+
+if batch._pool_context().get_start_method() != "fork":
+    print(json.dumps("no fork"))
+    sys.exit(0)
+real = batch.run_job
+
+def crashing(job, *args, **kwargs):  # planted here, inherited by the forked workers
+    if job.name == "case1":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(job, *args, **kwargs)
+
+batch.run_job = crashing
+result = batch.run_batch(batch.read_jobs(sys.argv[1]), sys.argv[2], workers=2)
+print(json.dumps({r.name: [r.status, r.error] for r in result.results}))
+"""
+
+
+def test_a_job_that_kills_its_worker_fails_alone(tmp_path: Path) -> None:
     """A job whose worker dies every time (out of memory, say) fails after three tries; the jobs that were in
     flight beside it when it broke the pool are redone and exported."""
-    import segalign.batch as batch
-
-    if batch._pool_context().get_start_method() != "fork":
-        pytest.skip("the crashing job is planted in this process, which only forked workers inherit")
     studies = [_phantom_study(tmp_path / "studies", f"case{index}", "axial") for index in range(6)]
-    jobs = [Job(s.name, s.dicom, s.segmentation) for s in studies]
-    real = batch.run_job
-
-    def crashing(job, *args, **kwargs):
-        if job.name == "case1":
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(job, *args, **kwargs)
-
-    monkeypatch.setattr(batch, "run_job", crashing)
-    with time_limit():
-        result = run_batch(jobs, tmp_path / "out", workers=2)
-    statuses = {r.name: (r.status, r.error) for r in result.results}
-    assert statuses.pop("case1") == ("failed", "its worker process died 3 times (killed, or out of memory?)")
+    table = write_table(studies, tmp_path / "jobs.csv")
+    run = subprocess.run([sys.executable, "-c", CRASHING_BATCH, str(table), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=TIME_LIMIT)
+    assert run.returncode == 0, run.stderr
+    statuses = json.loads(run.stdout)
+    if statuses == "no fork":
+        pytest.skip("the crashing job is planted in the batch process, which only forked workers inherit")
+    assert statuses.pop("case1") == ["failed", "its worker process died 3 times (killed, or out of memory?)"]
     assert {status for status, _ in statuses.values()} == {"ok"}
     for study in studies:
         if study.name != "case1":

@@ -416,3 +416,26 @@ def test_fast_layer_merge_matches_slicers_own_merge(tmp_path: Path, monkeypatch:
     assert any((image == box_value).any() for image in fast.values())
     for key in fast:
         np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
+
+
+@pytest.mark.parametrize("name", ["seg_nrrd", "mha", "dicom_seg"])
+def test_logic_imports_every_format_like_the_cli(tmp_path: Path, name: str) -> None:
+    """The panel's import takes the library's formats: a .seg.nrrd, an MHA, a DICOM SEG export from the Slicer
+    logic exactly as the CLI exports their NIfTI twin (names mapped for the SEG, which numbers segments 1..N)."""
+    from test_formats import NAMES, by_name, exported, write_every_format
+
+    dicom, files = write_every_format(tmp_path / "case", "axial_las")
+    app = headless_slicer()
+    volume = load_dicom_volume(app, sorted(p for p in dicom.rglob("*") if p.is_file()))
+    logic = SegAlignMRMLLogic(app.scene, file_for_instance=file_lookup(dicom))
+    node = logic.import_segmentation(files[name], volume)
+    logic.export(node, volume, tmp_path / "slicer")
+    assert run_cli("export", dicom, files["nifti"], "-o", tmp_path / "twin", "-q").code == 0
+    images, table = exported(tmp_path / "slicer")
+    assert {entry["name"] for entry in table.values()} >= (set(NAMES.values()) if name != "mha" else set())
+    if name == "dicom_seg":
+        images = by_name(images, table)
+    twin, _ = exported(tmp_path / "twin")
+    assert len(images) == len(twin)
+    for mine, theirs in zip(images, twin):
+        np.testing.assert_array_equal(mine, theirs)
