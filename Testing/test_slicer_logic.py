@@ -429,6 +429,9 @@ def test_logic_imports_every_format_like_the_cli(tmp_path: Path, name: str) -> N
     volume = load_dicom_volume(app, sorted(p for p in dicom.rglob("*") if p.is_file()))
     logic = SegAlignMRMLLogic(app.scene, file_for_instance=file_lookup(dicom))
     node = logic.import_segmentation(files[name], volume)
+    if name == "seg_nrrd":  # read by Slicer's own reader, not the library's
+        assert node.GetStorageNode().GetClassName() == "vtkMRMLSegmentationStorageNode"
+        assert node.GetStorageNode().GetFileName() == str(files[name])
     logic.export(node, volume, tmp_path / "slicer")
     assert run_cli("export", dicom, files["nifti"], "-o", tmp_path / "twin", "-q").code == 0
     images, table = exported(tmp_path / "slicer")

@@ -75,7 +75,8 @@ class SegAlignMRMLLogic:
         overlap: Overlap = "error",
         name: str | None = None,
     ):
-        """Load a multilabel NIfTI or a folder of masks as a new ``vtkMRMLSegmentationNode``.
+        """Load a segmentation file (NIfTI, ``.seg.nrrd``, NRRD, MHA/MHD, DICOM SEG) or a folder of masks as a new
+        ``vtkMRMLSegmentationNode``; a ``.seg.nrrd`` is read by Slicer's own segmentation storage node.
 
         Segment names and colours come from ``label_table``, else the table embedded by TotalSegmentator, else
         ``Segment_<value>``. A colour table holding every label value is attached as the node's labelmap
@@ -83,7 +84,9 @@ class SegAlignMRMLLogic:
         volume), the segmentation's reference geometry is set to it.
         """
         segmentation = load_segmentation(path, label_table=label_table, overlap=overlap)
-        base = name or nifti_stem(Path(path))
+        base = name or nifti_stem(Path(path)).removesuffix(".seg").removesuffix(".nrrd")
+        if segmentation.affine_source == "seg.nrrd":  # Slicer's own file: Slicer's own reader makes the node
+            return self._load_slicer_file(Path(path), segmentation, base, reference_volume)
         color_table = self._color_table(segmentation.label_table, f"{base} labels")
         geometry, residual = split_affine(segmentation.affine)
         segmentation_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", base)
@@ -99,6 +102,32 @@ class SegAlignMRMLLogic:
             transform = self.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", f"{base} shear")
             transform.SetMatrixTransformToParent(array_to_matrix(residual))
             segmentation_node.SetAndObserveTransformNodeID(transform.GetID())
+        if reference_volume is not None:
+            segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+        for warning in segmentation.warnings:
+            logging.getLogger("SegAlign").warning(warning)
+        return segmentation_node
+
+    def _load_slicer_file(self, path: Path, segmentation: Segmentation, base: str, reference_volume):
+        """A ``.seg.nrrd`` read by Slicer's ``vtkMRMLSegmentationStorageNode`` (segments, layers, terminology and
+        display as Slicer keeps them), checked first by the library's reader (label values, overlaps), whose label
+        values the node's conversion colour table records, so the export writes the file's values."""
+        segmentation_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", base)
+        storage = self.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+        color_table = None
+        try:
+            storage.SetFileName(str(path))
+            if not storage.ReadData(segmentation_node):
+                raise SegAlignError(f"Slicer could not read the segmentation file {path}")
+            segmentation_node.SetAndObserveStorageNodeID(storage.GetID())
+            segmentation_node.CreateDefaultDisplayNodes()
+            color_table = self._color_table(segmentation.label_table, f"{base} labels")
+        except BaseException:
+            for node in (segmentation_node, storage, color_table):
+                if node is not None:
+                    self.scene.RemoveNode(node)
+            raise
+        segmentation_node.SetLabelmapConversionColorTableNodeID(color_table.GetID())
         if reference_volume is not None:
             segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
         for warning in segmentation.warnings:
