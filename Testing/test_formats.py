@@ -346,3 +346,37 @@ def test_format_is_chosen_by_content_not_suffix(series, tmp_path: Path) -> None:
     assert run_cli("export", dicom, twin, "-o", tmp_path / "b", "-q").code == 0
     for mine, theirs in zip(exported(tmp_path / "a")[0], exported(tmp_path / "b")[0]):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_fractional_seg_is_thresholded_at_half_with_a_warning(series, tmp_path: Path) -> None:
+    """A FRACTIONAL SEG (probabilities): a segment is where its value is at least 0.5; a 0.3 halo is not."""
+    hd = pytest.importorskip("highdicom")
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    dicom, paths, affine, shape = series
+    sources = _highdicom_ready(paths)
+    frames = np.stack([PHANTOM.labels_at(pixel_centres_from_file(path)) for path in paths])
+    values = sorted(NAMES)
+    fractions = np.zeros(frames.shape + (len(values),), dtype=np.float32)
+    for index, value in enumerate(values):
+        fractions[..., index] = np.where(frames == value, 0.75, 0.0)
+    fractions[..., 0] = np.where((frames == 0) & (np.arange(frames.shape[2]) % 3 == 0), 0.3, fractions[..., 0])
+    tissue = hd.sr.CodedConcept("85756007", "SCT", "Tissue")
+    algorithm = hd.AlgorithmIdentificationSequence(name="test", version="1",
+                                                   family=hd.sr.CodedConcept("123109", "DCM", "Manual Processing"))
+    descriptions = [hd.seg.SegmentDescription(
+        segment_number=number, segment_label=NAMES[value], segmented_property_category=tissue,
+        segmented_property_type=tissue, algorithm_type="AUTOMATIC", algorithm_identification=algorithm)
+        for number, value in enumerate(values, start=1)]
+    segmentation = hd.seg.Segmentation(
+        sources, fractions, "FRACTIONAL", descriptions, generate_uid(), 2, generate_uid(), 1, "test", "test", "1", "0",
+        max_fractional_value=255, transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
+    segmentation.save_as(tmp_path / "fractional.dcm")
+    run = run_cli("export", dicom, tmp_path / "fractional.dcm", "-o", tmp_path / "out", "-q")
+    assert run.code == 0, run.stderr
+    images, table = exported(tmp_path / "out")
+    for row, image in zip(read_manifest(tmp_path / "out"), by_name(images, table)):
+        np.testing.assert_array_equal(image, PHANTOM.labels_at(pixel_centres_from_file(dicom / row["source_file"])))
+    warnings = json.loads((tmp_path / "out" / "export.json").read_text())["warnings"]
+    assert any("FRACTIONAL" in warning and "0.5" in warning for warning in warnings), warnings
