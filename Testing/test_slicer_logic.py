@@ -225,13 +225,45 @@ def test_segment_edits_and_renames_are_exported(tmp_path: Path) -> None:
     labels = np.stack(list(labels_by_file(tmp_path / "out").values()))
     assert 2 not in labels, "a removed segment must not be exported"
     assert 7 in labels, "untouched segments keep their original label value"
-    renamed = [v for v in np.unique(labels) if v not in (0, 7)]
-    assert len(renamed) == 1 and renamed[0] not in (1, 2, 7), "a renamed segment gets a new value after the table"
+    assert 1 in labels, "a renamed segment keeps the label value it was imported with"
     import json
 
     names = {entry["value"]: entry["name"] for entry in json.loads((tmp_path / "out" / "labels.json").read_text())}
-    assert names[int(renamed[0])] == "renamed big" and names[7] == "tilted_rod"
-    assert result.labels_found == sorted([7, int(renamed[0])])
+    assert names[1] == "renamed big" and names[7] == "tilted_rod"
+    assert result.labels_found == [1, 7]
+
+
+def test_segments_keep_their_values_whatever_their_names(tmp_path: Path) -> None:
+    """Two segments named alike, one named Background, a copy, and one drawn in Slicer: each its own value."""
+    specs = stack((-20, -20, -10), 12, (0, 0, 1.7), rows=40, columns=40)
+    dicom = tmp_path / "dicom"
+    files = write_series(dicom, specs)
+    affine, shape = stack_affine(specs, flips=(True, True, False))
+    segmentation = write_segmentation(tmp_path / "seg.nii.gz", PHANTOM, affine, shape)
+    table = tmp_path / "labels.csv"
+    table.write_text("1,kidney\n2,kidney\n7,Background\n")
+    app = headless_slicer()
+    volume = load_dicom_volume(app, files)
+    logic = SegAlignMRMLLogic(app.scene, file_for_instance=file_lookup(dicom))
+    node = logic.import_segmentation(segmentation, volume, label_table=table)
+    result = logic.export(node, volume, tmp_path / "out")
+    assert result.labels_found == [1, 2, 7]
+    cli = cli_export(tmp_path, dicom, segmentation)
+    ours = labels_by_file(tmp_path / "out", dicom)
+    for key in ours:
+        np.testing.assert_array_equal(ours[key], cli[key], err_msg=key)
+    # A copy of a segment (its tag copied too) and a new segment get values of their own.
+    from slicer import vtkSegment
+
+    segmentation_object = node.GetSegmentation()
+    copy = vtkSegment()
+    copy.DeepCopy(segmentation_object.GetNthSegment(0))
+    copy.SetName("kidney copy")
+    segmentation_object.AddSegment(copy, "copy")
+    result = logic.export(node, volume, tmp_path / "again")
+    # The copy covers the original (the later segment wins where they overlap) and has a value of its own.
+    assert result.labels_found == [2, 7, 8]
+    assert any("label value of another segment" in warning for warning in result.warnings)
 
 
 def test_parent_transforms(tmp_path: Path) -> None:

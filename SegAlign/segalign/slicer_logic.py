@@ -121,6 +121,11 @@ class SegAlignMRMLLogic:
                 raise SegAlignError(f"Slicer could not read the segmentation file {path}")
             segmentation_node.SetAndObserveStorageNodeID(storage.GetID())
             segmentation_node.CreateDefaultDisplayNodes()
+            loaded = segmentation_node.GetSegmentation()
+            layered = loaded.GetNumberOfLayers() > 1  # the library numbers such segments 1..N in file order
+            for index in range(loaded.GetNumberOfSegments()):
+                segment = loaded.GetNthSegment(index)
+                segment.SetTag(LABEL_VALUE_TAG, str(index + 1 if layered else segment.GetLabelValue()))
             color_table = self._color_table(segmentation.label_table, f"{base} labels")
         except BaseException:
             for node in (segmentation_node, storage, color_table):
@@ -201,8 +206,8 @@ class SegAlignMRMLLogic:
     def labels_from_segmentation(self, segmentation_node) -> Segmentation:
         """Merge every segment into one label volume in the segmentation's own geometry (no resampling).
 
-        Label values are those of the node's labelmap conversion colour table (set on import), matched by
-        segment name; segments it does not name get values after it. Names and colours are the segments' own,
+        Label values are those recorded on each segment at import (see :func:`segment_label_values`), whatever the
+        segments are named; segments added in Slicer get values after them. Names and colours are the segments' own,
         so edits and renames made in Slicer are included.
         """
         import vtk
@@ -214,12 +219,12 @@ class SegAlignMRMLLogic:
         if segment_ids.GetNumberOfValues() == 0:
             raise SegAlignError(f"segmentation {segmentation_node.GetName()} has no segments")
         color_table = segmentation_node.GetLabelmapConversionColorTableNode()
-        values = vtk.vtkIntArray()
-        if color_table is not None:
+        by_name = None
+        if color_table is not None:  # a table set by another tool (SlicerTotalSegmentator): its values by name
+            values = vtk.vtkIntArray()
             vtkSlicerSegmentationsModuleLogic.GetLabelValuesFromColorNode(segmentation_node, color_table, segment_ids, values)
-            label_values = [values.GetValue(i) for i in range(values.GetNumberOfValues())]
-        else:
-            label_values = list(range(1, segment_ids.GetNumberOfValues() + 1))
+            by_name = [values.GetValue(i) for i in range(values.GetNumberOfValues())]
+        label_values, warnings = segment_label_values(segmentation, segment_ids, by_name)
         table: dict[int, Label] = {}
         for index, value in enumerate(label_values):
             segment = segmentation.GetSegment(segment_ids.GetValue(index))
@@ -228,7 +233,6 @@ class SegAlignMRMLLogic:
 
         ids = [segment_ids.GetValue(i) for i in range(segment_ids.GetNumberOfValues())]
         merged = merge_labelmap_layers(segmentation, ids, label_values)
-        warnings = []
         if merged is None:  # not binary labelmaps on one grid: Slicer merges them on the reference geometry
             merged = self._merge_with_slicer(segmentation_node, segment_ids, color_table)
             warnings.append(
@@ -308,6 +312,57 @@ class SegAlignMRMLLogic:
         )
 
 
+#: The segment tag holding the label value a segment had in the imported file (saved with the scene, copied with
+#: the segment).
+LABEL_VALUE_TAG = "SegAlign.LabelValue"
+
+
+def segment_label_values(
+    segmentation, segment_ids, by_name: list[int] | None = None
+) -> tuple[list[int], list[str]]:
+    """The label value of each segment of ``segment_ids`` (a vtkStringArray), and warnings.
+
+    A segment imported by SegAlign carries its file's label value in the tag :data:`LABEL_VALUE_TAG`, so two
+    segments of the same name (or one named "Background") keep their own values. A segment without the tag takes
+    its value in ``by_name`` (the node's conversion colour table, matched by name, as another tool may have set
+    it) when that is free; a segment drawn in Segment Editor, or with a value another segment already has (a copy),
+    gets the next value after all of them.
+    """
+    import vtk
+
+    tagged: list[int | None] = []
+    for index in range(segment_ids.GetNumberOfValues()):
+        segment = segmentation.GetSegment(segment_ids.GetValue(index))
+        text = vtk.reference("")
+        value = None
+        if segment.GetTag(LABEL_VALUE_TAG, text):
+            try:
+                value = int(str(text))
+            except ValueError:
+                value = None
+        if value is None and by_name is not None and 0 < by_name[index] <= 65535:
+            value = by_name[index]
+        tagged.append(value if value is not None and 0 < value <= 65535 else None)
+    used: set[int] = set()
+    values: list[int] = []
+    renumbered: list[str] = []
+    next_value = max((v for v in tagged if v is not None), default=0) + 1
+    for index, value in enumerate(tagged):
+        if value is None or value in used:
+            if value is not None:
+                renumbered.append(segmentation.GetSegment(segment_ids.GetValue(index)).GetName())
+            value, next_value = next_value, next_value + 1
+        used.add(value)
+        values.append(value)
+    warnings = []
+    if renumbered:
+        warnings.append(f"{len(renumbered)} segments had the label value of another segment (copies?) and got new "
+                        f"values: {', '.join(renumbered[:5])}")
+    if max(values, default=0) > 65535:
+        raise SegAlignError("the segmentation has more segments than label values (65535)")
+    return values, warnings
+
+
 def _add_shared_labelmap(segmentation_node, segmentation: Segmentation, ijk_to_ras: np.ndarray) -> None:
     """One segment per label present, all sharing one binary labelmap layer: the label volume itself.
 
@@ -332,6 +387,7 @@ def _add_shared_labelmap(segmentation_node, segmentation: Segmentation, ijk_to_r
             segment.SetName(label.name)
             segment.SetColor(*(channel / 255.0 for channel in label.color))
             segment.SetLabelValue(value)
+            segment.SetTag(LABEL_VALUE_TAG, str(value))
             segment.AddRepresentation("Binary labelmap", image)
             target.AddSegment(segment, target.GenerateUniqueSegmentID(safe_name(label.name, "segment")))
     finally:
