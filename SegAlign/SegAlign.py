@@ -28,8 +28,16 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-#: Installed into Slicer's Python on first use, after the user agrees (Slicer bundles numpy and pydicom).
-REQUIREMENTS = ["nibabel>=5.0,<6", "Pillow>=10.0,<14"]
+#: What each operation needs beyond what Slicer 5.12 bundles (numpy, pydicom, Pillow, SimpleITK, VTK), installed
+#: into Slicer's Python on first use after the user agrees; ``slicer.packaging.pip_ensure`` also checks the versions
+#: of what is already there. Pillow is bundled: export only has its version checked.
+REQUIREMENTS = {
+    "nifti": ["nibabel>=5.0,<6"],  # NIfTI files and folders of NIfTI masks
+    "nrrd": ["pynrrd>=1.0,<2", "slicerio>=1.4,<2"],  # NRRD and .seg.nrrd (checked by the library's reader first)
+    "dicom": ["highdicom>=0.26,<1"],  # a DICOM SEG as the segmentation
+    "metaimage": [],  # read with the bundled SimpleITK
+    "export": ["Pillow>=10.0,<14"],
+}
 
 
 class SegAlign(ScriptedLoadableModule):
@@ -37,8 +45,9 @@ class SegAlign(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("SegAlign")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = []
-        self.parent.contributors = ["SegAlign developers"]
+        # slicer.dicomDatabase and DICOMLib come with the DICOM module (as for DICOMPatcher).
+        self.parent.dependencies = ["DICOM"]
+        self.parent.contributors = ["SegAlign developers (SegAlign project)"]
         self.parent.helpText = _(
             "Export a segmentation (a TotalSegmentator, nnU-Net or MONAI NIfTI, or any segmentation node) onto the "
             "original DICOM frames of a series: one label image per frame, pixel for pixel on that frame's grid, in "
@@ -197,20 +206,34 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("DICOM folder to import"))
         if not folder:
             return
+        scan = None
+        with slicer.util.tryWithErrorDisplay(_("Failed to read the DICOM folder."), waitCursor=True):
+            scan = self.logic.scanFolder(folder)  # once: the same scan chooses the series and loads it
+        if scan is None:
+            return
+        series = None
+        if len(scan.series) > 1:  # asked without the wait cursor
+            series = self._chooseSeries(scan.series)
+            if series is None:  # cancelled: nothing is imported
+                return
         with slicer.util.tryWithErrorDisplay(_("Failed to import the DICOM folder."), waitCursor=True):
-            series = self.logic.seriesInFolder(folder)
-            uid = None
-            if len(series) > 1:
-                labels = [item.label() for item in series]
-                choice = qt.QInputDialog.getItem(
-                    slicer.util.mainWindow(), _("Choose a series"), _("The folder holds several series:"), labels, 0, False
-                )
-                if not choice:
-                    return
-                uid = series[labels.index(choice)].uid
-            volume = self.logic.loadDicomFolder(folder, uid)
+            volume = self.logic.loadDicomFolder(folder, series.uid if series is not None else None, scan=scan)
             self._parameterNode.referenceVolume = volume
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
+
+    @staticmethod
+    def _chooseSeries(series):
+        """The series the user picks, or None if they cancel (a dialog whose result is checked:
+        QInputDialog.getItem returns the current item on Cancel in PythonQt)."""
+        labels = [item.label() for item in series]
+        dialog = qt.QInputDialog(slicer.util.mainWindow())
+        dialog.setWindowTitle(_("Choose a series"))
+        dialog.setLabelText(_("The folder holds several series:"))
+        dialog.setComboBoxItems(labels)
+        dialog.setComboBoxEditable(False)
+        if dialog.exec_() != qt.QDialog.Accepted:
+            return None
+        return series[labels.index(dialog.textValue())]
 
     def onImportSegmentation(self) -> None:
         path = self.ui.segmentationPathLineEdit.currentPath
@@ -225,7 +248,7 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._importSegmentation(folder)
 
     def _importSegmentation(self, path: str) -> None:
-        if not self.logic.ensureDependencies():
+        if not self.logic.ensureDependencies(self.logic.requirementsFor(path)):
             return
         labelTable = self.ui.labelTablePathLineEdit.currentPath or None
         with slicer.util.tryWithErrorDisplay(_("Failed to import the segmentation."), waitCursor=True):
@@ -235,12 +258,15 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.setSliceViewerLayers(background=self._parameterNode.referenceVolume)
 
     def onApplyButton(self) -> None:
-        if not self.logic.ensureDependencies():
+        if not self.logic.ensureDependencies(REQUIREMENTS["export"]):
             return
         node = self._parameterNode
         progressDialog = slicer.util.createProgressDialog(
             parent=slicer.util.mainWindow(), windowTitle=_("SegAlign"), labelText=_("Exporting frames..."), maximum=100
         )
+        # Modal, and Apply off until the export ends: a second click cannot start a nested export into the folder.
+        progressDialog.setWindowModality(qt.Qt.ApplicationModal)
+        self.ui.applyButton.enabled = False
 
         from segalign import ExportCancelled
 
@@ -261,6 +287,7 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.summaryTextEdit.plainText = self.logic.summary(result, node.segmentation)
         finally:
             progressDialog.close()
+            self._checkCanApply()
 
     def _export(self, node, progress):
         from segalign.options import ExportOptions
@@ -284,37 +311,58 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
         return SegAlignParameterNode(super().getParameterNode())
 
     @staticmethod
-    def ensureDependencies() -> bool:
-        """Install nibabel and Pillow into Slicer's Python if they are missing, after asking the user."""
-        missing = [r for r, module in zip(REQUIREMENTS, ("nibabel", "PIL")) if importlib.util.find_spec(module) is None]
-        if not missing:
+    def requirementsFor(path) -> list[str]:
+        """What reading the segmentation at ``path`` needs (see :data:`REQUIREMENTS`), by its content."""
+        from segalign.readers import sniff
+
+        if os.path.isdir(path):
+            return REQUIREMENTS["nifti"]
+        return REQUIREMENTS.get(sniff(pathlib.Path(path)), REQUIREMENTS["nifti"])
+
+    @staticmethod
+    def ensureDependencies(requirements) -> bool:
+        """Have ``requirements`` installed in Slicer's Python, installing what is missing or too old after the user
+        agrees (``slicer.packaging.pip_ensure`` checks the versions); False if the user declined."""
+        if not requirements:
             return True
         import slicer.packaging  # not imported at startup
 
         try:
-            slicer.packaging.pip_ensure(missing, requester="SegAlign")  # asks the user first
+            slicer.packaging.pip_ensure(list(requirements), requester="SegAlign")  # asks the user first
         except RuntimeError:  # the user declined
             return False
         return True
 
+    def _require(self, requirements) -> None:
+        if not self.ensureDependencies(requirements):
+            raise RuntimeError(_("SegAlign needs {packages}, which were not installed.").format(
+                packages=", ".join(requirements)))
+
     @staticmethod
-    def seriesInFolder(folder: str):
-        """The image series in a folder (SegAlign's own scan: the same one the command line uses)."""
+    def scanFolder(folder: str):
+        """SegAlign's scan of a folder (the same one the command line uses): ``.series`` lists its image series."""
         from segalign import scan_folder
 
-        return scan_folder(folder).series
+        return scan_folder(folder)
 
-    def loadDicomFolder(self, folder: str, seriesInstanceUID: str | None = None) -> vtkMRMLScalarVolumeNode:
-        """Import a folder into Slicer's DICOM database and load one series (the only one, or ``seriesInstanceUID``)."""
+    @classmethod
+    def seriesInFolder(cls, folder: str):
+        """The image series in a folder."""
+        return cls.scanFolder(folder).series
+
+    def loadDicomFolder(self, folder: str, seriesInstanceUID: str | None = None, scan=None) -> vtkMRMLScalarVolumeNode:
+        """Import a folder into Slicer's DICOM database and load one series (the only one, or ``seriesInstanceUID``).
+        ``scan`` is an earlier :meth:`scanFolder` of the same folder, so it is not scanned again."""
         from DICOMLib import DICOMUtils
-        from segalign import scan_folder
 
-        series = scan_folder(folder).select(seriesInstanceUID)
+        series = (scan or self.scanFolder(folder)).select(seriesInstanceUID)
         if not series.uid:  # anonymised without a SeriesInstanceUID: the database cannot load it by UID
             return self._loadFiles(series)
         if not slicer.dicomDatabase or not slicer.dicomDatabase.isOpen:
             raise RuntimeError(_("Slicer's DICOM database is not open: open the DICOM module once to set it up."))
-        DICOMUtils.importDicom(folder)
+        if not DICOMUtils.importDicom(folder):  # it logs why; say so rather than that no plugin could load it
+            raise RuntimeError(_("Slicer could not import {folder} into its DICOM database (see the Python console "
+                                 "log).").format(folder=folder))
         nodeIDs = DICOMUtils.loadSeriesByUID([series.uid])
         volumes = [slicer.mrmlScene.GetNodeByID(i) for i in nodeIDs]
         volumes = [v for v in volumes if v and v.IsA("vtkMRMLScalarVolumeNode")]
@@ -329,6 +377,9 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
         for path in dict.fromkeys(files):
             fileList.InsertNextValue(path)
         volume = slicer.modules.volumes.logic().AddArchetypeScalarVolume(files[0], series.description or "DICOM series", 0, fileList)
+        if volume is None:  # the reader failed: it returns None rather than raising
+            raise RuntimeError(_("Slicer could not load the {count} files of the series, starting with {file}").format(
+                count=fileList.GetNumberOfValues(), file=files[0]))
         from segalign.slicer_logic import FILES_ATTRIBUTE
 
         volume.SetAttribute(FILES_ATTRIBUTE, "\n".join(dict.fromkeys(files)))
@@ -336,7 +387,8 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
 
     def importSegmentation(self, path, referenceVolume=None, labelTable=None) -> vtkMRMLSegmentationNode:
         """Import a segmentation file (NIfTI, .seg.nrrd, NRRD, MHA/MHD, DICOM SEG) or a folder of masks as a segmentation
-        node shown over ``referenceVolume``."""
+        node shown over ``referenceVolume``. Installs what reading that format needs, after asking (NIfTI: nibabel)."""
+        self._require(self.requirementsFor(path))
         return self.mrml.import_segmentation(path, referenceVolume, label_table=labelTable)
 
     def exportSegmentation(self, segmentationNode, referenceVolume, outputFolder, options=None, overwrite=False,
@@ -345,8 +397,9 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
 
         ``options`` is a ``segalign.options.ExportOptions`` (default: label images, manifest and label table), for
         example ``ExportOptions(masks=True, dicom_seg=DicomSegOptions("labelmap"))``. Overlays, labels.json and the
-        DICOM SEG use the segments' current names and colours.
+        DICOM SEG use the segments' current names and colours. Needs nothing Slicer does not bundle.
         """
+        self._require(REQUIREMENTS["export"])
         return self.mrml.export(
             segmentationNode, referenceVolume, outputFolder, options, files=files, overwrite=overwrite,
             progress=progress,
@@ -388,10 +441,12 @@ class SegAlignTest(ScriptedLoadableModuleTest):
         import csv
         import tempfile
 
-        import slicer.packaging
-
-        # nibabel and Pillow are not bundled with Slicer: install them for the test (not skipped in testing mode).
-        slicer.packaging.pip_ensure(REQUIREMENTS, requester="SegAlign", prompt_install=False, skip_in_testing=False)
+        # The test never downloads (the Extensions build machines may be offline): without nibabel, which Slicer
+        # does not bundle and which writes and reads the test's NIfTI, it is skipped, saying how to install it.
+        if importlib.util.find_spec("nibabel") is None:
+            self.delayDisplay("Skipped: nibabel is not installed in this Slicer, and the self-test does not download "
+                              "it (slicer.util.pip_install('nibabel') to run it)")
+            return
         import numpy as np
         from DICOMLib import DICOMUtils
         from PIL import Image
