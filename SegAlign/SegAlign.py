@@ -158,6 +158,15 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         self.removeObservers()
 
+    def onReload(self) -> None:
+        """Reload the module and the ``segalign`` package beside it: Slicer's reload re-reads the module file only,
+        so the package's modules are forgotten first and imported afresh by the reloaded module."""
+        import sys
+
+        for name in [name for name in sys.modules if name == "segalign" or name.startswith("segalign.")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def enter(self) -> None:
         self.initializeParameterNode()
 
@@ -176,6 +185,8 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
+        if str(self._parameterNode.outputFolder) in ("", "."):  # not "." (the working folder, wherever Slicer runs)
+            self._parameterNode.outputFolder = pathlib.Path(slicer.app.defaultScenePath) / "SegAlign"
         if not self._parameterNode.referenceVolume:
             volume = next(
                 (node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") if node.GetAttribute("DICOM.instanceUIDs")),
@@ -194,7 +205,17 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._checkCanApply()
 
+    def _updateDependentOptions(self, caller=None, event=None) -> None:
+        """Options that only matter with another one on are enabled with it (overlay window, opacity, outline with
+        overlays; the SEG type with the DICOM SEG)."""
+        node = self._parameterNode
+        overlays = bool(node and node.writeOverlays)
+        for widget in (self.ui.overlayWindowComboBox, self.ui.overlayOpacitySliderWidget, self.ui.overlayOutlineCheckBox):
+            widget.enabled = overlays
+        self.ui.dicomSegTypeComboBox.enabled = bool(node and node.writeDicomSeg)
+
     def _checkCanApply(self, caller=None, event=None) -> None:
+        self._updateDependentOptions()
         node = self._parameterNode
         ready = bool(node and node.referenceVolume and node.segmentation and str(node.outputFolder) not in ("", "."))
         self.ui.applyButton.enabled = ready

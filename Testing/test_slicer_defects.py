@@ -144,3 +144,45 @@ def test_contributors_follow_the_template():
                     and _dotted(node.targets[0]) == "self.parent.contributors")
     for entry in ast.literal_eval(assigned.value):  # the template: "John Doe (AnyWare Corp.)"
         assert entry.endswith(")") and " (" in entry, entry
+
+
+def test_output_folder_starts_as_a_real_folder_and_dependent_options_follow_their_switch():
+    init = ast.unparse(_method("SegAlignWidget", "initializeParameterNode"))
+    assert "outputFolder" in init and "defaultScenePath" in init
+    update = ast.unparse(_method("SegAlignWidget", "_updateDependentOptions"))
+    for widget in ("overlayWindowComboBox", "overlayOpacitySliderWidget", "overlayOutlineCheckBox"):
+        assert widget in update.split("dicomSegTypeComboBox")[0]
+    assert "node.writeOverlays" in update and "node.writeDicomSeg" in update
+    assert "self._updateDependentOptions" in _called(_method("SegAlignWidget", "_checkCanApply")), \
+        "runs on every parameter change (the parameter node's ModifiedEvent calls _checkCanApply)"
+
+
+def test_reloading_the_module_reloads_the_library():
+    reload = _method("SegAlignWidget", "onReload")
+    source = ast.unparse(reload)
+    assert "sys.modules" in source and "segalign." in source and "del sys.modules[name]" in source
+    assert source.index("del sys.modules") < source.index("ScriptedLoadableModuleWidget.onReload(self)")
+
+
+#: Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json in Slicer (the commit above): "additionalProperties":
+#: false; required "$schema", "category", "scm_url"; the other properties it defines.
+CATALOG_REQUIRED = frozenset({"$schema", "category", "scm_url"})
+CATALOG_PROPERTIES = CATALOG_REQUIRED | {"build_dependencies", "build_subdirectory", "enabled", "scm_revision",
+                                         "scm_type", "tier"}
+
+
+def test_extensions_index_descriptor():
+    import json
+    import re
+
+    repository = MODULE_FILE.parent.parent
+    entry = json.loads((repository / "SegAlign.json").read_text(encoding="utf-8"))
+    assert CATALOG_REQUIRED <= set(entry) <= CATALOG_PROPERTIES, set(entry) ^ CATALOG_PROPERTIES
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    cmake = (repository / "CMakeLists.txt").read_text(encoding="utf-8")
+    category = re.search(r'set\(EXTENSION_CATEGORY "([^"]+)"\)', cmake).group(1)
+    assert entry["category"] == category
+    homepage = re.search(r'set\(EXTENSION_HOMEPAGE "([^"#]+)', cmake).group(1).rstrip("/")
+    assert entry["scm_url"].removesuffix(".git") == homepage
+    assert entry["build_dependencies"] == [] and "EXTENSION_DEPENDS \"NA\"" in cmake
+    assert entry["build_subdirectory"] == "." and entry["scm_type"] == "git" and entry["tier"] in (1, 3, 5)

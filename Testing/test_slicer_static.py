@@ -259,7 +259,7 @@ MIRROR_SIGNATURES = {
 #: .fileForInstance in DICOMLib/DICOMUtils.py).
 MIRROR_APPLICATION_ATTRIBUTES = {
     "app": frozenset({"processEvents", "testingEnabled", "setOverrideCursor", "restoreOverrideCursor",
-                      "layoutManager"}),
+                      "layoutManager", "defaultScenePath"}),  # Base/QTCore/qSlicerCoreApplication.h Q_PROPERTY
     "modules": frozenset({"volumes", "segmentations", "dicom", "data"}),
     "dicomDatabase": frozenset({"isOpen", "fileForInstance", "databaseDirectory"}),
     "mrmlScene": None,
