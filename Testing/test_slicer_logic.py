@@ -474,3 +474,38 @@ def test_logic_imports_every_format_like_the_cli(tmp_path: Path, name: str) -> N
     assert len(images) == len(twin)
     for mine, theirs in zip(images, twin):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_totalsegmentator_segments_get_standard_terminology(tmp_path: Path) -> None:
+    """Segments named after TotalSegmentator classes carry the codes the DICOM SEG writer uses, in Slicer's
+    terminology entry format (parsed back with slicerio, Slicer's own Python reader of it); others keep Slicer's
+    default."""
+    parse_entry = pytest.importorskip("slicerio.segmentation").terminology_entry_from_string
+    from segalign.writers.segment_codes import codes_for
+
+    specs = stack((-20, -20, -10), 12, (0, 0, 1.7), rows=40, columns=40)
+    files = write_series(tmp_path / "dicom", specs)
+    affine, shape = stack_affine(specs)
+    segmentation = write_segmentation(tmp_path / "seg.nii.gz", PHANTOM, affine, shape)
+    table = tmp_path / "labels.csv"
+    table.write_text("1,liver\n2,kidney_left\n7,my_own_structure\n")
+    app = headless_slicer()
+    volume = load_dicom_volume(app, files)
+    node = SegAlignMRMLLogic(app.scene).import_segmentation(segmentation, volume, label_table=table)
+    segments = node.GetSegmentation()
+    found = {}
+    for index in range(segments.GetNumberOfSegments()):
+        segment = segments.GetNthSegment(index)
+        text = vtk.reference("")
+        found[segment.GetName()] = str(text) if segment.GetTag(segment.GetTerminologyEntryTagName(), text) else None
+    own = found["my_own_structure"]  # left to Slicer: its default entry, generic "Tissue"
+    assert own is None or parse_entry(own)["type"][1] == "85756007"
+    for name in ("liver", "kidney_left"):
+        entry = parse_entry(found[name])
+        codes = codes_for(name)
+        assert entry["category"] == [codes.category.scheme, codes.category.value, codes.category.meaning]
+        assert entry["type"] == [codes.type.scheme, codes.type.value, codes.type.meaning]
+    assert codes_for("liver").type.value == "10200004"  # SNOMED CT Liver
+    kidney = parse_entry(found["kidney_left"])
+    assert kidney["typeModifier"] == [codes_for("kidney_left").modifier.scheme, codes_for("kidney_left").modifier.value,
+                                      codes_for("kidney_left").modifier.meaning]

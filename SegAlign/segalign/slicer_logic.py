@@ -363,6 +363,28 @@ def segment_label_values(
     return values, warnings
 
 
+#: The terminology contexts of Slicer's default terminology files (Modules/Loadable/Terminologies/Resources).
+TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+
+
+def terminology_entry(name: str) -> str | None:
+    """Slicer's terminology entry string (``context~SCHEME^value^meaning`` for category, type and type modifier,
+    then the anatomic context, region and region modifier) for a TotalSegmentator class name, from the mapping the
+    DICOM SEG writer uses; None for other names."""
+    from .writers.segment_codes import totalsegmentator_codes
+
+    codes = totalsegmentator_codes().get(name)
+    if codes is None:
+        return None
+
+    def coded(code) -> str:
+        return "^".join((code.scheme, code.value, code.meaning)) if code is not None else "^^"
+
+    return "~".join((TERMINOLOGY_CONTEXT, coded(codes.category), coded(codes.type), coded(codes.modifier),
+                     ANATOMIC_CONTEXT, "^^", "^^"))
+
+
 def _add_shared_labelmap(segmentation_node, segmentation: Segmentation, ijk_to_ras: np.ndarray) -> None:
     """One segment per label present, all sharing one binary labelmap layer: the label volume itself.
 
@@ -388,6 +410,9 @@ def _add_shared_labelmap(segmentation_node, segmentation: Segmentation, ijk_to_r
             segment.SetColor(*(channel / 255.0 for channel in label.color))
             segment.SetLabelValue(value)
             segment.SetTag(LABEL_VALUE_TAG, str(value))
+            entry = terminology_entry(label.name)
+            if entry is not None:  # a TotalSegmentator class: its standard codes, as SlicerTotalSegmentator sets them
+                segment.SetTag(vtkSegment.GetTerminologyEntryTagName(), entry)
             segment.AddRepresentation("Binary labelmap", image)
             target.AddSegment(segment, target.GenerateUniqueSegmentID(safe_name(label.name, "segment")))
     finally:
