@@ -136,6 +136,7 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self._writtenSeg = None  # the seg.dcm of the last export, which the panel can load back
         self._parameterNode = None
         self._parameterNodeGuiTag = None
 
@@ -153,6 +154,7 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.importSegmentationButton.connect("clicked(bool)", self.onImportSegmentation)
         self.ui.importMaskFolderButton.connect("clicked(bool)", self.onImportMaskFolder)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.loadDicomSegButton.connect("clicked(bool)", self.onLoadDicomSeg)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -306,9 +308,21 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self.ui.summaryTextEdit.plainText = _("Export cancelled; nothing was written.")
                     return
                 self.ui.summaryTextEdit.plainText = self.logic.summary(result, node.segmentation)
+                seg = result.outputs.get("dicom_seg")
+                self._writtenSeg = str(result.output_dir / seg) if seg else None
+                self.ui.loadDicomSegButton.enabled = self._writtenSeg is not None
         finally:
             progressDialog.close()
             self._checkCanApply()
+
+    def onLoadDicomSeg(self) -> None:
+        if not self._writtenSeg or not self.logic.ensureDependencies(REQUIREMENTS["dicom"]):
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to load the DICOM SEG."), waitCursor=True):
+            node = self.logic.loadDicomSeg(self._writtenSeg, self._parameterNode.referenceVolume)
+            slicer.util.setSliceViewerLayers(background=self._parameterNode.referenceVolume)
+            self.ui.summaryTextEdit.appendPlainText(_("Loaded {path} as {name}").format(
+                path=self._writtenSeg, name=node.GetName()))
 
     def _export(self, node, progress):
         from segalign.options import ExportOptions
@@ -411,6 +425,13 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
         node shown over ``referenceVolume``. Installs what reading that format needs, after asking (NIfTI: nibabel)."""
         self._require(self.requirementsFor(path))
         return self.mrml.import_segmentation(path, referenceVolume, label_table=labelTable)
+
+    def loadDicomSeg(self, path, referenceVolume=None) -> vtkMRMLSegmentationNode:
+        """Load a DICOM SEG (one SegAlign wrote, or any other) as a segmentation node over ``referenceVolume``,
+        placed by its own frames (the library's reader, highdicom: Slicer's DICOM SEG plugin needs the
+        QuantitativeReporting extension)."""
+        self._require(REQUIREMENTS["dicom"])
+        return self.mrml.import_segmentation(path, referenceVolume, name=pathlib.Path(path).parent.name + " SEG")
 
     def exportSegmentation(self, segmentationNode, referenceVolume, outputFolder, options=None, overwrite=False,
                            progress=None, files=None):

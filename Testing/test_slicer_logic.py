@@ -509,3 +509,40 @@ def test_totalsegmentator_segments_get_standard_terminology(tmp_path: Path) -> N
     kidney = parse_entry(found["kidney_left"])
     assert kidney["typeModifier"] == [codes_for("kidney_left").modifier.scheme, codes_for("kidney_left").modifier.value,
                                       codes_for("kidney_left").modifier.meaning]
+
+
+def test_written_dicom_seg_loads_back_and_lines_up(tmp_path: Path) -> None:
+    """The SEG the logic writes, loaded back into the scene as a segmentation (as the panel's button does), exports
+    the same labels on every frame as the segmentation it was written from."""
+    pytest.importorskip("highdicom")
+    from segalign.options import DicomSegOptions, ExportOptions
+
+    specs = stack((-20.1, -19.7, -12.3), 18, (0, 0, 1.4), rows=40, columns=44, spacing=(0.95, 0.9),
+                  instance_numbers=range(18, 0, -1))
+    files = write_series(tmp_path / "dicom", specs, file_names=shuffled_names(18, seed=3))
+    affine = grid_affine((21.3, -18.7, -13.9), (1.3, 1.1, 1.7), [(-1, 0, 0), (0, 1, 0), (0, 0, 1)])
+    segmentation = write_segmentation(tmp_path / "seg.nii.gz", PHANTOM, affine, (34, 38, 16))
+    app = headless_slicer()
+    volume = load_dicom_volume(app, files)
+    logic = SegAlignMRMLLogic(app.scene, file_for_instance=file_lookup(tmp_path / "dicom"))
+    node = logic.import_segmentation(segmentation, volume)
+    first = logic.export(node, volume, tmp_path / "first", ExportOptions(dicom_seg=DicomSegOptions()))
+    loaded = logic.import_segmentation(first.output_dir / first.outputs["dicom_seg"], volume, name="SEG back")
+    assert loaded.GetSegmentation().GetNumberOfSegments() == 3
+    again = logic.export(loaded, volume, tmp_path / "again")
+    import json
+
+    def names(folder: Path) -> dict[int, str]:
+        return {entry["value"]: entry["name"] for entry in json.loads((folder / "labels.json").read_text())}
+
+    # The SEG numbers its segments 1..N; they come back under the same names.
+    to_first = {value: {n: v for v, n in names(tmp_path / "first").items()}[name]
+                for value, name in names(tmp_path / "again").items()}
+    assert sorted(to_first.values()) == first.labels_found == [1, 2, 7]
+    lookup = np.zeros(256, dtype=np.uint8)
+    for value, original in to_first.items():
+        lookup[value] = original
+    a, b = labels_by_file(tmp_path / "first", tmp_path / "dicom"), labels_by_file(tmp_path / "again", tmp_path / "dicom")
+    assert set(a) == set(b) and len(a) == 18
+    for key in a:
+        np.testing.assert_array_equal(a[key], lookup[b[key]], err_msg=key)
