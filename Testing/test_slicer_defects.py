@@ -190,9 +190,9 @@ def test_extensions_index_descriptor():
 
 def test_the_panel_loads_the_written_seg_back():
     apply = ast.unparse(_method("SegAlignWidget", "onApplyButton"))
-    assert 'result.outputs.get("dicom_seg")' in apply and "loadDicomSegButton.enabled" in apply
+    assert "result.outputs.get('dicom_seg')" in apply and "loadDicomSegButton.enabled" in apply
     load = _method("SegAlignWidget", "onLoadDicomSeg")
     assert "self.logic.loadDicomSeg" in _called(load)
-    assert 'REQUIREMENTS["dicom"]' in ast.unparse(load)
+    assert "REQUIREMENTS['dicom']" in ast.unparse(load)
     logic = _method("SegAlignLogic", "loadDicomSeg")
     assert ast.unparse(logic.body[1]).startswith("self._require(REQUIREMENTS['dicom'])")
