@@ -764,6 +764,8 @@ _BLOCKER = textwrap.dedent(
             return None
 
 
+    if os.environ.get("SEGALIGN_TEST_WITHOUT_SIMPLEITK"):  # neither SimpleITK's GDCM (which Slicer bundles)
+        BLOCKED.add("SimpleITK")
     sys.meta_path.insert(0, _Blocker())
     if os.environ.get("SEGALIGN_TEST_PILLOW_WITHOUT_OPENJPEG"):  # Pillow built without OpenJPEG
         from PIL import features
@@ -774,7 +776,7 @@ _BLOCKER = textwrap.dedent(
 )
 
 
-def _run_blocked(tmp_path: Path, *args: object, pillow_j2k: bool = True) -> subprocess.CompletedProcess:
+def _run_blocked(tmp_path: Path, *args: object, pillow_j2k: bool = True, simpleitk: bool = True) -> subprocess.CompletedProcess:
     blocker = tmp_path / "blocker"
     blocker.mkdir(exist_ok=True)
     (blocker / "sitecustomize.py").write_text(_BLOCKER, encoding="utf-8")
@@ -783,6 +785,9 @@ def _run_blocked(tmp_path: Path, *args: object, pillow_j2k: bool = True) -> subp
     env.pop("SEGALIGN_TEST_PILLOW_WITHOUT_OPENJPEG", None)
     if not pillow_j2k:
         env["SEGALIGN_TEST_PILLOW_WITHOUT_OPENJPEG"] = "1"
+    env.pop("SEGALIGN_TEST_WITHOUT_SIMPLEITK", None)
+    if not simpleitk:
+        env["SEGALIGN_TEST_WITHOUT_SIMPLEITK"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "segalign", *map(str, args)], env=env, cwd=tmp_path, capture_output=True, text=True,
         timeout=120,
@@ -813,7 +818,7 @@ def test_missing_jpeg2000_decoder_refuses_overlays_but_exports_labels(compressed
     generic, reference, seg = compressed_reference
     dicom = generic / "compressed_j2k" / "001"
     out = tmp_path / "exports" / "j2k"
-    result = _run_blocked(tmp_path, "export", dicom, seg, "-o", out, "-q", "--overlays", pillow_j2k=False)
+    result = _run_blocked(tmp_path, "export", dicom, seg, "-o", out, "-q", "--overlays", pillow_j2k=False, simpleitk=False)
     assert result.returncode == 1, (result.stdout, result.stderr)
     line = one_error_line(result.stderr)
     assert "JPEG 2000" in line and "segalign[codecs]" in line, line
@@ -822,7 +827,7 @@ def test_missing_jpeg2000_decoder_refuses_overlays_but_exports_labels(compressed
     assert not (tmp_path / "exports").exists(), "parents made for the export are removed again"
 
     out = tmp_path / "labels_only"
-    result = _run_blocked(tmp_path, "export", dicom, seg, "-o", out, "-q", pillow_j2k=False)
+    result = _run_blocked(tmp_path, "export", dicom, seg, "-o", out, "-q", pillow_j2k=False, simpleitk=False)
     assert result.returncode == 0, result.stderr
     rows = read_manifest(out)
     assert len(rows) == 4 and not (out / "overlays").exists()
@@ -835,16 +840,33 @@ def test_missing_jpeg2000_decoder_refuses_overlays_but_exports_labels(compressed
 
 @pytest.mark.parametrize("name", ["compressed_jpeg", "compressed_jpegls"])
 def test_missing_jpeg_decoders_refuse_images(compressed_reference, tmp_path: Path, name: str) -> None:
-    """JPEG Lossless and JPEG-LS have no decoder besides pylibjpeg and gdcm: --images exits 1, naming both."""
+    """JPEG Lossless and JPEG-LS have no decoder besides pylibjpeg, gdcm and SimpleITK's GDCM: without all three,
+    --images exits 1, naming them."""
     generic, _, seg = compressed_reference
     out = tmp_path / "out"
-    result = _run_blocked(tmp_path, "export", generic / name / "001", seg, "-o", out, "-q", "--images")
+    result = _run_blocked(tmp_path, "export", generic / name / "001", seg, "-o", out, "-q", "--images", simpleitk=False)
     assert result.returncode == 1, (result.stdout, result.stderr)
     line = one_error_line(result.stderr)
-    assert SYNTAX_NAMES[name] in line and "segalign[codecs]" in line, line
+    assert SYNTAX_NAMES[name] in line and "segalign[codecs]" in line and "SimpleITK" in line, line
     uid = pydicom.dcmread(next((generic / name / "001").glob("*.dcm")), stop_before_pixels=True).file_meta.TransferSyntaxUID
     assert str(uid) in line, line
     assert not out.exists() and not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["compressed_jpeg", "compressed_jpegls"])
+def test_as_in_slicer_jpeg_lossless_decodes_through_simpleitk(compressed_reference, tmp_path: Path, name: str) -> None:
+    """3D Slicer bundles SimpleITK but no pydicom JPEG plugin: the panel's defaults (overlays on) and --images work
+    there, decoded by GDCM through SimpleITK, and the images equal the uncompressed reference exactly."""
+    pytest.importorskip("SimpleITK")
+    generic, reference, seg = compressed_reference
+    out = tmp_path / "out"
+    result = _run_blocked(tmp_path, "export", generic / name / "001", seg, "-o", out, "-q", "--images", "--overlays")
+    assert result.returncode == 0, result.stderr
+    rows = read_manifest(out)
+    assert len(rows) == 4
+    for row in rows:
+        np.testing.assert_array_equal(read_png(out / row["image_png"]), reference[int(row["instance_number"]) - 1])
+        assert (out / row["overlay_png"]).is_file()
 
 
 @pytest.mark.parametrize("name", ["compressed_j2k", "compressed_rle"])

@@ -530,6 +530,7 @@ def test_written_dicom_seg_loads_back_and_lines_up(tmp_path: Path) -> None:
     loaded = logic.import_segmentation(first.output_dir / first.outputs["dicom_seg"], volume, name="SEG back")
     assert loaded.GetSegmentation().GetNumberOfSegments() == 3
     again = logic.export(loaded, volume, tmp_path / "again")
+    assert len(again.labels_found) == 3
     import json
 
     def names(folder: Path) -> dict[int, str]:

@@ -2,8 +2,9 @@
 
 Label export never reads pixel data; overlays and image PNGs do. Compressed transfer syntaxes decode through
 pydicom's plugins: JPEG Lossless and JPEG-LS need pylibjpeg (the ``codecs`` extra) or gdcm, while JPEG 2000 and RLE
-usually decode without it (Pillow's OpenJPEG, pydicom's own RLE decoder). When no plugin can, the error names the
-transfer syntax and what to install.
+usually decode without it (Pillow's OpenJPEG, pydicom's own RLE decoder). When no plugin can, a single-frame file is
+decoded by GDCM through SimpleITK if it is installed (3D Slicer bundles it, and no pydicom plugin); else the error
+names the transfer syntax and what to install.
 
 Conventions:
 
@@ -183,17 +184,52 @@ class PixelReader:
         except Exception as error:
             reason = describe(error, 200)
             if syntax is not None and syntax.is_compressed:
-                raise SegAlignError(
-                    f"{short_path(frame.source_file)}: cannot decode {syntax.name} ({syntax}) pixel data; install a "
-                    f"decoder: pip install 'segalign[codecs]' (pylibjpeg), or python-gdcm ({reason})"
-                ) from None
-            raise SegAlignError(f"{frame.source_file}: cannot read the pixel data ({reason})") from None
+                stored = _decode_with_itk(frame, header) if frame.number_of_frames == 1 else None
+                if stored is None:
+                    raise SegAlignError(
+                        f"{short_path(frame.source_file)}: cannot decode {short(syntax.name, 40)} ({syntax}) pixel "
+                        "data; install a decoder: pip install 'segalign[codecs]' (pylibjpeg), python-gdcm or "
+                        f"SimpleITK (3D Slicer bundles it) ({reason})"
+                    ) from None
+            else:
+                raise SegAlignError(f"{frame.source_file}: cannot read the pixel data ({reason})") from None
         if stored.shape != (frame.rows, frame.columns):
             raise SegAlignError(
                 f"{short_path(frame.source_file)}: decoded pixel data has shape {stored.shape}, "
                 f"expected ({frame.rows}, {frame.columns})"
             )
         return stored
+
+
+def _decode_with_itk(frame: Frame, header: pydicom.Dataset) -> np.ndarray | None:
+    """A single-frame file's stored values decoded by GDCM through SimpleITK (bundled with 3D Slicer, where no
+    pydicom plugin decodes JPEG Lossless or JPEG-LS), or None without SimpleITK or if GDCM cannot either.
+
+    GDCM applies RescaleSlope and RescaleIntercept; they are undone here (exactly: the values were integers) so the
+    result is what pydicom's ``pixel_array`` would give, in its dtype."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        return None
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetImageIO("GDCMImageIO")
+        reader.SetFileName(str(frame.source_file))
+        values = sitk.GetArrayFromImage(reader.Execute())
+    except Exception:  # RuntimeError: GDCM cannot decode it either
+        return None
+    values = values.reshape(values.shape[-2:]) if values.ndim == 3 and values.shape[0] == 1 else values
+    with quiet_warnings():
+        slope = _first_number(header.get("RescaleSlope"), 1.0) or 1.0
+        intercept = _first_number(header.get("RescaleIntercept"), 0.0)
+        bits = int(header.get("BitsAllocated", 16) or 16)
+        signed = int(header.get("PixelRepresentation", 0) or 0) == 1
+    dtype = np.dtype(f"{'i' if signed else 'u'}{max(bits // 8, 1)}")
+    stored = np.rint((values.astype(np.float64) - intercept) / slope)
+    info = np.iinfo(dtype)
+    if stored.min() < info.min or stored.max() > info.max:
+        return None
+    return stored.astype(dtype)
 
 
 def _read(path: Path, stop_before_pixels: bool) -> pydicom.Dataset:
