@@ -160,7 +160,7 @@ def test_legend_and_provenance(page, export: Path) -> None:
     provenance = json.loads((export / "export.json").read_text(encoding="utf-8"))
     legend = page.evaluate(
         """() => [...document.querySelectorAll('#legend-rows tr')].map(r => ({
-              value: Number(r.dataset.value), text: r.innerText,
+              value: Number(r.dataset.value), text: r.innerText, title: r.title,
               name: r.querySelector('.name').textContent,
               swatch: getComputedStyle(r.querySelector('.swatch')).backgroundColor}))"""
     )
@@ -174,15 +174,16 @@ def test_legend_and_provenance(page, export: Path) -> None:
         assert tuple(entry["color"]) == COLORS[value]
         assert shown["swatch"] == "rgb({}, {}, {})".format(*entry["color"])
         frames = [i for i, l in enumerate(labels) if np.any(l == value)]
-        assert f"frames {frames[0] + 1}\u2013{frames[-1] + 1} ({len(frames)})" in shown["text"], shown["text"]
-    assert "not on any frame" in by_value[9]["text"], "a label with voxels but on no frame is listed as such"
+        assert f"{len(frames)} frames" in shown["text"], shown["text"]
+        assert f"frames {frames[0] + 1}\u2013{frames[-1] + 1}" in shown["title"], shown["title"]
+    assert "on no frame" in by_value[9]["text"], "a label with voxels but on no frame is listed as such"
     assert set(by_value) == {1, 2, 3, 9}
 
-    # Clicking a legend row jumps to the first frame carrying that label.
+    # Clicking a legend row jumps to the frame where that label's area is largest (the first such frame).
     for value in (2, 1, 3):
-        first = next(i for i, l in enumerate(labels) if np.any(l == value))
+        largest = int(np.argmax([int(np.count_nonzero(l == value)) for l in labels]))
         page.click(f"#legend-rows tr[data-value='{value}']")
-        _assert_on(page, rows, first)
+        _assert_on(page, rows, largest)
         assert page.evaluate(f"() => document.querySelector(\"#legend-rows tr[data-value='{value}']\").classList.contains('here')")
 
     # Provenance: the series UID and every warning of export.json.
@@ -199,6 +200,7 @@ def test_legend_and_provenance(page, export: Path) -> None:
 def test_only_local_files_and_the_view_really_changes(page, export: Path, tmp_path: Path) -> None:
     rows = read_manifest(export)
     _assert_on(page, rows, 0)
+    page.add_style_tag(content=".letter { visibility: hidden; }")  # the orientation letters are tested below
     box = page.locator("#frame").bounding_box()
     # The image's box, snapped to whole pixels the way the layout is painted (its top may be fractional).
     clip = {"x": round(box["x"]), "y": round(box["y"]), "width": round(box["width"]), "height": round(box["height"])}
@@ -211,12 +213,99 @@ def test_only_local_files_and_the_view_really_changes(page, export: Path, tmp_pa
     shot_first, shot_last = read_png(first), read_png(last)
     assert shot_first.shape == shot_last.shape
     assert np.any(shot_first != shot_last), "the screenshots of two frames differ"
-    # What is on screen is the overlay PNG itself, pixel for pixel (image shown 1:1, pixelated).
+    # The image fills the stage (object-fit: contain), enlarged with nearest neighbour: at the centre of each
+    # source pixel the screen shows that pixel of the overlay PNG.
     for shot, row in ((shot_first, rows[0]), (shot_last, rows[-1])):
         expected = read_png(export / row["overlay_png"])
-        assert shot.shape[:2] == expected.shape[:2]
-        assert np.abs(shot[..., :3].astype(int) - expected.astype(int)).max() <= 2, row["overlay_png"]
+        height, width = expected.shape[:2]
+        scale = min(clip["width"] / width, clip["height"] / height)
+        assert scale > 4, "a small image is enlarged to the space it has"
+        top, left = (clip["height"] - height * scale) / 2, (clip["width"] - width * scale) / 2
+        ys = np.floor(top + (np.arange(height) + 0.5) * scale).astype(int)
+        xs = np.floor(left + (np.arange(width) + 0.5) * scale).astype(int)
+        sampled = shot[ys][:, xs, :3].astype(int)
+        assert np.abs(sampled - expected.astype(int)).max() <= 2, row["overlay_png"]
     assert page.requests, "the page's own loads are seen"
     assert all(url.startswith("file://") for url in page.requests), [u for u in page.requests if not u.startswith("file://")]
     assert any(url.endswith(rows[-1]["overlay_png"]) for url in page.requests)
     assert not page.errors
+
+
+def test_layout_does_not_move_and_the_legend_filters(page, export: Path) -> None:
+    rows = read_manifest(export)
+
+    def boxes() -> dict:
+        return page.evaluate(
+            """() => Object.fromEntries(['frame', 'side', 'legend', 'status', 'slider'].map(id => {
+                   const r = document.getElementById(id).getBoundingClientRect();
+                   return [id, [r.x, r.y, r.width, r.height]]; }))"""
+        )
+
+    _assert_on(page, rows, 0)
+    first = boxes()
+    for key in ("End", "ArrowUp", "Home"):
+        page.keyboard.press(key)
+        page.wait_for_function("() => document.getElementById('frame').complete")
+        assert boxes() == first, key
+    side = first["side"]
+    assert side[0] + side[2] <= 1200 and first["frame"][0] + first["frame"][2] <= side[0] + 1, "side by side"
+    assert first["legend"][1] + first["legend"][3] <= 900, "the legend is within the window (its own scroll)"
+    page.fill("#filter", "liv")
+    visible = page.evaluate("() => [...document.querySelectorAll('#legend-rows tr')].filter(r => !r.classList.contains('hidden'))"
+                            ".map(r => r.querySelector('.name').textContent)")
+    assert visible == [NAMES[1]], visible
+    page.fill("#filter", "")
+    assert page.evaluate("() => document.querySelectorAll('#legend-rows tr.hidden').length") == 0
+    page.focus("#filter")
+    page.keyboard.press("End")  # typing in the filter does not move through the frames
+    assert page.evaluate("() => document.getElementById('frame').dataset.index") == "0"
+    assert not page.errors
+
+
+ORIENTATIONS = {
+    # IOP: expected letters at the (left, right, top, bottom) edges, as radiologists read them
+    "axial": ((1, 0, 0, 0, 1, 0), ("R", "L", "A", "P")),
+    "coronal": ((1, 0, 0, 0, 0, -1), ("R", "L", "S", "I")),
+    "sagittal": ((0, 1, 0, 0, 0, -1), ("A", "P", "S", "I")),
+    "oblique": ((0.8660254, 0.5, 0, 0, 0, -1), ("RA", "LP", "S", "I")),
+    "prone": ((-1, 0, 0, 0, -1, 0), ("L", "R", "P", "A")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORIENTATIONS))
+def test_orientation_letters_and_readout(browser, tmp_path: Path, name: str) -> None:
+    orientation, expected = ORIENTATIONS[name]
+    normal = np.cross(orientation[:3], orientation[3:])
+    specs = stack((-12.0, -9.0, -15.0), 3, tuple(2.0 * normal), orientation=orientation, spacing=(1.5, 1.0),
+                  rows=20, columns=30)
+    write_series(tmp_path / "dicom", specs)
+    affine = grid_affine((-40.0, -40.0, -40.0), (2.0, 2.0, 2.0), [(1, 0, 0), (0, 1, 0), (0, 0, 1)])
+    labels = np.zeros((40, 40, 40), np.uint8)
+    labels[5:35, 5:35, 5:35] = 1
+    write_nifti(tmp_path / "seg.nii.gz", labels, affine)
+    assert run_cli("export", tmp_path / "dicom", tmp_path / "seg.nii.gz", "-o", tmp_path / "out", "--overlays",
+                   "-q").code == 0
+    context = browser.new_context(viewport={"width": 1000, "height": 700}, device_scale_factor=1)
+    page = context.new_page()
+    page.goto((tmp_path / "out" / "index.html").as_uri())
+    page.wait_for_function("() => document.getElementById('frame').complete")
+    letters = page.evaluate("() => ['left', 'right', 'top', 'bottom'].map(id => { "
+                            "const e = document.getElementById('letter-' + id); const r = e.getBoundingClientRect(); "
+                            "return [e.textContent, r.x + r.width / 2, r.y + r.height / 2]; })")
+    assert tuple(text for text, _, _ in letters) == expected
+    box = page.locator("#frame").bounding_box()
+    scale = min(box["width"] / 30, box["height"] / 20)
+    left, top = box["x"] + (box["width"] - 30 * scale) / 2, box["y"] + (box["height"] - 20 * scale) / 2
+    (_, lx, ly), (_, rx, ry), (_, tx, ty), (_, bx, by) = letters
+    assert left <= lx < left + 0.2 * 30 * scale < rx <= left + 30 * scale, "left and right edges of the image"
+    assert top <= ty < top + 0.2 * 20 * scale < by <= top + 20 * scale, "top and bottom edges"
+    # The readout under the cursor: row, column and the LPS position from the frame's own tags.
+    row, column = 7, 11
+    page.mouse.move(left + (column + 0.5) * scale, top + (row + 0.5) * scale)
+    readout = page.inner_text("#readout")
+    header = pydicom.dcmread(sorted((tmp_path / "dicom").glob("*.dcm"))[0], stop_before_pixels=True)
+    ipp, iop = np.array(header.ImagePositionPatient, float), np.array(header.ImageOrientationPatient, float)
+    dr, dc = (float(v) for v in header.PixelSpacing)
+    lps = ipp + iop[:3] * dc * column + iop[3:] * dr * row
+    assert readout == f"row {row}, column {column} · LPS " + ", ".join(f"{v:.1f}" for v in lps) + " mm", readout
+    context.close()

@@ -204,6 +204,9 @@ def export_segmentation(
                 f"{len(outside)} labels of the segmentation fall on no frame (outside the series' field of view): "
                 f"{described}{more}"
             )
+        shared = _shared_colours(segmentation, sorted(frames_with_label))
+        if shared:
+            all_warnings.append(shared)
         coverage = _coverage(series, segmentation, sampling.outside, without_label)
         if coverage["frames_outside_extent"]:
             all_warnings.append(_partial_coverage_warning(coverage))
@@ -295,6 +298,26 @@ class _FrameSampling:
             writer.add(item)
         self.outside[index] = inside == 0
         return present
+
+
+def _shared_colours(segmentation: Segmentation, present: list[int]) -> str | None:
+    """A warning naming the labels on the frames whose table gives them one colour (TotalSegmentator's own table
+    colours both kidneys alike, and aorta and portal vein), which overlays and viewers cannot tell apart."""
+    by_colour: dict[tuple[int, ...], list[int]] = {}
+    for value in present:
+        by_colour.setdefault(tuple(segmentation.label_table[value].color), []).append(value)
+    groups = [values for values in by_colour.values() if len(values) > 1]
+    if not groups:
+        return None
+    described = "; ".join(
+        " and ".join(f"{v} {segmentation.label_table[v].name}" for v in values[:4])
+        + (f" (and {len(values) - 4} more)" if len(values) > 4 else "")
+        + f" are all rgb{tuple(segmentation.label_table[values[0]].color)}"
+        for values in groups[:5]
+    )
+    more = f"; and {len(groups) - 5} more groups" if len(groups) > 5 else ""
+    return (f"{sum(len(g) for g in groups)} labels on the frames share a colour with another, so overlays and "
+            f"viewers cannot tell them apart: {described}{more}; give them colours with --labels")
 
 
 def label_counts(labels: np.ndarray) -> np.ndarray:

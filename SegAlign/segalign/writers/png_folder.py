@@ -91,6 +91,8 @@ class PngFolderWriter:
         self.lookup = color_lookup(segmentation.label_table, largest) if overlays else None
         self.rows: list[dict | None] = [None] * len(context.frames)
         self.tile_rows: list[list[dict]] = [[] for _ in context.frames]
+        self.areas: list[dict[int, int] | None] = [None] * len(context.frames)  #: label -> pixels, per frame
+        self.multiframe: list[bool] = [False] * len(context.frames)
         root = context.folder
         (root / "labels").mkdir()
         for folder in self.mask_folders:
@@ -130,6 +132,9 @@ class PngFolderWriter:
                 tile_column_offset=frame.tile.column_offset,
             )
         self.rows[item.index] = {**manifest_row(item.index, frame, name, context.dicom_root, context.normal), **columns}
+        if self.style is not None:  # for the preview: each label's pixels here (its legend jumps to the largest)
+            self.areas[item.index] = {value: int(item.counts[value]) for value in item.present}
+            self.multiframe[item.index] = frame.number_of_frames > 1
         self.tile_rows[item.index] = _tile_rows(item.index, frame, name, context.normal, item.tiles_present)
 
     def end(self, summary: ExportSummary) -> dict[str, str]:
@@ -139,7 +144,11 @@ class PngFolderWriter:
         rows = [row for row in self.rows if row is not None]
         write_json(root / "labels.json", summary.label_entries)
         if self.style is not None:
-            write_preview(root / "index.html", preview_frames(rows), summary.label_entries, summary.provenance)
+            frames = preview_frames(rows)
+            for entry, areas, multiframe in zip(frames, self.areas, self.multiframe):
+                entry["areas"] = areas or {}
+                entry["multiframe"] = bool(multiframe)
+            write_preview(root / "index.html", frames, summary.label_entries, summary.provenance)
         tile_rows = [row for rows_of_frame in self.tile_rows for row in rows_of_frame]
         if tile_rows:
             write_csv(root / "tiles.csv", TILE_COLUMNS, tile_rows)
@@ -157,7 +166,11 @@ def preview_frames(rows: list[dict]) -> list[dict[str, object]]:
             "image": row["overlay_png"],
             "label": row["label_png"],
             "instance": row["instance_number"],
+            "frame": row["frame"],
             "position": row["slice_position"],
+            "ipp": [float(v) for v in str(row["image_position_patient"]).split()],
+            "iop": [float(v) for v in str(row["image_orientation_patient"]).split()],
+            "spacing": [float(v) for v in str(row["pixel_spacing"]).split()],
             "labels": [int(v) for v in str(row["labels_present"]).split()],
         }
         for row in rows
