@@ -19,6 +19,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from test_slicer_static import dotted  # the same AST reader
+
 MODULE_FILE = Path(__file__).resolve().parent.parent / "SegAlign" / "SegAlign.py"
 TREE = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
 
@@ -32,13 +34,7 @@ def _method(cls: str, name: str) -> ast.FunctionDef:
 
 
 def _dotted(node: ast.AST) -> str:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-    return ".".join(reversed(parts))
+    return dotted(node) or ""
 
 
 def _calls(node: ast.AST) -> list[ast.Call]:

@@ -29,7 +29,7 @@ from .export import ExportResult, export_segmentation
 from .options import ExportOptions
 from .sampling import FrameSampler
 from .segmentation import Segmentation
-from .writers.png_folder import unique_safe_names
+from .writers.png_folder import has_csv_header, unique_safe_names
 
 #: The columns of series.csv.
 SERIES_COLUMNS = ("folder", "status", "frames", "series_number", "modality", "description", "series_instance_uid",
@@ -85,7 +85,7 @@ def export_all_series(
     if (output_dir / "export.json").exists():
         raise SegAlignError(f"output folder {output_dir} holds a single export; give another folder for all series")
     table = output_dir / "series.csv"
-    if table.is_symlink() or (table.exists() and not _ours(table)):
+    if table.is_symlink() or (table.exists() and not has_csv_header(table, SERIES_COLUMNS)):
         raise SegAlignError(f"{table} exists and was not written by SegAlign; choose another output folder")
     sampler = FrameSampler(segmentation.labels, segmentation.affine)
     outcomes: list[SeriesOutcome] = []
@@ -127,10 +127,3 @@ def _one(
         return SeriesOutcome(series, folder, "failed", short(error.cli_message, MESSAGE_LIMIT))
     return SeriesOutcome(series, folder, "exported", f"{len(result.labels_found)} labels on the frames", result)
 
-
-def _ours(path: Path) -> bool:
-    try:
-        with path.open(encoding="utf-8", newline="") as stream:
-            return next(csv.reader(stream), None) == list(SERIES_COLUMNS)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False

@@ -62,7 +62,7 @@ from .export import (
 )
 from .options import ExportOptions, ReadOptions
 from .readers import load_segmentation
-from .writers.png_folder import safe_name
+from .writers.png_folder import has_csv_header, safe_name
 
 if TYPE_CHECKING:
     import multiprocessing.context
@@ -884,17 +884,9 @@ class _ResultTable:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if path.is_symlink() or (path.exists() and not self._ours(path)):
+        if path.is_symlink() or (path.exists() and not has_csv_header(path, RESULT_COLUMNS)):
             raise SegAlignError(f"{path} exists and is not a SegAlign batch table; it is never replaced: choose "
                                 "another output folder")
-
-    @staticmethod
-    def _ours(path: Path) -> bool:
-        try:
-            with path.open(encoding="utf-8", newline="") as stream:
-                return next(csv.reader(stream), None) == list(RESULT_COLUMNS)
-        except (OSError, UnicodeDecodeError, csv.Error):
-            return False
 
     def __enter__(self) -> "_ResultTable":
         self.stream = self.path.open("w", encoding="utf-8", newline="")

@@ -21,6 +21,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -307,6 +308,16 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
     present = {column for row in rows for column in row}
     optional = [column for column in OPTIONAL_COLUMNS if column in present]
     write_csv(path, MANIFEST_COLUMNS + optional, rows)
+
+
+def has_csv_header(path: Path, columns: Sequence[str]) -> bool:
+    """Whether the CSV file ``path`` starts with exactly the header ``columns`` (a table SegAlign wrote, which it may
+    rewrite; any other file of that name is the user's)."""
+    try:
+        with path.open(encoding="utf-8", newline="") as stream:
+            return next(csv.reader(stream), None) == list(columns)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
