@@ -100,24 +100,41 @@ def page(browser, export: Path):
     context.close()
 
 
-def _shown(page) -> dict:
-    """Wait for the displayed image to finish loading; its src, size, index and the status text."""
-    page.wait_for_function("() => { const i = document.getElementById('frame'); return i.complete && i.naturalWidth > 0; }")
+def _shown(page, index: int | None = None) -> dict:
+    """Wait until the canvas shows frame ``index`` (or any frame); its index and the status text."""
+    condition = "true" if index is None else f"c.dataset.index === '{index}'"
+    page.wait_for_function(f"() => {{ const c = document.getElementById('view'); return c.dataset.drawn && {condition}; }}")
     return page.evaluate(
-        """() => { const i = document.getElementById('frame');
-                   return {src: i.src, width: i.naturalWidth, height: i.naturalHeight, index: Number(i.dataset.index),
-                           status: document.getElementById('status').textContent}; }"""
+        """() => ({index: Number(document.getElementById('view').dataset.index),
+                   drawn: Number(document.getElementById('view').dataset.drawn),
+                   status: document.getElementById('status').textContent})"""
     )
 
 
 def _assert_on(page, rows: list[dict], index: int) -> None:
-    shown = _shown(page)
+    shown = _shown(page, index)
     row = rows[index]
-    assert shown["src"].endswith("/" + row["overlay_png"]), (index, shown["src"])
     assert shown["index"] == index
-    assert (shown["width"], shown["height"]) == (int(row["columns"]), int(row["rows"]))
     assert f"Frame {index + 1} of {len(rows)}" in shown["status"]
     assert f"InstanceNumber {row['instance_number']}" in shown["status"], shown["status"]
+
+
+def _at_pixel_centres(page, rows: int, columns: int) -> np.ndarray:
+    """What the canvas shows at the centre of every frame pixel, through the page's own geometry (fit, zoom,
+    pan), read from the canvas itself: ``(rows, columns, 3)``."""
+    flat = page.evaluate(
+        f"""() => {{ const c = document.getElementById('view'), box = geometry();
+                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, out = [];
+                   for (let r = 0; r < {rows}; r++) for (let k = 0; k < {columns}; k++) {{
+                     const y = Math.floor(box.top + (r + 0.5) * box.scale), x = Math.floor(box.left + (k + 0.5) * box.scale);
+                     const i = 4 * (y * c.width + x); out.push(d[i], d[i + 1], d[i + 2]); }}
+                   return out; }}"""
+    )
+    return np.array(flat, dtype=np.uint8).reshape(rows, columns, 3)
+
+
+def _redrawn(page, before: int) -> None:
+    page.wait_for_function(f"() => Number(document.getElementById('view').dataset.drawn) > {before}")
 
 
 def test_navigation(page, export: Path) -> None:
@@ -142,13 +159,11 @@ def test_navigation(page, export: Path) -> None:
     _assert_on(page, rows, FRAMES - 1)
     page.keyboard.press("PageUp")
     _assert_on(page, rows, 1)
-    box = page.locator("#frame").bounding_box()
+    box = page.locator("#view").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.wheel(0, 120)
-    page.wait_for_function("() => document.getElementById('frame').dataset.index === '2'")
     _assert_on(page, rows, 2)
     page.mouse.wheel(0, -120)
-    page.wait_for_function("() => document.getElementById('frame').dataset.index === '1'")
     _assert_on(page, rows, 1)
     assert not page.errors
 
@@ -182,7 +197,7 @@ def test_legend_and_provenance(page, export: Path) -> None:
     # Clicking a legend row jumps to the frame where that label's area is largest (the first such frame).
     for value in (2, 1, 3):
         largest = int(np.argmax([int(np.count_nonzero(l == value)) for l in labels]))
-        page.click(f"#legend-rows tr[data-value='{value}']")
+        page.click(f"#legend-rows tr[data-value='{value}'] td.name")
         _assert_on(page, rows, largest)
         assert page.evaluate(f"() => document.querySelector(\"#legend-rows tr[data-value='{value}']\").classList.contains('here')")
 
@@ -197,37 +212,158 @@ def test_legend_and_provenance(page, export: Path) -> None:
     assert not page.errors
 
 
-def test_only_local_files_and_the_view_really_changes(page, export: Path, tmp_path: Path) -> None:
+def test_only_local_files_and_the_view_is_the_overlay(page, export: Path) -> None:
+    """By default the canvas shows, at the centre of every frame pixel, exactly the overlay PNG the export wrote
+    (the same window, blend and rounding, computed in the page from the frame's stored values and labels)."""
     rows = read_manifest(export)
-    _assert_on(page, rows, 0)
-    page.add_style_tag(content=".letter { visibility: hidden; }")  # the orientation letters are tested below
-    box = page.locator("#frame").bounding_box()
-    # The image's box, snapped to whole pixels the way the layout is painted (its top may be fractional).
-    clip = {"x": round(box["x"]), "y": round(box["y"]), "width": round(box["width"]), "height": round(box["height"])}
-    first = tmp_path / "frame_1.png"
-    page.screenshot(path=str(first), clip=clip)
-    page.keyboard.press("End")
-    _assert_on(page, rows, FRAMES - 1)
-    last = tmp_path / "frame_last.png"
-    page.screenshot(path=str(last), clip=clip)
-    shot_first, shot_last = read_png(first), read_png(last)
-    assert shot_first.shape == shot_last.shape
-    assert np.any(shot_first != shot_last), "the screenshots of two frames differ"
-    # The image fills the stage (object-fit: contain), enlarged with nearest neighbour: at the centre of each
-    # source pixel the screen shows that pixel of the overlay PNG.
-    for shot, row in ((shot_first, rows[0]), (shot_last, rows[-1])):
-        expected = read_png(export / row["overlay_png"])
-        height, width = expected.shape[:2]
-        scale = min(clip["width"] / width, clip["height"] / height)
-        assert scale > 4, "a small image is enlarged to the space it has"
-        top, left = (clip["height"] - height * scale) / 2, (clip["width"] - width * scale) / 2
-        ys = np.floor(top + (np.arange(height) + 0.5) * scale).astype(int)
-        xs = np.floor(left + (np.arange(width) + 0.5) * scale).astype(int)
-        sampled = shot[ys][:, xs, :3].astype(int)
-        assert np.abs(sampled - expected.astype(int)).max() <= 2, row["overlay_png"]
+    for index in (0, FRAMES - 1):
+        page.keyboard.press("Home" if index == 0 else "End")
+        _assert_on(page, rows, index)
+        page.add_style_tag(content=".letter { visibility: hidden; }")
+        sampled = _at_pixel_centres(page, ROWS, COLUMNS)
+        expected = read_png(export / rows[index]["overlay_png"])
+        assert np.array_equal(sampled, expected), rows[index]["overlay_png"]
+        box = page.evaluate("() => geometry()")
+        assert box["scale"] > 4, "a small image is enlarged to the space it has"
     assert page.requests, "the page's own loads are seen"
     assert all(url.startswith("file://") for url in page.requests), [u for u in page.requests if not u.startswith("file://")]
-    assert any(url.endswith(rows[-1]["overlay_png"]) for url in page.requests)
+    assert any(url.endswith("viewer/00011.js") for url in page.requests)
+    assert not page.errors
+
+
+def _labels_and_grey(export: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = read_manifest(export)
+    return read_png(export / rows[index]["label_png"]), rows
+
+
+def test_overlay_keys_and_label_visibility(page, export: Path) -> None:
+    """o, [ ], l and the swatches change only what they should: inside label pixels, never outside."""
+    rows = read_manifest(export)
+    index = next(i for i, row in enumerate(rows) if {"1", "3"} <= set(row["labels_present"].split()))
+    page.evaluate(f"show({index})")
+    _assert_on(page, rows, index)
+    labels = read_png(export / rows[index]["label_png"])
+    shown = lambda: _at_pixel_centres(page, ROWS, COLUMNS).astype(int)  # noqa: E731
+    default = shown()
+
+    def press(key: str) -> np.ndarray:
+        before = _shown(page)["drawn"]
+        page.keyboard.press(key)
+        _redrawn(page, before)
+        return shown()
+
+    plain = press("o")  # overlay off: the grey frame
+    assert np.array_equal(plain[labels == 0], default[labels == 0])
+    assert (np.abs(plain - default).sum(axis=-1)[labels != 0] > 0).all()
+    assert (plain[..., 0] == plain[..., 1]).all() and (plain[..., 1] == plain[..., 2]).all(), "grey only"
+    assert np.array_equal(press("o"), default)
+    stronger = press("]")  # opacity 0.5: label pixels move towards their colour
+    assert np.array_equal(stronger[labels == 0], default[labels == 0])
+    assert (np.abs(stronger - default).sum(axis=-1)[labels != 0] > 0).any()
+    assert np.array_equal(press("["), default)
+    outline = press("l")  # outline: the inside of label 1's rectangle is grey, its border coloured
+    inside = np.zeros_like(labels, bool)
+    inside[1:-1, 1:-1] = (labels[1:-1, 1:-1] == 1) & (labels[:-2, 1:-1] == 1) & (labels[2:, 1:-1] == 1) \
+        & (labels[1:-1, :-2] == 1) & (labels[1:-1, 2:] == 1)
+    assert inside.any() and np.array_equal(outline[inside], plain[inside])
+    assert np.array_equal(outline[labels == 0], default[labels == 0])
+    press("l")
+    before = _shown(page)["drawn"]
+    page.click("#legend-rows tr[data-value='1'] .swatch")  # hide label 1 only
+    _redrawn(page, before)
+    hidden = shown()
+    assert np.array_equal(hidden[labels == 1], plain[labels == 1])
+    assert np.array_equal(hidden[labels != 1], default[labels != 1])
+    assert _shown(page)["index"] == index, "the swatch does not change the frame"
+    assert not page.errors
+
+
+def test_window_level_keys_and_drag(page, export: Path) -> None:
+    rows = read_manifest(export)
+    _assert_on(page, rows, 0)
+    labels = read_png(export / rows[0]["label_png"])
+    background = labels == 0
+    shown = lambda: _at_pixel_centres(page, ROWS, COLUMNS).astype(int)  # noqa: E731
+    default = shown()
+    before = _shown(page)["drawn"]
+    page.keyboard.press("2")  # bone: 400 / 1800
+    _redrawn(page, before)
+    bone = shown()
+    assert "window 400 / 1800" in page.inner_text("#status-view")
+    assert (bone[background] != default[background]).any()
+    # The grey at a background pixel follows DICOM's linear function of its modality value with the bone window.
+    header = pydicom.dcmread(export.parent / "dicom" / rows[0]["source_file"])
+    value = float(header.pixel_array[5, 30]) * float(getattr(header, "RescaleSlope", 1)) + \
+        float(getattr(header, "RescaleIntercept", 0))
+    expected = 0 if value <= 399.5 - 899.5 else 255 if value > 399.5 + 899.5 else \
+        int(np.floor(((value - 399.5) / 1799 + 0.5) * 255 + 0.5 + 1e-9))
+    assert labels[5, 30] == 0 and bone[5, 30, 0] == expected
+    box = page.locator("#view").bounding_box()
+    page.mouse.move(box["x"] + 100, box["y"] + 100)
+    page.mouse.down(button="right")
+    page.mouse.move(box["x"] + 180, box["y"] + 140, steps=4)  # wider and higher
+    page.mouse.up(button="right")
+    status = page.inner_text("#status-view")
+    centre, width = (float(v) for v in status.split("window ")[1].split(" \u00b7")[0].split(" / "))
+    assert width > 1800 and centre > 400, status
+    before = _shown(page)["drawn"]
+    page.keyboard.press("r")
+    _redrawn(page, before)
+    assert np.array_equal(shown(), default), "r returns to the frame's own window"
+    assert not page.errors
+
+
+def test_zoom_pan_and_fit(page, export: Path) -> None:
+    rows = read_manifest(export)
+    _assert_on(page, rows, 0)
+    fit = page.evaluate("() => geometry()")
+    box = page.locator("#view").bounding_box()
+    x, y = box["x"] + fit["left"] + 10.5 * fit["scale"], box["y"] + fit["top"] + 6.5 * fit["scale"]
+    page.mouse.move(x, y)
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -120)
+    page.keyboard.up("Control")
+    page.wait_for_function(f"() => geometry().scale > {fit['scale'] * 1.2}")
+    zoomed = page.evaluate("() => geometry()")
+    # zoomed about the cursor: the frame point under it stays under it
+    assert abs((x - box["x"] - zoomed["left"]) / zoomed["scale"] - 10.5) < 0.05
+    assert abs((y - box["y"] - zoomed["top"]) / zoomed["scale"] - 6.5) < 0.05
+    assert _shown(page)["index"] == 0, "Ctrl+wheel zooms, it does not change the frame"
+    page.mouse.down()
+    page.mouse.move(x + 40, y + 25, steps=3)
+    page.mouse.up()
+    panned = page.evaluate("() => geometry()")
+    assert (round(panned["left"] - zoomed["left"]), round(panned["top"] - zoomed["top"])) == (40, 25)
+    page.keyboard.press("0")
+    assert page.evaluate("() => geometry()") == fit
+    page.keyboard.press("+")
+    assert page.evaluate("() => geometry()")["scale"] > fit["scale"]
+    page.keyboard.press("-")
+    assert abs(page.evaluate("() => geometry()")["scale"] - fit["scale"]) < 1e-9
+    assert not page.errors
+
+
+def test_readout_shows_position_value_and_label(page, export: Path) -> None:
+    rows = read_manifest(export)
+    page.evaluate("show(3)")
+    _assert_on(page, rows, 3)
+    labels = read_png(export / rows[3]["label_png"])
+    header = pydicom.dcmread(export.parent / "dicom" / rows[3]["source_file"])
+    fit = page.evaluate("() => geometry()")
+    box = page.locator("#view").bounding_box()
+    for row, column in ((6, 10), (2, 2), (20, 38)):
+        page.mouse.move(box["x"] + fit["left"] + (column + 0.5) * fit["scale"],
+                        box["y"] + fit["top"] + (row + 0.5) * fit["scale"])
+        text = page.inner_text("#readout")
+        value = float(header.pixel_array[row, column]) * float(getattr(header, "RescaleSlope", 1)) + \
+            float(getattr(header, "RescaleIntercept", 0))
+        ipp, iop = np.array(header.ImagePositionPatient, float), np.array(header.ImageOrientationPatient, float)
+        dr, dc = (float(v) for v in header.PixelSpacing)
+        lps = ipp + iop[:3] * dc * column + iop[3:] * dr * row
+        label = int(labels[row, column])
+        assert text.startswith(f"row {row}, column {column} · LPS " + ", ".join(f"{v:.1f}" for v in lps)), text
+        assert f"· {value:g} HU ·" in text, (text, value)
+        assert text.endswith(NAMES[label] if label else "no label"), (text, label)
     assert not page.errors
 
 
@@ -236,7 +372,7 @@ def test_layout_does_not_move_and_the_legend_filters(page, export: Path) -> None
 
     def boxes() -> dict:
         return page.evaluate(
-            """() => Object.fromEntries(['frame', 'side', 'legend', 'status', 'slider'].map(id => {
+            """() => Object.fromEntries(['view', 'side', 'legend', 'status', 'slider'].map(id => {
                    const r = document.getElementById(id).getBoundingClientRect();
                    return [id, [r.x, r.y, r.width, r.height]]; }))"""
         )
@@ -245,10 +381,10 @@ def test_layout_does_not_move_and_the_legend_filters(page, export: Path) -> None
     first = boxes()
     for key in ("End", "ArrowUp", "Home"):
         page.keyboard.press(key)
-        page.wait_for_function("() => document.getElementById('frame').complete")
+        _shown(page, {"End": FRAMES - 1, "ArrowUp": FRAMES - 2, "Home": 0}[key])
         assert boxes() == first, key
     side = first["side"]
-    assert side[0] + side[2] <= 1200 and first["frame"][0] + first["frame"][2] <= side[0] + 1, "side by side"
+    assert side[0] + side[2] <= 1200 and first["view"][0] + first["view"][2] <= side[0] + 1, "side by side"
     assert first["legend"][1] + first["legend"][3] <= 900, "the legend is within the window (its own scroll)"
     page.fill("#filter", "liv")
     visible = page.evaluate("() => [...document.querySelectorAll('#legend-rows tr')].filter(r => !r.classList.contains('hidden'))"
@@ -258,7 +394,7 @@ def test_layout_does_not_move_and_the_legend_filters(page, export: Path) -> None
     assert page.evaluate("() => document.querySelectorAll('#legend-rows tr.hidden').length") == 0
     page.focus("#filter")
     page.keyboard.press("End")  # typing in the filter does not move through the frames
-    assert page.evaluate("() => document.getElementById('frame').dataset.index") == "0"
+    assert page.evaluate("() => document.getElementById('view').dataset.index") == "0"
     assert not page.errors
 
 
@@ -288,24 +424,56 @@ def test_orientation_letters_and_readout(browser, tmp_path: Path, name: str) -> 
     context = browser.new_context(viewport={"width": 1000, "height": 700}, device_scale_factor=1)
     page = context.new_page()
     page.goto((tmp_path / "out" / "index.html").as_uri())
-    page.wait_for_function("() => document.getElementById('frame').complete")
+    page.wait_for_function("() => document.getElementById('view').dataset.drawn")
     letters = page.evaluate("() => ['left', 'right', 'top', 'bottom'].map(id => { "
                             "const e = document.getElementById('letter-' + id); const r = e.getBoundingClientRect(); "
                             "return [e.textContent, r.x + r.width / 2, r.y + r.height / 2]; })")
     assert tuple(text for text, _, _ in letters) == expected
-    box = page.locator("#frame").bounding_box()
-    scale = min(box["width"] / 30, box["height"] / 20)
-    left, top = box["x"] + (box["width"] - 30 * scale) / 2, box["y"] + (box["height"] - 20 * scale) / 2
+    box = page.locator("#view").bounding_box()
+    fit = page.evaluate("() => geometry()")
+    scale, left, top = fit["scale"], box["x"] + fit["left"], box["y"] + fit["top"]
     (_, lx, ly), (_, rx, ry), (_, tx, ty), (_, bx, by) = letters
     assert left <= lx < left + 0.2 * 30 * scale < rx <= left + 30 * scale, "left and right edges of the image"
     assert top <= ty < top + 0.2 * 20 * scale < by <= top + 20 * scale, "top and bottom edges"
     # The readout under the cursor: row, column and the LPS position from the frame's own tags.
     row, column = 7, 11
     page.mouse.move(left + (column + 0.5) * scale, top + (row + 0.5) * scale)
-    readout = page.inner_text("#readout")
+    readout = page.inner_text("#readout").split(" mm")[0] + " mm"
     header = pydicom.dcmread(sorted((tmp_path / "dicom").glob("*.dcm"))[0], stop_before_pixels=True)
     ipp, iop = np.array(header.ImagePositionPatient, float), np.array(header.ImageOrientationPatient, float)
     dr, dc = (float(v) for v in header.PixelSpacing)
     lps = ipp + iop[:3] * dc * column + iop[3:] * dr * row
     assert readout == f"row {row}, column {column} · LPS " + ", ".join(f"{v:.1f}" for v in lps) + " mm", readout
     context.close()
+
+
+def test_a_1000_frame_page_opens_and_pages_quickly(browser, tmp_path_factory) -> None:
+    """Measured, reported (``-s`` shows it), not asserted on timing: page open to first frame drawn, and the mean
+    time to show a new frame (script load, inflate, render), over 1000 frames of 256 x 256."""
+    import time
+
+    root = tmp_path_factory.mktemp("thousand")
+    specs = stack((-64.0, -64.0, 0.0), 1000, (0, 0, 0.5), rows=256, columns=256, spacing=(0.5, 0.5))
+    write_series(root / "dicom", specs, pixel_function=lambda spec: np.full((256, 256), 1024 + int(spec.position[2]),
+                                                                            np.uint16))
+    labels = np.zeros((128, 128, 250), np.uint8)
+    labels[20:100, 30:90, :] = 1
+    labels[60:80, 60:70, 100:200] = 2
+    write_nifti(root / "seg.nii.gz", labels, grid_affine((-64.0, -64.0, 0.0), (1.0, 1.0, 2.0)))
+    started = time.monotonic()
+    assert run_cli("export", root / "dicom", root / "seg.nii.gz", "-o", root / "out", "--overlays", "-q").code == 0
+    exported = time.monotonic() - started
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto((root / "out" / "index.html").as_uri())
+    page.wait_for_function("() => document.getElementById('view').dataset.drawn")
+    first = page.evaluate("() => performance.now()")  # since the navigation started (at most this: polling)
+    timings = page.evaluate(
+        """async () => { const times = [];
+             for (let i = 1; i <= 60; i++) { const t = performance.now(); await show(i * 15); times.push(performance.now() - t); }
+             return times; }"""
+    )
+    assert page.evaluate("() => document.getElementById('view').dataset.index") == "900"
+    context.close()
+    print(f"\n1000-frame export {exported:.1f} s; page open to first frame {first:.0f} ms; new frame "
+          f"{np.mean(timings):.1f} ms mean, {np.max(timings):.1f} ms max")

@@ -460,6 +460,10 @@ def _is_file_manager_metadata(entry: os.DirEntry) -> bool:
     return (name in FILE_MANAGER_METADATA or name.startswith("._")) and entry.is_file(follow_symlinks=False)
 
 
+#: What the folders of an export hold: PNG images, except the preview page's per-frame data scripts.
+FOLDER_SUFFIXES: dict[str, tuple[str, ...]] = {"viewer/": (".js",)}
+
+
 def _foreign_entry(folder: Path, allowed: frozenset[str]) -> str | None:
     """The first entry of ``folder`` (in name order) that is not one of ``allowed`` (names as in
     :data:`EXPORT_ENTRIES`) or, inside an allowed folder, not a PNG image or a folder of them; None if there is none.
@@ -470,7 +474,7 @@ def _foreign_entry(folder: Path, allowed: frozenset[str]) -> str | None:
         if entry.is_dir(follow_symlinks=False):
             if f"{entry.name}/" not in allowed:
                 return f"{entry.name}/"
-            inner = _foreign_image(Path(entry.path), depth=1)
+            inner = _foreign_image(Path(entry.path), depth=1, suffixes=FOLDER_SUFFIXES.get(f"{entry.name}/", (".png",)))
             if inner is not None:
                 return f"{entry.name}/{inner}"
         elif entry.name not in allowed or not entry.is_file(follow_symlinks=False):
@@ -478,16 +482,17 @@ def _foreign_entry(folder: Path, allowed: frozenset[str]) -> str | None:
     return None
 
 
-def _foreign_image(folder: Path, depth: int) -> str | None:
-    """The first entry of an image folder that is not a PNG file or (``depth`` levels down) a folder of them."""
+def _foreign_image(folder: Path, depth: int, suffixes: tuple[str, ...] = (".png",)) -> str | None:
+    """The first entry of an image folder that is not a PNG file (or one of ``suffixes``) or (``depth`` levels down)
+    a folder of them."""
     for entry in _entries(folder):
         if _is_file_manager_metadata(entry):
             continue
         if entry.is_dir(follow_symlinks=False):
-            inner = _foreign_image(Path(entry.path), depth - 1) if depth > 0 else ""
+            inner = _foreign_image(Path(entry.path), depth - 1, suffixes) if depth > 0 else ""
             if inner is not None:
                 return f"{entry.name}/{inner}"
-        elif not (entry.name.lower().endswith(".png") and entry.is_file(follow_symlinks=False)):
+        elif not (entry.name.lower().endswith(suffixes) and entry.is_file(follow_symlinks=False)):
             return entry.name
     return None
 
@@ -506,7 +511,7 @@ def _remove_export(folder: Path, extra: frozenset[str] = frozenset()) -> bool:
         for entry in _entries(folder):
             if entry.is_dir(follow_symlinks=False):
                 if f"{entry.name}/" in allowed:
-                    _remove_images(Path(entry.path), depth=1)
+                    _remove_images(Path(entry.path), depth=1, suffixes=FOLDER_SUFFIXES.get(f"{entry.name}/", (".png",)))
             elif (entry.name in allowed and entry.is_file(follow_symlinks=False)) or _is_file_manager_metadata(entry):
                 os.unlink(entry.path)
         folder.rmdir()
@@ -515,12 +520,12 @@ def _remove_export(folder: Path, extra: frozenset[str] = frozenset()) -> bool:
     return True
 
 
-def _remove_images(folder: Path, depth: int) -> None:
+def _remove_images(folder: Path, depth: int, suffixes: tuple[str, ...] = (".png",)) -> None:
     for entry in _entries(folder):
         if entry.is_dir(follow_symlinks=False):
             if depth > 0:
-                _remove_images(Path(entry.path), depth - 1)
-        elif (entry.name.lower().endswith(".png") and entry.is_file(follow_symlinks=False)) or (
+                _remove_images(Path(entry.path), depth - 1, suffixes)
+        elif (entry.name.lower().endswith(suffixes) and entry.is_file(follow_symlinks=False)) or (
             _is_file_manager_metadata(entry)
         ):
             os.unlink(entry.path)

@@ -112,7 +112,7 @@ class FramePixels:
     def display(self, window: Window | None = None) -> np.ndarray:
         """8-bit grayscale for display: ``window``, else the frame's own, else its value range."""
         values = self.values
-        chosen = window or self.window or _range_window(values)
+        chosen = window or self.window or range_window(values)
         gray = apply_window(values, chosen)
         return 255 - gray if self.monochrome1 else gray
 
@@ -258,7 +258,7 @@ def _rescale(value: Any, default: float, keyword: str, frame: Frame) -> float:
     return number
 
 
-def _range_window(values: np.ndarray) -> Window:
+def range_window(values: np.ndarray) -> Window:
     low, high = float(values.min()), float(values.max())
     width = max(high - low, 1.0)
     return Window(low + width / 2 + 0.5, width + 1)

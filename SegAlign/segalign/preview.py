@@ -13,13 +13,37 @@ names that are not valid UTF-8 (surrogate escapes) are shown with replacement ch
 
 from __future__ import annotations
 
+import base64
 import html
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
-def write_preview(path: Path, frames: list[dict[str, Any]], labels: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
+
+def frame_script(index: int, stored: np.ndarray, labels: np.ndarray) -> str:
+    """The page's data of one frame, as a script file (a page opened from the file system may load scripts, but
+    may neither fetch files nor read the pixels of its images): its stored values and its label image, each
+    zlib-compressed (the page inflates them with the browser's DecompressionStream) and base64-encoded."""
+    stored = np.asarray(stored)
+    low, high = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
+    kind = "u2" if low >= 0 and high <= 0xFFFF else "i2" if -0x8000 <= low and high <= 0x7FFF else "i4"
+    label_kind = "u1" if labels.dtype == np.uint8 else "u2"
+
+    def packed(array: np.ndarray, dtype: str) -> str:
+        raw = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+        return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+
+    return (f'segalignFrame({int(index)},"{kind}","{packed(stored, kind)}","{label_kind}",'
+            f'"{packed(labels, label_kind)}");\n')
+
+
+def write_preview(
+    path: Path, frames: list[dict[str, Any]], labels: list[dict[str, Any]], provenance: dict[str, Any],
+    style: dict[str, Any] | None = None,
+) -> None:
     """Write the page. ``frames``: per frame ``image`` (relative path), ``label`` (file name), ``instance``,
     ``frame`` (its number in a multi-frame file) and ``multiframe``, ``position`` (text), ``labels`` (values present)
     and ``areas`` (value -> pixels; a legend entry jumps to the frame where its label is largest), in display order. ``labels``: value, name, color, and
@@ -52,7 +76,8 @@ def write_preview(path: Path, frames: list[dict[str, Any]], labels: list[dict[st
         if len(iop) == 6:  # the letters at the right and bottom edges; the left and top ones are their opposites
             entry["letters"] = {"right": orientation_letters(iop[:3]), "bottom": orientation_letters(iop[3:])}
         shown.append(entry)
-    data = {"frames": shown, "legend": legend}
+    data = {"frames": shown, "legend": legend, "style": style or {"alpha": 0.4, "outline": False, "window": None},
+            "modality": str(provenance.get("modality") or "")}
     payload = script_json(data)
     title = text(
         f"SegAlign: {provenance.get('series_description') or provenance.get('series_instance_uid') or 'export'}"
@@ -154,9 +179,8 @@ _PAGE = """<!DOCTYPE html>
   /* The image fills what the fixed side panel leaves; nothing in the layout depends on the frame shown. */
   main {{ display: grid; grid-template-columns: minmax(0, 1fr) 340px; height: calc(100vh - 44px); }}
   #viewer {{ display: grid; grid-template-rows: minmax(0, 1fr) auto; min-width: 0; min-height: 0; }}
-  #stage {{ position: relative; background: #000; min-height: 0; overflow: hidden; }}
-  #frame {{ position: absolute; inset: 0; width: 100%; height: 100%; object-fit: contain;
-           image-rendering: pixelated; image-rendering: crisp-edges; }}
+  #stage {{ position: relative; background: #000; min-height: 0; overflow: hidden; cursor: crosshair; }}
+  #view {{ position: absolute; inset: 0; width: 100%; height: 100%; }}
   .letter {{ position: absolute; color: #ffd54a; font: 600 15px/1 system-ui, sans-serif; text-shadow: 0 0 3px #000;
              pointer-events: none; }}
   #controls {{ padding: 4px 12px 8px; }}
@@ -170,9 +194,9 @@ _PAGE = """<!DOCTYPE html>
   #legend {{ flex: 1 1 auto; min-height: 0; overflow: auto; }}
   #legend table {{ border-collapse: collapse; width: 100%; }}
   #legend td {{ padding: 2px 6px; border-bottom: 1px solid #2a2e35; white-space: nowrap; }}
-  #legend td.name {{ white-space: normal; word-break: break-word; }}
+  #legend td.name {{ white-space: normal; overflow-wrap: anywhere; }}
   #legend tr {{ cursor: pointer; }} #legend tr.here {{ background: #2a3442; font-weight: 600; }}
-  #legend tr.hidden {{ display: none; }}
+  #legend tr.hidden {{ display: none; }} #legend tr.off .swatch {{ opacity: 0.2; outline: 1px solid #9aa0a8; }}
   .swatch {{ display: inline-block; width: 14px; height: 14px; border-radius: 3px; vertical-align: middle; }}
   section#provenance {{ padding: 12px 16px; }}
   dl {{ display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; }} dt {{ color: #9aa0a8; }}
@@ -183,16 +207,17 @@ _PAGE = """<!DOCTYPE html>
 <header><h1>{heading}</h1><span>{summary}</span></header>
 <main>
   <section id="viewer">
-    <div id="stage"><img id="frame" alt="frame"><div class="letter" id="letter-left"></div>
+    <div id="stage"><canvas id="view"></canvas><div class="letter" id="letter-left"></div>
       <div class="letter" id="letter-right"></div><div class="letter" id="letter-top"></div>
       <div class="letter" id="letter-bottom"></div></div>
     <div id="controls"><input id="slider" type="range" min="0" value="0" aria-label="frame"></div>
   </section>
   <aside id="side">
     <div id="status"><div id="status-frame"></div><div id="status-instance"></div><div id="status-position"></div>
-      <div id="status-labels"></div><div id="readout"></div></div>
-    <p class="help">Arrow keys, PageUp/PageDown, Home/End or the mouse wheel move through the frames; click a label
-      to go to the frame where it is largest. Provenance and warnings are below the viewer.</p>
+      <div id="status-labels"></div><div id="status-view"></div><div id="readout"></div></div>
+    <p class="help">Wheel, arrows, PageUp/PageDown, Home/End: frames. Ctrl+wheel or +/-: zoom, drag: pan, 0: fit.
+      Right-drag: window (width, level), 1-5: abdomen, bone, brain, lung, mediastinum, r: the frame's own.
+      o: overlay, [ ]: opacity, l: outline. Click a swatch to hide a label, a name to go where it is largest.</p>
     <h2>Labels</h2>
     <input id="filter" type="search" placeholder="filter labels" aria-label="filter labels">
     <div id="legend"><table><tbody id="legend-rows"></tbody></table></div>
@@ -204,12 +229,132 @@ _PAGE = """<!DOCTYPE html>
 "use strict";
 const data = JSON.parse(document.getElementById("segalign-data").textContent);
 const frames = data.frames, legend = data.legend;
-const image = document.getElementById("frame"), slider = document.getElementById("slider");
+const canvas = document.getElementById("view"), context = canvas.getContext("2d");
+const stage = document.getElementById("stage"), slider = document.getElementById("slider");
 const rows = document.getElementById("legend-rows"), filter = document.getElementById("filter");
 const line = name => document.getElementById("status-" + name);
 const names = new Map(legend.map(l => [l.value, l.name]));
-let current = 0;
+const PRESETS = [["abdomen", 40, 400], ["bone", 400, 1800], ["brain", 40, 80], ["lung", -600, 1500],
+                 ["mediastinum", 50, 350]];
+const HALF = 1e-9;  // halves round up whatever the float error, as the overlays are computed
+const lookup = new Uint8Array(65536 * 3);  // label value -> colour
+for (const entry of legend) {{
+  const hex = entry.color.slice(1);
+  for (let k = 0; k < 3; k++) lookup[entry.value * 3 + k] = parseInt(hex.slice(2 * k, 2 * k + 2), 16);
+}}
+const view = {{overlay: true, alpha: data.style.alpha, outline: data.style.outline, hidden: new Set(),
+               window: data.style.window ? {{c: data.style.window[0], w: data.style.window[1]}} : null,
+               zoom: 1, panX: 0, panY: 0}};
+let current = 0, decoded = null, token = 0;
 slider.max = Math.max(frames.length - 1, 0);
+
+// ---------------------------------------------------------------- frame data: one script file per frame
+const cache = new Map(), waiting = new Map();
+window.segalignFrame = (index, kind, values, labelKind, labels) => {{
+  const resolve = waiting.get(index);
+  if (resolve) {{ waiting.delete(index); resolve({{kind, values, labelKind, labels}}); }}
+}};
+async function inflate(text, kind) {{
+  const bytes = Uint8Array.from(atob(text), c => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+  const buffer = await new Response(stream).arrayBuffer();
+  return kind === "u1" ? new Uint8Array(buffer) : kind === "u2" ? new Uint16Array(buffer)
+    : kind === "i2" ? new Int16Array(buffer) : new Int32Array(buffer);
+}}
+function load(index) {{
+  if (cache.has(index)) return cache.get(index);
+  const promise = new Promise((resolve, reject) => {{
+    waiting.set(index, resolve);
+    const script = document.createElement("script");
+    script.src = frames[index].data;
+    script.onload = () => script.remove();
+    script.onerror = () => {{ script.remove(); reject(new Error("cannot load " + frames[index].data)); }};
+    document.head.appendChild(script);
+  }}).then(async raw => ({{values: await inflate(raw.values, raw.kind), labels: await inflate(raw.labels, raw.labelKind)}}));
+  cache.set(index, promise);
+  if (cache.size > 32) cache.delete(cache.keys().next().value);
+  return promise;
+}}
+
+// ---------------------------------------------------------------- drawing
+const picture = document.createElement("canvas"), pictureContext = picture.getContext("2d");
+function frameWindow(frame) {{ return view.window || {{c: frame.window[0], w: frame.window[1]}}; }}
+function render() {{  // the frame at its own size: windowed grey, labels blended (or outlined) in their colours
+  const frame = frames[current];
+  if (!decoded) return;
+  const columns = frame.columns, count = frame.rows * frame.columns;
+  picture.width = columns; picture.height = frame.rows;
+  const image = pictureContext.createImageData(columns, frame.rows), out = image.data;
+  const values = decoded.values, labels = decoded.labels, slope = frame.slope, intercept = frame.intercept;
+  const {{c, w}} = frameWindow(frame), low = c - 0.5 - (w - 1) / 2, high = c - 0.5 + (w - 1) / 2;
+  const alpha = view.alpha, hidden = view.hidden, outline = view.outline, overlay = view.overlay;
+  for (let i = 0; i < count; i++) {{
+    const value = values[i] * slope + intercept;
+    let grey = w === 1 ? (value > c - 0.5 ? 255 : 0)
+      : value <= low ? 0 : value > high ? 255 : Math.floor(((value - (c - 0.5)) / (w - 1) + 0.5) * 255 + 0.5 + HALF);
+    grey = Math.min(255, Math.max(0, grey));
+    if (frame.monochrome1) grey = 255 - grey;
+    let r = grey, g = grey, b = grey;
+    const label = labels[i];
+    if (overlay && label !== 0 && !hidden.has(label)) {{
+      const k = label * 3;
+      if (outline) {{
+        const x = i % columns, y = (i - x) / columns;
+        const edge = (x > 0 && labels[i - 1] !== label) || (x < columns - 1 && labels[i + 1] !== label)
+          || (y > 0 && labels[i - columns] !== label) || (y < frame.rows - 1 && labels[i + columns] !== label);
+        if (edge) {{ r = lookup[k]; g = lookup[k + 1]; b = lookup[k + 2]; }}
+      }} else {{
+        r = Math.floor((1 - alpha) * grey + alpha * lookup[k] + 0.5 + HALF);
+        g = Math.floor((1 - alpha) * grey + alpha * lookup[k + 1] + 0.5 + HALF);
+        b = Math.floor((1 - alpha) * grey + alpha * lookup[k + 2] + 0.5 + HALF);
+      }}
+    }}
+    out[4 * i] = r; out[4 * i + 1] = g; out[4 * i + 2] = b; out[4 * i + 3] = 255;
+  }}
+  pictureContext.putImageData(image, 0, 0);
+  draw();
+}}
+function geometry() {{  // where the frame is drawn in the stage: fitted, then zoomed and panned
+  const frame = frames[current], width = stage.clientWidth, height = stage.clientHeight;
+  const fit = Math.min(width / frame.columns, height / frame.rows), scale = fit * view.zoom;
+  return {{scale, left: (width - frame.columns * scale) / 2 + view.panX, top: (height - frame.rows * scale) / 2 + view.panY,
+           width: frame.columns * scale, height: frame.rows * scale}};
+}}
+function draw() {{
+  if (canvas.width !== stage.clientWidth || canvas.height !== stage.clientHeight) {{
+    canvas.width = stage.clientWidth; canvas.height = stage.clientHeight;
+  }}
+  context.fillStyle = "#000"; context.fillRect(0, 0, canvas.width, canvas.height);
+  if (!decoded) return;
+  const box = geometry();
+  context.imageSmoothingEnabled = false;
+  context.drawImage(picture, box.left, box.top, box.width, box.height);
+  placeLetters(box);
+  const {{c, w}} = frameWindow(frames[current]);
+  line("view").textContent = `window ${{+c.toFixed(1)}} / ${{+w.toFixed(1)}} \\u00b7 zoom ${{view.zoom.toFixed(2)}}` +
+    ` \\u00b7 overlay ${{view.overlay ? (view.outline ? "outline" : Math.round(view.alpha * 100) + " %") : "off"}}`;
+  canvas.dataset.index = current;
+  canvas.dataset.drawn = String(Number(canvas.dataset.drawn || 0) + 1);
+}}
+const opposite = letters => letters.replace(/[LRPASI]/g, c => ({{L: "R", R: "L", P: "A", A: "P", S: "I", I: "S"}})[c]);
+function placeLetters(box) {{
+  const letters = frames[current].letters || {{right: "", bottom: ""}}, pad = 6;
+  const width = stage.clientWidth, height = stage.clientHeight;
+  const clamp = (v, low, high) => Math.max(low, Math.min(high, v));
+  const set = (id, text, x, y) => {{
+    const element = document.getElementById("letter-" + id);
+    element.textContent = text;
+    element.style.left = clamp(x, pad, width - pad - 12 * text.length) + "px";
+    element.style.top = clamp(y, pad, height - pad - 16) + "px";
+  }};
+  const middleY = box.top + box.height / 2, middleX = box.left + box.width / 2;
+  set("right", letters.right, box.left + box.width - pad - 10 * letters.right.length, middleY);
+  set("left", opposite(letters.right), box.left + pad, middleY);
+  set("bottom", letters.bottom, middleX, box.top + box.height - pad - 15);
+  set("top", opposite(letters.bottom), middleX, box.top + pad);
+}}
+
+// ---------------------------------------------------------------- legend
 for (const entry of legend) {{
   const row = document.createElement("tr");
   row.dataset.value = entry.value;
@@ -218,9 +363,15 @@ for (const entry of legend) {{
     `<td class="count">${{count}}</td>`;
   row.querySelector(".swatch").style.background = entry.color;
   row.querySelector(".name").textContent = entry.name;
-  row.title = entry.first === null ? "" : `frames ${{entry.first + 1}}\u2013${{entry.last + 1}}; largest on frame ` +
+  row.title = entry.first === null ? "" : `frames ${{entry.first + 1}}\\u2013${{entry.last + 1}}; largest on frame ` +
     `${{entry.largest + 1}}`;
-  row.addEventListener("click", () => {{ if (entry.largest !== null) show(entry.largest); }});
+  row.addEventListener("click", event => {{
+    if (event.target.classList.contains("swatch")) {{  // the swatch: show or hide this label
+      if (view.hidden.has(entry.value)) view.hidden.delete(entry.value); else view.hidden.add(entry.value);
+      row.classList.toggle("off", view.hidden.has(entry.value));
+      render();
+    }} else if (entry.largest !== null) show(entry.largest);
+  }});
   rows.appendChild(row);
 }}
 filter.addEventListener("input", () => {{
@@ -230,71 +381,103 @@ filter.addEventListener("input", () => {{
     row.classList.toggle("hidden", wanted !== "" && !text.includes(wanted));
   }}
 }});
-function show(index) {{
+
+// ---------------------------------------------------------------- frames
+async function show(index) {{
   if (!frames.length) {{ line("frame").textContent = "no frames"; return; }}
   current = Math.max(0, Math.min(frames.length - 1, index));
-  const frame = frames[current];
-  image.src = frame.image;
-  image.dataset.index = current;
+  const frame = frames[current], mine = ++token;
   slider.value = current;
   line("frame").textContent = `Frame ${{current + 1}} of ${{frames.length}}`;
   line("instance").textContent = `InstanceNumber ${{frame.instance}}` +
-    (frame.multiframe ? ` \u00b7 frame ${{frame.frame}}` : "");
+    (frame.multiframe ? ` \\u00b7 frame ${{frame.frame}}` : "");
   line("position").textContent = `Slice position ${{frame.position}} mm`;
   const present = frame.labels.map(v => names.get(v) || v);
   line("labels").textContent = `${{present.length}} labels: ${{present.join(", ") || "none"}}`;
   line("labels").title = present.join(", ");
   for (const row of rows.children) row.classList.toggle("here", frame.labels.includes(Number(row.dataset.value)));
-  for (const next of [current + 1, current - 1]) if (frames[next]) new Image().src = frames[next].image;
-  placeLetters();
+  const loaded = await load(current);
+  if (mine !== token) return;  // another frame was asked for meanwhile
+  decoded = loaded;
+  render();
+  for (const next of [current + 1, current - 1]) if (frames[next]) load(next);
 }}
-const opposite = letters => letters.replace(/[LRPASI]/g, c => ({{L: "R", R: "L", P: "A", A: "P", S: "I", I: "S"}})[c]);
-function contentBox() {{  // where object-fit: contain puts the image in the stage
-  const stage = document.getElementById("stage").getBoundingClientRect();
-  const frame = frames[current], columns = image.naturalWidth || 1, rowsOf = image.naturalHeight || 1;
-  const scale = Math.min(stage.width / columns, stage.height / rowsOf);
-  return {{stage, scale, left: (stage.width - columns * scale) / 2, top: (stage.height - rowsOf * scale) / 2,
-           width: columns * scale, height: rowsOf * scale, frame}};
+
+// ---------------------------------------------------------------- input
+function zoomAbout(factor, x, y) {{
+  const before = geometry(), u = (x - before.left) / before.scale, v = (y - before.top) / before.scale;
+  view.zoom = Math.max(0.25, Math.min(40, view.zoom * factor));
+  const after = geometry();
+  view.panX += x - (after.left + u * after.scale); view.panY += y - (after.top + v * after.scale);
+  draw();
 }}
-function placeLetters() {{
-  const frame = frames[current], letters = frame.letters || {{right: "", bottom: ""}};
-  const box = contentBox(), pad = 6;
-  const set = (id, text, x, y) => {{
-    const element = document.getElementById("letter-" + id);
-    element.textContent = text;
-    element.style.left = x + "px"; element.style.top = y + "px";
-  }};
-  set("right", letters.right, box.left + box.width - pad - 10 * letters.right.length, box.top + box.height / 2);
-  set("left", opposite(letters.right), box.left + pad, box.top + box.height / 2);
-  set("bottom", letters.bottom, box.left + box.width / 2, box.top + box.height - pad - 15);
-  set("top", opposite(letters.bottom), box.left + box.width / 2, box.top + pad);
-}}
-image.addEventListener("load", placeLetters);
-window.addEventListener("resize", placeLetters);
-document.getElementById("stage").addEventListener("mousemove", event => {{
-  const box = contentBox(), frame = box.frame;
-  const column = Math.floor((event.clientX - box.stage.left - box.left) / box.scale);
-  const row = Math.floor((event.clientY - box.stage.top - box.top) / box.scale);
-  const readout = document.getElementById("readout");
-  if (!frame.ipp || row < 0 || column < 0 || row >= image.naturalHeight || column >= image.naturalWidth) {{
-    readout.textContent = ""; return;
-  }}
-  const [dr, dc] = frame.spacing, p = frame.ipp, o = frame.iop;  // DICOM C.7.6.2.1.1
-  const lps = [0, 1, 2].map(k => p[k] + o[k] * dc * column + o[3 + k] * dr * row);
-  readout.textContent = `row ${{row}}, column ${{column}} \u00b7 LPS ` + lps.map(v => v.toFixed(1)).join(", ") + " mm";
-  readout.dataset.row = row; readout.dataset.column = column;
-}});
 document.addEventListener("keydown", event => {{
   if (event.target === filter) return;
   const step = {{ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, PageDown: 10, PageUp: -10}}[event.key];
-  if (step !== undefined) {{ show(current + step); event.preventDefault(); }}
-  else if (event.key === "Home") {{ show(0); event.preventDefault(); }}
-  else if (event.key === "End") {{ show(frames.length - 1); event.preventDefault(); }}
+  const frame = frames[current];
+  if (step !== undefined) show(current + step);
+  else if (event.key === "Home") show(0);
+  else if (event.key === "End") show(frames.length - 1);
+  else if (event.key === "o") {{ view.overlay = !view.overlay; render(); }}
+  else if (event.key === "l") {{ view.outline = !view.outline; render(); }}
+  else if (event.key === "[" || event.key === "]") {{
+    view.alpha = Math.round(Math.max(0, Math.min(1, view.alpha + (event.key === "]" ? 0.1 : -0.1))) * 10) / 10;
+    render();
+  }} else if (event.key >= "1" && event.key <= "5") {{
+    const [, c, w] = PRESETS[Number(event.key) - 1]; view.window = {{c, w}}; render();
+  }} else if (event.key === "r") {{ view.window = null; render(); }}
+  else if (event.key === "0") {{ view.zoom = 1; view.panX = view.panY = 0; draw(); }}
+  else if (event.key === "+" || event.key === "=" || event.key === "-") {{
+    zoomAbout(event.key === "-" ? 1 / 1.25 : 1.25, stage.clientWidth / 2, stage.clientHeight / 2);
+  }} else return;
+  event.preventDefault();
 }});
-document.getElementById("stage").addEventListener("wheel", event => {{
-  show(current + (event.deltaY > 0 ? 1 : -1)); event.preventDefault();
+stage.addEventListener("wheel", event => {{
+  event.preventDefault();
+  if (event.ctrlKey) {{
+    const rect = stage.getBoundingClientRect();
+    zoomAbout(event.deltaY < 0 ? 1.25 : 1 / 1.25, event.clientX - rect.left, event.clientY - rect.top);
+  }} else show(current + (event.deltaY > 0 ? 1 : -1));
 }}, {{passive: false}});
+let drag = null;
+stage.addEventListener("contextmenu", event => event.preventDefault());
+stage.addEventListener("mousedown", event => {{
+  const frame = frames[current], {{c, w}} = frameWindow(frame);
+  drag = {{button: event.button, x: event.clientX, y: event.clientY, panX: view.panX, panY: view.panY, c, w}};
+  event.preventDefault();
+}});
+window.addEventListener("mouseup", () => {{ drag = null; }});
+window.addEventListener("mousemove", event => {{
+  if (drag) {{
+    const dx = event.clientX - drag.x, dy = event.clientY - drag.y;
+    if (drag.button === 2) {{  // as in Slicer and OHIF: horizontal is width, vertical is level
+      const sensitivity = Math.max(drag.w, 1) / 256;
+      view.window = {{c: drag.c + dy * sensitivity, w: Math.max(1, drag.w + dx * sensitivity)}};
+      render();
+    }} else if (drag.button === 0) {{ view.panX = drag.panX + dx; view.panY = drag.panY + dy; draw(); }}
+  }}
+  readout(event);
+}});
+function readout(event) {{
+  const element = document.getElementById("readout"), frame = frames[current];
+  const rect = stage.getBoundingClientRect(), box = geometry();
+  const column = Math.floor((event.clientX - rect.left - box.left) / box.scale);
+  const row = Math.floor((event.clientY - rect.top - box.top) / box.scale);
+  if (!decoded || !frame.ipp || row < 0 || column < 0 || row >= frame.rows || column >= frame.columns ||
+      event.clientX < rect.left || event.clientX >= rect.right || event.clientY < rect.top || event.clientY >= rect.bottom) {{
+    element.textContent = ""; return;
+  }}
+  const [dr, dc] = frame.spacing, p = frame.ipp, o = frame.iop;  // DICOM C.7.6.2.1.1
+  const lps = [0, 1, 2].map(k => p[k] + o[k] * dc * column + o[3 + k] * dr * row);
+  const i = row * frame.columns + column, value = decoded.values[i] * frame.slope + frame.intercept;
+  const label = decoded.labels[i], unit = data.modality === "CT" ? " HU" : "";
+  element.textContent = `row ${{row}}, column ${{column}} \\u00b7 LPS ` + lps.map(v => v.toFixed(1)).join(", ") +
+    ` mm \\u00b7 ${{+value.toFixed(2)}}${{unit}} \\u00b7 ${{label ? names.get(label) || label : "no label"}}`;
+  element.dataset.row = row; element.dataset.column = column; element.dataset.value = value;
+  element.dataset.label = label;
+}}
 slider.addEventListener("input", () => show(Number(slider.value)));
+window.addEventListener("resize", draw);
 show(0);
 </script>
 </body>

@@ -28,9 +28,9 @@ import numpy as np
 from ..dicom import Frame, position_along
 from ..errors import SegAlignError
 from ..mosaic import Tile
-from ..pixels import FramePixels, PixelReader
+from ..pixels import FramePixels, PixelReader, range_window
 from ..png import write_gray
-from ..preview import write_preview
+from ..preview import frame_script, write_preview
 from ..render import color_lookup, overlay
 from .base import ExportContext, ExportSummary, FrameLabels
 
@@ -65,7 +65,7 @@ TILE_COLUMNS = [
 ]
 #: The entries of an export folder this writer may write (see :data:`segalign.export.EXPORT_ENTRIES`).
 ENTRIES = frozenset({
-    "labels/", "masks/", "overlays/", "images/", "index.html", "manifest.csv", "labels.json", "tiles.csv",
+    "labels/", "masks/", "overlays/", "images/", "viewer/", "index.html", "manifest.csv", "labels.json", "tiles.csv",
 })
 
 
@@ -94,12 +94,14 @@ class PngFolderWriter:
         self.tile_rows: list[list[dict]] = [[] for _ in context.frames]
         self.areas: list[dict[int, int] | None] = [None] * len(context.frames)  #: label -> pixels, per frame
         self.multiframe: list[bool] = [False] * len(context.frames)
+        self.viewer: list[dict | None] = [None] * len(context.frames)  #: the page's data of each frame
         root = context.folder
         (root / "labels").mkdir()
         for folder in self.mask_folders:
             (root / "masks" / folder).mkdir(parents=True)
         if overlays:
             (root / "overlays").mkdir()
+            (root / "viewer").mkdir()
         if options.images:
             (root / "images").mkdir()
 
@@ -121,6 +123,14 @@ class PngFolderWriter:
                 picture = overlay(gray, item.labels, self.lookup, self.style.alpha, self.style.outline)
                 write_png(root / "overlays" / name, picture)
                 columns["overlay_png"] = f"overlays/{name}"
+                script = f"viewer/{item.index:05d}.js"
+                (root / script).write_text(frame_script(item.index, item.pixels.stored, item.labels), encoding="ascii")
+                own = item.pixels.window or range_window(item.pixels.values)
+                self.viewer[item.index] = {
+                    "data": script, "rows": int(frame.rows), "columns": int(frame.columns),
+                    "slope": item.pixels.slope, "intercept": item.pixels.intercept,
+                    "window": [own.center, own.width], "monochrome1": bool(item.pixels.monochrome1),
+                }
         if options.stats:
             area = frame.pixel_spacing[0] * frame.pixel_spacing[1]
             columns["label_pixels"] = " ".join(f"{v}:{int(item.counts[v])}" for v in item.present)
@@ -146,10 +156,13 @@ class PngFolderWriter:
         write_json(root / "labels.json", summary.label_entries)
         if self.style is not None:
             frames = preview_frames(rows)
-            for entry, areas, multiframe in zip(frames, self.areas, self.multiframe):
+            for entry, areas, multiframe, viewer in zip(frames, self.areas, self.multiframe, self.viewer):
                 entry["areas"] = areas or {}
                 entry["multiframe"] = bool(multiframe)
-            write_preview(root / "index.html", frames, summary.label_entries, summary.provenance)
+                entry.update(viewer or {})
+            write_preview(root / "index.html", frames, summary.label_entries, summary.provenance,
+                          style={"alpha": self.style.alpha, "outline": self.style.outline,
+                                 "window": [self.style.window.center, self.style.window.width] if self.style.window else None})
         tile_rows = [row for rows_of_frame in self.tile_rows for row in rows_of_frame]
         if tile_rows:
             write_csv(root / "tiles.csv", TILE_COLUMNS, tile_rows)
