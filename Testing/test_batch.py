@@ -757,7 +757,8 @@ def test_a_job_that_kills_its_worker_fails_alone(tmp_path: Path) -> None:
     if statuses == "no fork":
         pytest.skip("the crashing job is planted in the batch process, which only forked workers inherit")
     assert statuses.pop("case1") == ["failed", "its worker process died 3 times (killed, or out of memory?)"]
-    assert {status for status, _ in statuses.values()} == {"ok"}
+    # A job published just before the pool broke is found complete when rerun: skipped, never failed.
+    assert {status for status, _ in statuses.values()} <= {"ok", "skipped"} and len(statuses) == 5
     for study in studies:
         if study.name != "case1":
             assert_exact(study, tmp_path / "out" / study.name)
