@@ -86,18 +86,32 @@ def browser():
             browser.close()
 
 
-@pytest.fixture
-def page(browser, export: Path):
-    context = browser.new_context(viewport={"width": 1200, "height": 900}, device_scale_factor=1)
+#: Chromium's advice when a canvas is read back often: these tests do that (the page itself never does).
+TEST_READBACK = "Canvas2D: Multiple readback operations using getImageData"
+
+
+def open_page(browser, path: Path, width: int = 1200, height: int = 900):
+    """The page at ``path`` in a new context; ``page.requests`` collects every URL it asks for, ``page.errors``
+    its uncaught exceptions and console errors and warnings."""
+    context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
     page = context.new_page()
     page.set_default_timeout(5000)  # everything is local: a wait this long means the page did not react
     page.requests = []  # type: ignore[attr-defined]
     page.errors = []  # type: ignore[attr-defined]
     page.on("request", lambda request: page.requests.append(request.url))
     page.on("pageerror", lambda error: page.errors.append(str(error)))
-    page.goto((export / "index.html").as_uri())
+    page.on("console", lambda message: page.errors.append(f"console {message.type}: {message.text}")
+            if message.type in ("error", "warning") and not message.text.startswith(TEST_READBACK) else None)
+    page.goto(path.as_uri())
+    return page
+
+
+@pytest.fixture
+def page(browser, export: Path):
+    page = open_page(browser, export / "index.html")
     yield page
-    context.close()
+    page.context.close()
+    assert not page.errors, page.errors
 
 
 def _shown(page, index: int | None = None) -> dict:
@@ -421,9 +435,7 @@ def test_orientation_letters_and_readout(browser, tmp_path: Path, name: str) -> 
     write_nifti(tmp_path / "seg.nii.gz", labels, affine)
     assert run_cli("export", tmp_path / "dicom", tmp_path / "seg.nii.gz", "-o", tmp_path / "out", "--overlays",
                    "-q").code == 0
-    context = browser.new_context(viewport={"width": 1000, "height": 700}, device_scale_factor=1)
-    page = context.new_page()
-    page.goto((tmp_path / "out" / "index.html").as_uri())
+    page = open_page(browser, tmp_path / "out" / "index.html", 1000, 700)
     page.wait_for_function("() => document.getElementById('view').dataset.drawn")
     letters = page.evaluate("() => ['left', 'right', 'top', 'bottom'].map(id => { "
                             "const e = document.getElementById('letter-' + id); const r = e.getBoundingClientRect(); "
@@ -444,7 +456,8 @@ def test_orientation_letters_and_readout(browser, tmp_path: Path, name: str) -> 
     dr, dc = (float(v) for v in header.PixelSpacing)
     lps = ipp + iop[:3] * dc * column + iop[3:] * dr * row
     assert readout == f"row {row}, column {column} · LPS " + ", ".join(f"{v:.1f}" for v in lps) + " mm", readout
-    context.close()
+    page.context.close()
+    assert not page.errors, page.errors
 
 
 def test_a_1000_frame_page_opens_and_pages_quickly(browser, tmp_path_factory) -> None:
@@ -463,9 +476,7 @@ def test_a_1000_frame_page_opens_and_pages_quickly(browser, tmp_path_factory) ->
     started = time.monotonic()
     assert run_cli("export", root / "dicom", root / "seg.nii.gz", "-o", root / "out", "--overlays", "-q").code == 0
     exported = time.monotonic() - started
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.goto((root / "out" / "index.html").as_uri())
+    page = open_page(browser, root / "out" / "index.html", 1400, 900)
     page.wait_for_function("() => document.getElementById('view').dataset.drawn")
     first = page.evaluate("() => performance.now()")  # since the navigation started (at most this: polling)
     timings = page.evaluate(
@@ -474,6 +485,7 @@ def test_a_1000_frame_page_opens_and_pages_quickly(browser, tmp_path_factory) ->
              return times; }"""
     )
     assert page.evaluate("() => document.getElementById('view').dataset.index") == "900"
-    context.close()
+    page.context.close()
+    assert not page.errors and all(url.startswith("file://") for url in page.requests), page.errors
     print(f"\n1000-frame export {exported:.1f} s; page open to first frame {first:.0f} ms; new frame "
           f"{np.mean(timings):.1f} ms mean, {np.max(timings):.1f} ms max")

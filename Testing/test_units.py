@@ -159,3 +159,55 @@ def test_png_writer_round_trips_through_pillow(tmp_path: Path, dtype: str) -> No
     with Image.open(tmp_path / "x.png") as image:
         assert image.mode == {"bool": "1", "uint8": "L", "uint16": "I;16"}[dtype]
         np.testing.assert_array_equal(np.array(image), pixels)
+
+
+def _read_frame_script(script: str) -> tuple[np.ndarray, np.ndarray]:
+    """The stored values and labels of a preview frame script, decoded independently of the page: the values'
+    differences are undone with a cumulative sum modulo 2**16."""
+    import base64
+    import re
+    import zlib
+
+    _, kind, values, label_kind, labels = re.fullmatch(
+        r'segalignFrame\((\d+),"(\w+)","([^"]*)","(\w+)","([^"]*)"\);\n', script).groups()
+    raw = zlib.decompress(base64.b64decode(values))
+    if kind == "i4":
+        stored = np.frombuffer(raw, "<i4")
+    else:
+        planes = np.frombuffer(raw, np.uint8).astype(np.int64)
+        zigzag = planes[: planes.size // 2] | (planes[planes.size // 2:] << 8)
+        delta = (zigzag >> 1) ^ -(zigzag & 1)
+        stored = (np.cumsum(delta) & 0xFFFF).astype(np.uint16)
+        stored = stored if kind == "u2" else stored.view(np.int16)
+    return stored, np.frombuffer(zlib.decompress(base64.b64decode(labels)), "<" + label_kind)
+
+
+@pytest.mark.parametrize("low, high, kind", [(0, 65536, "u2"), (-32768, 32768, "i2"), (-2048, 3000, "i2"),
+                                             (-70000, 70000, "i4")])
+def test_preview_frame_scripts_keep_every_stored_value(low: int, high: int, kind: str) -> None:
+    """The page's frame data gives back every stored value, including the extremes and jumps across the whole
+    16-bit range (the differences wrap), and the label image."""
+    from segalign.preview import frame_script
+
+    rng = np.random.default_rng(7)
+    stored = rng.integers(low, high, size=(37, 53))
+    stored.flat[:4] = [low, high - 1, low, high - 1]
+    labels = rng.integers(0, 300, size=stored.shape).astype(np.uint16)
+    script = frame_script(3, stored, labels)
+    assert f'segalignFrame(3,"{kind}"' in script
+    values, decoded = _read_frame_script(script)
+    np.testing.assert_array_equal(values.reshape(stored.shape), stored)
+    np.testing.assert_array_equal(decoded.reshape(stored.shape), labels)
+    values, decoded = _read_frame_script(frame_script(0, stored[:0], labels[:0].astype(np.uint8)))
+    assert values.size == 0 and decoded.size == 0 and decoded.dtype == np.uint8
+
+
+def test_direction_letters_threshold() -> None:
+    """The preview's edge letters name only components of at least 0.1: an oblique frame gets two letters, a
+    nearly axial one (3 degrees) one."""
+    from segalign.preview import LETTER_THRESHOLD
+
+    assert direction_letters(np.array([0.8660254, 0.5, 0]), LETTER_THRESHOLD) == "LP"
+    assert direction_letters(np.array([0.9986, 0.0523, 0]), LETTER_THRESHOLD) == "L"
+    assert direction_letters(np.array([0.9986, 0.0523, 0])) == "LP"
+    assert direction_letters(np.array([0, -0.6, -0.8]), LETTER_THRESHOLD) == "IA"

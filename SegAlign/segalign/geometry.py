@@ -75,16 +75,17 @@ def frame_index_mapping(
     return IndexMapping(origin, per_row, per_column)
 
 
-def direction_letters(vector: np.ndarray) -> str:
+def direction_letters(vector: np.ndarray, threshold: float = 1e-3) -> str:
     """Patient-direction letters of an LPS vector, dominant first, e.g. ``"S"`` or ``"SPL"`` for an oblique one.
 
-    Components smaller than 1e-3 of the largest are left out.
+    Components smaller than ``threshold`` times the largest are left out (the preview's edge letters use 0.1, so
+    that a frame tilted by less than about 6 degrees is named by one axis, as OHIF and Slicer's slice views do).
     """
     vector = np.asarray(vector, dtype=float)
     largest = np.max(np.abs(vector))
     letters = []
     for axis in np.argsort(-np.abs(vector), kind="stable"):
-        if abs(vector[axis]) > 1e-3 * largest:
+        if abs(vector[axis]) >= threshold * largest:
             letters.append(_POSITIVE_LPS[axis] if vector[axis] > 0 else _NEGATIVE_LPS[axis])
     return "".join(letters)
 

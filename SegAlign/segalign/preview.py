@@ -22,22 +22,37 @@ from typing import Any
 
 import numpy as np
 
+from .geometry import direction_letters
+
 
 def frame_script(index: int, stored: np.ndarray, labels: np.ndarray) -> str:
     """The page's data of one frame, as a script file (a page opened from the file system may load scripts, but
-    may neither fetch files nor read the pixels of its images): its stored values and its label image, each
-    zlib-compressed (the page inflates them with the browser's DecompressionStream) and base64-encoded."""
+    may neither fetch files nor read the pixels of its images): a call ``segalignFrame(index, kind, values,
+    labelKind, labels)``.
+
+    ``values`` are the frame's stored values. 16-bit ones (``kind`` ``"u2"`` or ``"i2"``) are filtered as image
+    codecs do before they are compressed: each value minus the one before it (row-major, modulo 2**16), zigzag
+    coded (0, -1, 1, -2 ... as 0, 1, 2, 3 ...), low bytes then high bytes. On CT this makes the data about a quarter
+    smaller than zlib alone, and smaller than a 16-bit PNG. Wider values (``"i4"``) are stored as they are, little
+    endian. ``labels`` is the label image, ``"u1"`` or ``"u2"`` little endian. Both are zlib-compressed (the page
+    inflates them with the browser's DecompressionStream) and base64-encoded."""
     stored = np.asarray(stored)
     low, high = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
     kind = "u2" if low >= 0 and high <= 0xFFFF else "i2" if -0x8000 <= low and high <= 0x7FFF else "i4"
     label_kind = "u1" if labels.dtype == np.uint8 else "u2"
+    if kind == "i4":
+        values = np.ascontiguousarray(stored, dtype="<i4").tobytes()
+    else:
+        wrapped = stored.ravel().astype(np.int64) & 0xFFFF
+        delta = (np.diff(wrapped, prepend=0) & 0xFFFF).astype(np.uint16).view(np.int16).astype(np.int32)
+        zigzag = ((delta << 1) ^ (delta >> 15)) & 0xFFFF
+        values = np.concatenate([zigzag & 0xFF, zigzag >> 8]).astype(np.uint8).tobytes()
 
-    def packed(array: np.ndarray, dtype: str) -> str:
-        raw = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    def packed(raw: bytes) -> str:
         return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
 
-    return (f'segalignFrame({int(index)},"{kind}","{packed(stored, kind)}","{label_kind}",'
-            f'"{packed(labels, label_kind)}");\n')
+    label_bytes = np.ascontiguousarray(labels, dtype=np.dtype(label_kind).newbyteorder("<")).tobytes()
+    return f'segalignFrame({int(index)},"{kind}","{packed(values)}","{label_kind}","{packed(label_bytes)}");\n'
 
 
 def write_preview(
@@ -74,7 +89,8 @@ def write_preview(
         entry = {key: value for key, value in frame.items() if key != "areas"}
         iop = frame.get("iop") or []
         if len(iop) == 6:  # the letters at the right and bottom edges; the left and top ones are their opposites
-            entry["letters"] = {"right": orientation_letters(iop[:3]), "bottom": orientation_letters(iop[3:])}
+            entry["letters"] = {"right": direction_letters(iop[:3], LETTER_THRESHOLD),
+                                "bottom": direction_letters(iop[3:], LETTER_THRESHOLD)}
         shown.append(entry)
     data = {"frames": shown, "legend": legend, "style": style or {"alpha": 0.4, "outline": False, "window": None},
             "modality": str(provenance.get("modality") or "")}
@@ -98,23 +114,9 @@ def write_preview(
     )
 
 
-#: A direction's component along a patient axis is named when at least this large: a frame tilted by less than
-#: about 6 degrees is named by one axis alone, as OHIF and Slicer's slice views name it.
+#: A direction's component along a patient axis is named at the image edges when at least this large (a unit
+#: vector): a frame tilted by less than about 6 degrees is named by one axis alone, as OHIF and Slicer name it.
 LETTER_THRESHOLD = 0.1
-
-
-def orientation_letters(direction: list[float] | tuple[float, ...]) -> str:
-    """The patient directions (LPS: L/R, P/A, S/I) a unit vector points to, largest component first: ``"L"`` for
-    (1, 0, 0), ``"LP"`` for an oblique (0.8, 0.6, 0), ``"LPS"`` when all three matter."""
-    letters = [("L", "R"), ("P", "A"), ("S", "I")]
-    order = sorted(range(3), key=lambda axis: -abs(direction[axis]))
-    return "".join(letters[axis][0 if direction[axis] > 0 else 1] for axis in order
-                   if abs(direction[axis]) >= LETTER_THRESHOLD)
-
-
-def opposite(letters: str) -> str:
-    """The letters of the opposite direction (``"LP"`` -> ``"RA"``)."""
-    return letters.translate(str.maketrans("LRPASI", "RLAPIS"))
 
 
 #: Characters that are escaped in JSON embedded in a <script> element: none of them can then end the element,
@@ -254,12 +256,27 @@ window.segalignFrame = (index, kind, values, labelKind, labels) => {{
   const resolve = waiting.get(index);
   if (resolve) {{ waiting.delete(index); resolve({{kind, values, labelKind, labels}}); }}
 }};
-async function inflate(text, kind) {{
-  const bytes = Uint8Array.from(atob(text), c => c.charCodeAt(0));
+const fromBase64 = Uint8Array.fromBase64 ? text => Uint8Array.fromBase64(text) : text => {{  // older browsers
+  const binary = atob(text), bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}};
+async function inflate(text, kind, filtered) {{
+  const bytes = fromBase64(text);
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
   const buffer = await new Response(stream).arrayBuffer();
-  return kind === "u1" ? new Uint8Array(buffer) : kind === "u2" ? new Uint16Array(buffer)
-    : kind === "i2" ? new Int16Array(buffer) : new Int32Array(buffer);
+  if (kind === "u1") return new Uint8Array(buffer);
+  if (kind === "i4") return new Int32Array(buffer);
+  if (kind === "u2" && !filtered) return new Uint16Array(buffer);
+  // stored values (see frame_script): zigzag-coded differences, low bytes then high bytes
+  const planes = new Uint8Array(buffer), count = planes.length / 2;
+  const out = kind === "u2" ? new Uint16Array(count) : new Int16Array(count);
+  for (let i = 0, previous = 0; i < count; i++) {{
+    const zigzag = planes[i] | (planes[count + i] << 8);
+    previous = (previous + ((zigzag >>> 1) ^ -(zigzag & 1))) & 0xFFFF;
+    out[i] = previous;
+  }}
+  return out;
 }}
 function load(index) {{
   if (cache.has(index)) return cache.get(index);
@@ -270,7 +287,8 @@ function load(index) {{
     script.onload = () => script.remove();
     script.onerror = () => {{ script.remove(); reject(new Error("cannot load " + frames[index].data)); }};
     document.head.appendChild(script);
-  }}).then(async raw => ({{values: await inflate(raw.values, raw.kind), labels: await inflate(raw.labels, raw.labelKind)}}));
+  }}).then(async raw => ({{values: await inflate(raw.values, raw.kind, true),
+                           labels: await inflate(raw.labels, raw.labelKind, false)}}));
   cache.set(index, promise);
   if (cache.size > 32) cache.delete(cache.keys().next().value);
   return promise;
@@ -334,6 +352,7 @@ function draw() {{
   line("view").textContent = `window ${{+c.toFixed(1)}} / ${{+w.toFixed(1)}} \\u00b7 zoom ${{view.zoom.toFixed(2)}}` +
     ` \\u00b7 overlay ${{view.overlay ? (view.outline ? "outline" : Math.round(view.alpha * 100) + " %") : "off"}}`;
   canvas.dataset.index = current;
+  if (!canvas.dataset.drawn) performance.mark("segalign-first-frame");  // the time to the first frame, for benchmarks
   canvas.dataset.drawn = String(Number(canvas.dataset.drawn || 0) + 1);
 }}
 const opposite = letters => letters.replace(/[LRPASI]/g, c => ({{L: "R", R: "L", P: "A", A: "P", S: "I", I: "S"}})[c]);
