@@ -1,9 +1,11 @@
-"""The preview page: ``OUT_DIR/index.html``, a self-contained viewer of the overlays in native order.
+"""The preview page: ``OUT_DIR/index.html``, a small review viewer of one series in native order.
 
-No network access and no server are needed: the page embeds its data as JSON and shows the overlay PNGs beside it by
-relative path, so it opens from the file system in any browser. Arrow keys, PageUp/PageDown, Home/End, the mouse
-wheel and the slider move through the frames; the legend lists every label with its colour and the frames it is
-on (click a label to go to its first frame); the provenance section says what was exported from what.
+No network access and no server are needed: the page opens from the file system in any current browser. It embeds
+the frames' geometry and the legend as JSON and loads each frame's stored values and label image from
+``viewer/NNNNN.js`` (see :func:`frame_script`), then draws the frame itself: windowed grey with the labels blended
+or outlined, scaled to the space beside a fixed side panel, zoomed and panned, with the patient's directions at the
+edges and a readout (row, column, LPS position, value, label) under the cursor. Every control is described in the
+page's own help line.
 
 Everything that comes from the input (label names, DICOM descriptions, paths, warnings) is inert in the page,
 whatever it holds: text in the HTML is escaped, and the embedded JSON has ``<``, ``>``, ``&`` and U+2028/U+2029

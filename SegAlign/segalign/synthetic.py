@@ -102,7 +102,7 @@ def abdomen_phantom(centre: Sequence[float] = (0.0, 0.0, 0.0)) -> Phantom:
             Ellipsoid(5, "liver", at(-70, -10, 30), (80, 70, 60), hu=60, color=(221, 130, 101)),
             Ellipsoid(1, "spleen", at(85, 30, 40), (35, 45, 50), hu=45, color=(157, 108, 162)),
             Ellipsoid(2, "kidney_right", at(-60, 55, -40), (28, 30, 50), hu=35, color=(185, 102, 83)),
-            Ellipsoid(3, "kidney_left", at(60, 55, -35), (28, 30, 50), hu=35, color=(185, 102, 83)),
+            Ellipsoid(3, "kidney_left", at(60, 55, -35), (28, 30, 50), hu=35, color=(95, 158, 205)),
             Ellipsoid(52, "aorta", at(15, 25, 0), (12, 12, 120), hu=180, color=(224, 97, 76)),
             Ellipsoid(31, "vertebrae_L1", at(0, 70, 0), (25, 22, 120), hu=700, color=(241, 214, 145)),
         ],
