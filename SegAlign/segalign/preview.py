@@ -192,6 +192,7 @@ _PAGE = """<!DOCTYPE html>
   #side {{ display: flex; flex-direction: column; min-height: 0; border-left: 1px solid #2a2e35; padding: 8px 10px; }}
   #status {{ font-variant-numeric: tabular-nums; }}
   #status div {{ white-space: nowrap; overflow: hidden; text-overflow: ellipsis; height: 1.4em; }}
+  #status div#readout {{ white-space: normal; height: 2.8em; }}  /* two lines, always: position, value and label */
   .help {{ color: #9aa0a8; font-size: 12px; margin: 4px 0; }}
   #filter {{ width: 100%; box-sizing: border-box; margin: 6px 0; background: #0e1014; color: inherit;
             border: 1px solid #2a2e35; padding: 3px 6px; }}
