@@ -441,3 +441,117 @@ def test_a_1000_frame_page_opens_and_pages_quickly(browser, tmp_path_factory) ->
     assert not page.errors and all(url.startswith("file://") for url in page.requests), page.errors
     print(f"\n1000-frame export {exported:.1f} s; page open to first frame {first:.0f} ms; new frame "
           f"{np.mean(timings):.1f} ms mean, {np.max(timings):.1f} ms max")
+
+
+#: Real series of ../shared/testdata: the DICOM folder and a NIfTI on its grid. A reference volume is cut into
+#: levels at its 50th, 80th and 95th percentiles (three labels that follow the anatomy); a segmentation is used as is.
+REAL_SERIES = {
+    "totalsegmentator_ct": ("totalsegmentator_example/ct_dicom", "totalsegmentator_example/segmentation_ml.nii.gz"),
+    "ge_gantry_tilt": ("dcm_qa_ct_ge_tilt/dicom", "dcm_qa_ct_ge_tilt/ref_dcm2niix/_2_Tilt_Eq_1.nii.gz"),
+    "decubitus_sagittal": ("dcm_qa_decubitus/HFDR", "dcm_qa_decubitus/ref_dcm2niix/HFDR/t1_fl2d_sag_2.nii.gz"),
+    "canon_enhanced_oblique": ("dcm_qa_canon_sag_oblique/enhanced",
+                               "dcm_qa_canon_sag_oblique/ref_dcm2niix/11000_SAG_DTI_PA-ALL_20d_enh.nii.gz"),
+    "siemens_mosaic": ("dcm_qa_ts_mosaic/dicom_explicit", "dcm_qa_ts_mosaic/ref_dcm2niix/1.nii"),
+}
+
+
+def _levels_segmentation(reference: Path, path: Path) -> Path:
+    import nibabel as nib
+
+    image = nib.load(reference)
+    values = np.asanyarray(image.dataobj)
+    values = values[..., 0] if values.ndim == 4 else values
+    labels = sum((values > threshold).astype(np.uint8) for threshold in np.quantile(values, [0.5, 0.8, 0.95]) + 0.5)
+    nib.save(nib.Nifti1Image(np.asarray(labels, np.uint8), image.affine, header=image.header), path)
+    return path
+
+
+def _letters(vector: list[float]) -> str:
+    """Patient directions of a unit vector, components of at least 0.1, largest first (the test's own)."""
+    names = [("L", "R"), ("P", "A"), ("S", "I")]
+    order = sorted(range(3), key=lambda axis: -abs(vector[axis]))
+    return "".join(names[a][0 if vector[a] > 0 else 1] for a in order if abs(vector[a]) >= 0.1)
+
+
+def _floats(text: str) -> np.ndarray:
+    return np.array([float(v) for v in text.split()])
+
+
+@pytest.mark.parametrize("case", sorted(REAL_SERIES))
+def test_real_series_in_the_page(browser, testdata: Path, tmp_path: Path, case: str) -> None:
+    """Each real series: the first, middle and last frames show exactly their overlay PNGs; the status names the
+    InstanceNumber and, in a multi-frame file, the frame; the edge letters follow the frame's IOP; the readout gives
+    the row and column, the LPS position through the frame's (or the mosaic tile's) own plane, the stored value as
+    the modality value of the 16-bit image PNG, and the label of the label PNG."""
+    from conftest import require
+
+    dicom, nifti = (require(testdata / part) for part in REAL_SERIES[case])
+    segmentation = nifti if case == "totalsegmentator_ct" else _levels_segmentation(nifti, tmp_path / "seg.nii.gz")
+    out = tmp_path / "out"
+    run = run_cli("export", dicom, segmentation, "-o", out, "--overlays", "--images", "-q")
+    assert run.code == 0, run.stderr
+    rows = read_manifest(out)
+    tiles = {}
+    if (out / "tiles.csv").exists():
+        import csv
+
+        with open(out / "tiles.csv", newline="") as handle:
+            for tile in csv.DictReader(handle):
+                tiles.setdefault(int(tile["index"]), []).append(tile)
+    page = open_page(browser, out / "index.html", 1000, 700)
+    page.wait_for_function("() => document.getElementById('view').dataset.drawn")
+    page.add_style_tag(content=".letter { visibility: hidden; }")  # the letters' text, not their pixels, is checked
+    for index in sorted({0, len(rows) // 2, len(rows) - 1}):
+        row = rows[index]
+        page.evaluate(f"() => show({index})")
+        status = _shown(page, index)["status"]
+        shape = int(row["rows"]), int(row["columns"])
+        assert np.array_equal(_at_pixel_centres(page, *shape), read_png(out / row["overlay_png"])), row["overlay_png"]
+        header = pydicom.dcmread(dicom / row["source_file"], stop_before_pixels=True)
+        frame_text = f"InstanceNumber {row['instance_number']} \u00b7 frame {row['frame']}"
+        if int(getattr(header, "NumberOfFrames", 1) or 1) > 1:
+            assert frame_text in status, status
+        else:
+            assert f"InstanceNumber {row['instance_number']}" in status and frame_text not in status, status
+        iop = _floats(row["image_orientation_patient"])
+        shown = page.evaluate("() => ['right', 'bottom', 'left', 'top'].map(id => "
+                              "document.getElementById('letter-' + id).textContent)")
+        assert shown[:2] == [_letters(iop[:3]), _letters(iop[3:])], shown
+        assert shown[2:] == [_letters(-iop[:3]), _letters(-iop[3:])], shown
+
+        # The readout at a pixel inside the frame (inside the first tile of a mosaic).
+        plane = tiles[index][0] if index in tiles else row
+        top_left = (int(plane.get("tile_row_offset", 0)), int(plane.get("tile_column_offset", 0)))
+        r, c = top_left[0] + int(plane["rows"]) // 3, top_left[1] + int(plane["columns"]) // 2
+        box = page.locator("#view").bounding_box()
+        fit = page.evaluate("() => geometry()")
+        page.mouse.move(box["x"] + fit["left"] + (c + 0.5) * fit["scale"], box["y"] + fit["top"] + (r + 0.5) * fit["scale"])
+        page.wait_for_function(f"() => document.getElementById('readout').dataset.row === '{r}' && "
+                               f"document.getElementById('readout').dataset.column === '{c}'")
+        readout = page.evaluate("() => ({text: document.getElementById('readout').textContent, "
+                                "...document.getElementById('readout').dataset})")
+        ipp, orientation = _floats(plane["image_position_patient"]), _floats(plane["image_orientation_patient"])
+        dr, dc = _floats(plane["pixel_spacing"])
+        lps = ipp + orientation[:3] * dc * (c - top_left[1]) + orientation[3:] * dr * (r - top_left[0])
+        assert "LPS " + ", ".join(f"{v:.1f}" for v in lps) + " mm" in readout["text"], (readout["text"], lps)
+        if index in tiles:
+            assert f"tile {plane['tile']} \u00b7 LPS" in readout["text"], readout["text"]
+        stored = int(read_png(out / row["image_png"])[r, c])
+        modality = stored * float(row["image_slope"]) + float(row["image_intercept"])
+        assert float(readout["value"]) == pytest.approx(modality, abs=1e-6)
+        assert int(readout["label"]) == int(read_png(out / row["label_png"])[r, c])
+        if index in tiles:
+            covered = np.zeros(shape, bool)  # a pixel between the tiles lies on no slice, and the readout says so
+            for tile in tiles[index]:
+                r0, c0 = int(tile["tile_row_offset"]), int(tile["tile_column_offset"])
+                covered[r0:r0 + int(tile["rows"]), c0:c0 + int(tile["columns"])] = True
+            assert not covered.all(), "the mosaic has an empty cell"
+            r, c = (int(v) for v in np.argwhere(~covered)[0])
+            page.mouse.move(box["x"] + fit["left"] + (c + 0.5) * fit["scale"],
+                            box["y"] + fit["top"] + (r + 0.5) * fit["scale"])
+            page.wait_for_function(f"() => document.getElementById('readout').dataset.row === '{r}' && "
+                                   f"document.getElementById('readout').dataset.column === '{c}'")
+            assert "no slice here" in page.inner_text("#readout") and "LPS" not in page.inner_text("#readout")
+    page.context.close()
+    assert not page.errors, page.errors
+    assert all(url.startswith("file://") for url in page.requests)

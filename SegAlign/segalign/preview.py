@@ -489,12 +489,21 @@ function readout(event) {{
       event.clientX < rect.left || event.clientX >= rect.right || event.clientY < rect.top || event.clientY >= rect.bottom) {{
     element.textContent = ""; return;
   }}
-  const [dr, dc] = frame.spacing, p = frame.ipp, o = frame.iop;  // DICOM C.7.6.2.1.1
-  const lps = [0, 1, 2].map(k => p[k] + o[k] * dc * column + o[3 + k] * dr * row);
+  // The pixel's plane: the frame's own, or in a mosaic the plane of the tile that holds the pixel.
+  const tile = frame.tiles ? frame.tiles.find(t => row >= t.row && row < t.row + t.rows && column >= t.column &&
+                                                   column < t.column + t.columns) : null;
+  const plane = tile ? {{ipp: tile.ipp, iop: tile.iop, spacing: tile.spacing, row: row - tile.row,
+                         column: column - tile.column}} : frame.tiles ? null : {{...frame, row, column}};
+  let where = "no slice here (between the mosaic's tiles)";
+  if (plane) {{
+    const [dr, dc] = plane.spacing, p = plane.ipp, o = plane.iop;  // DICOM C.7.6.2.1.1
+    const lps = [0, 1, 2].map(k => p[k] + o[k] * dc * plane.column + o[3 + k] * dr * plane.row);
+    where = (tile ? `tile ${{tile.number}} \\u00b7 ` : "") + "LPS " + lps.map(v => v.toFixed(1)).join(", ") + " mm";
+  }}
   const i = row * frame.columns + column, value = decoded.values[i] * frame.slope + frame.intercept;
   const label = decoded.labels[i], unit = data.modality === "CT" ? " HU" : "";
-  element.textContent = `row ${{row}}, column ${{column}} \\u00b7 LPS ` + lps.map(v => v.toFixed(1)).join(", ") +
-    ` mm \\u00b7 ${{+value.toFixed(2)}}${{unit}} \\u00b7 ${{label ? names.get(label) || label : "no label"}}`;
+  element.textContent = `row ${{row}}, column ${{column}} \\u00b7 ${{where}}` +
+    ` \\u00b7 ${{+value.toFixed(2)}}${{unit}} \\u00b7 ${{label ? names.get(label) || label : "no label"}}`;
   element.dataset.row = row; element.dataset.column = column; element.dataset.value = value;
   element.dataset.label = label;
 }}

@@ -131,6 +131,13 @@ class PngFolderWriter:
                     "slope": item.pixels.slope, "intercept": item.pixels.intercept,
                     "window": [own.center, own.width], "monochrome1": bool(item.pixels.monochrome1),
                 }
+                if frame.tiles:  # a mosaic: the readout places each pixel through its own tile's plane
+                    self.viewer[item.index]["tiles"] = [
+                        {"number": tile.number, "row": tile.row_offset, "column": tile.column_offset,
+                         "rows": tile.rows, "columns": tile.columns, "ipp": list(tile.position),
+                         "iop": list(tile.orientation), "spacing": list(tile.pixel_spacing)}
+                        for tile in frame.tiles
+                    ]
         if options.stats:
             area = frame.pixel_spacing[0] * frame.pixel_spacing[1]
             columns["label_pixels"] = " ".join(f"{v}:{int(item.counts[v])}" for v in item.present)
