@@ -206,10 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --num-parts: run jobs I, I+K, I+2K... (0..K-1); a last run without them writes "
                        "the whole batch.csv")
     batch.add_argument("--redo", action="store_true", help="export every job again, even complete ones")
-    batch.add_argument("--dicom", metavar="PATTERN",
-                       help="with a folder of studies: the DICOM folder's name pattern, when a study holds several")
-    batch.add_argument("--segmentation", metavar="PATTERN",
-                       help="with a folder of studies: the segmentation's name pattern, when a study holds several")
+    add_study_patterns(batch, "with a folder of studies: ")
     add_export_options(batch)
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress bar, job errors or summary")
     batch.set_defaults(run=run_batch_command)
@@ -222,9 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jobs.add_argument("root", metavar="ROOT", type=Path, help="folder of study folders (or one study folder)")
     jobs.add_argument("-o", "--output", type=Path, metavar="JOBS_CSV", help="write the table here (default: print it)")
-    jobs.add_argument("--dicom", metavar="PATTERN", help="the DICOM folder's name pattern, when a study holds several")
-    jobs.add_argument("--segmentation", metavar="PATTERN",
-                      help="the segmentation's name pattern (e.g. '*.nii.gz'), when a study holds several")
+    add_study_patterns(jobs)
     jobs.set_defaults(run=run_jobs)
 
     info = commands.add_parser(
@@ -245,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-q", "--quiet", action="store_true")
     demo.set_defaults(run=run_demo)
     return parser
+
+
+def add_study_patterns(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """``--dicom`` and ``--segmentation``: which folder and file of a study folder are its job (find_jobs)."""
+    parser.add_argument("--dicom", metavar="PATTERN",
+                        help=f"{prefix}the DICOM folder's name pattern, when a study holds several")
+    parser.add_argument("--segmentation", metavar="PATTERN",
+                        help=f"{prefix}the segmentation's name pattern (e.g. '*.nii.gz'), when a study holds several")
 
 
 def add_export_options(parser: argparse.ArgumentParser) -> None:

@@ -97,16 +97,11 @@ class SegAlignMRMLLogic:
             self.scene.RemoveNode(segmentation_node)
             self.scene.RemoveNode(color_table)
             raise
-        segmentation_node.SetLabelmapConversionColorTableNodeID(color_table.GetID())
         if residual is not None:  # a sheared affine: the shear lives in a linear transform above the segmentation
             transform = self.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", f"{base} shear")
             transform.SetMatrixTransformToParent(array_to_matrix(residual))
             segmentation_node.SetAndObserveTransformNodeID(transform.GetID())
-        if reference_volume is not None:
-            segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
-        for warning in segmentation.warnings:
-            logging.getLogger("SegAlign").warning(warning)
-        return segmentation_node
+        return self._finish_import(segmentation_node, segmentation, color_table, reference_volume)
 
     def _load_slicer_file(self, path: Path, segmentation: Segmentation, base: str, reference_volume):
         """A ``.seg.nrrd`` read by Slicer's ``vtkMRMLSegmentationStorageNode`` (segments, layers, terminology and
@@ -132,6 +127,11 @@ class SegAlignMRMLLogic:
                 if node is not None:
                     self.scene.RemoveNode(node)
             raise
+        return self._finish_import(segmentation_node, segmentation, color_table, reference_volume)
+
+    @staticmethod
+    def _finish_import(segmentation_node, segmentation: Segmentation, color_table, reference_volume):
+        """What every import ends with: the conversion colour table, the reference geometry, the warnings."""
         segmentation_node.SetLabelmapConversionColorTableNodeID(color_table.GetID())
         if reference_volume is not None:
             segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
