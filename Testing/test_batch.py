@@ -448,12 +448,33 @@ def assert_resumes(studies: list[Study], table: Path, out: Path) -> None:
     assert leftovers(out) == []
 
 
-def test_sigkill_of_the_whole_batch_then_rerun_completes(tmp_path: Path) -> None:
-    studies, table = _slow_cohort(tmp_path / "studies")
-    out = tmp_path / "out"
+@contextlib.contextmanager
+def _running_batch(root: Path, finished: int = 1) -> Iterator[tuple[list[Study], Path, Path, subprocess.Popen]]:
+    """A two-worker batch of slow jobs, once ``finished`` of them are done: (studies, table, out, process), within
+    the time limit; whatever the test does, its process group is killed at the end if it still runs."""
+    studies, table = _slow_cohort(root / "studies")
+    out = root / "out"
     with time_limit():
         process = _start(table, out, "--workers", "2")
-        _wait_for_rows(out, 2, process)
+        try:
+            _wait_for_rows(out, finished, process)
+            yield studies, table, out, process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(30)
+
+
+def _assert_stopped_cleanly(studies: list[Study], table: Path, out: Path, workers: list[int]) -> None:
+    """The workers are gone, nothing temporary or half written is left, and a rerun completes the batch."""
+    _wait_gone(workers)  # they end with their batch, and their exports remove what they wrote
+    assert leftovers(out) == []
+    assert_no_incomplete_export(out, studies)
+    assert_resumes(studies, table, out)
+
+
+def test_sigkill_of_the_whole_batch_then_rerun_completes(tmp_path: Path) -> None:
+    with _running_batch(tmp_path, finished=2) as (studies, table, out, process):
         os.killpg(process.pid, signal.SIGKILL)  # the coordinator and its workers, as when a node dies
         process.wait(30)
         assert_no_incomplete_export(out, studies)
@@ -462,28 +483,17 @@ def test_sigkill_of_the_whole_batch_then_rerun_completes(tmp_path: Path) -> None
 
 
 def test_sigkill_of_the_coordinator_stops_its_workers_cleanly(tmp_path: Path) -> None:
-    studies, table = _slow_cohort(tmp_path / "studies")
-    out = tmp_path / "out"
-    with time_limit():
-        process = _start(table, out, "--workers", "2")
-        _wait_for_rows(out, 1, process)
+    with _running_batch(tmp_path) as (studies, table, out, process):
         workers = _descendants(process.pid)
         assert workers, "the pool has worker processes"
         process.kill()
         process.wait(30)
-        _wait_gone(workers)  # they end with their parent, and their exports remove what they wrote
-        assert leftovers(out) == []
-        assert_no_incomplete_export(out, studies)
-        assert_resumes(studies, table, out)
+        _assert_stopped_cleanly(studies, table, out, workers)
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_stops_workers_and_leaves_nothing_half_written(tmp_path: Path, how: str) -> None:
-    studies, table = _slow_cohort(tmp_path / "studies")
-    out = tmp_path / "out"
-    with time_limit():
-        process = _start(table, out, "--workers", "2")
-        _wait_for_rows(out, 1, process)
+    with _running_batch(tmp_path) as (studies, table, out, process):
         workers = _descendants(process.pid)
         if how == "ctrl-c":
             os.killpg(process.pid, signal.SIGINT)  # a terminal sends it to the whole foreground group
@@ -492,18 +502,11 @@ def test_interrupt_stops_workers_and_leaves_nothing_half_written(tmp_path: Path,
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == (130 if how == "ctrl-c" else 143), stderr
         assert "interrupted" in stderr and "run the same command again" in stderr
-        _wait_gone(workers)
-        assert leftovers(out) == []
-        assert_no_incomplete_export(out, studies)
-        assert_resumes(studies, table, out)
+        _assert_stopped_cleanly(studies, table, out, workers)
 
 
 def test_a_lost_worker_is_replaced_and_its_job_redone(tmp_path: Path) -> None:
-    studies, table = _slow_cohort(tmp_path / "studies")
-    out = tmp_path / "out"
-    with time_limit():
-        process = _start(table, out, "--workers", "2")
-        _wait_for_rows(out, 1, process)
+    with _running_batch(tmp_path) as (studies, table, out, process):
         workers = _pool_workers(process.pid)
         assert len(workers) == 2, _commands(process.pid)
         os.kill(workers[0], signal.SIGKILL)  # out of memory, say
