@@ -15,12 +15,17 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-
 from conftest import leftovers, read_manifest, read_png, run_cli
-from phantoms import near_boundary, pixel_centres_from_file, rotated_orientation, small_phantom, stack_affine
-from phantoms import rasterize_here
+from phantoms import (
+    near_boundary,
+    pixel_centres_from_file,
+    rasterize_here,
+    rotated_orientation,
+    small_phantom,
+    stack_affine,
+)
+from seg_cases import highdicom_ready, highdicom_seg
 from segalign.synthetic import AXIAL, CORONAL, SeriesIdentity, stack, write_nifti, write_series
-from test_dicom_seg import _highdicom_ready, highdicom_seg
 
 nrrd = pytest.importorskip("nrrd", reason="pynrrd is a dependency of segalign")
 PHANTOM = small_phantom()
@@ -100,8 +105,8 @@ def write_every_format(root: Path, grid: str) -> tuple[Path, dict[str, Path]]:
     files["mha"] = _write_mha(root / "labels.mha", labels, affine)
     files["mhd"] = _write_mha(root / "labels.mhd", labels, affine)
     frames = np.stack([PHANTOM.labels_at(spec.pixel_centres()) for spec in specs])
-    files["dicom_seg"] = highdicom_seg(root / "labels.seg.dcm", _highdicom_ready(paths), frames, NAMES, "binary")
-    files["dicom_seg_labelmap"] = highdicom_seg(root / "labels.lm.dcm", _highdicom_ready(paths), frames, NAMES,
+    files["dicom_seg"] = highdicom_seg(root / "labels.seg.dcm", highdicom_ready(paths), frames, NAMES, "binary")
+    files["dicom_seg_labelmap"] = highdicom_seg(root / "labels.lm.dcm", highdicom_ready(paths), frames, NAMES,
                                                 "labelmap")
     return dicom, files
 
@@ -207,7 +212,7 @@ def test_dicom_seg_of_axial_series_onto_coronal_reformat(tmp_path: Path) -> None
     coronal = stack((-20, -8, 16), 16, (0, 1.1, 0), orientation=CORONAL, spacing=(0.9, 0.9), rows=36, columns=40)
     write_series(tmp_path / "study" / "coronal", coronal, PHANTOM, identity=coronal_identity)
     frames = np.stack([PHANTOM.labels_at(spec.pixel_centres()) for spec in axial_specs])
-    seg = highdicom_seg(tmp_path / "axial.seg.dcm", _highdicom_ready(axial_paths), frames, NAMES, "binary")
+    seg = highdicom_seg(tmp_path / "axial.seg.dcm", highdicom_ready(axial_paths), frames, NAMES, "binary")
     run = run_cli("export", tmp_path / "study" / "coronal", seg, "-o", tmp_path / "out", "-q")
     assert run.code == 0, run.stderr
     images, table = exported(tmp_path / "out")
@@ -241,7 +246,7 @@ def test_all_series_exports_every_overlapping_series_and_lists_the_rest(tmp_path
                  identity=SeriesIdentity(series_number=4, description="elsewhere", **same))
     nifti = write_nifti(tmp_path / "seg.nii.gz", rasterize_here(PHANTOM, shape, affine).astype(np.uint8), affine)
     frames = np.stack([PHANTOM.labels_at(spec.pixel_centres()) for spec in axial_specs])
-    seg = highdicom_seg(tmp_path / "axial.seg.dcm", _highdicom_ready(axial_paths), frames, NAMES, "binary")
+    seg = highdicom_seg(tmp_path / "axial.seg.dcm", highdicom_ready(axial_paths), frames, NAMES, "binary")
     for name, segmentation in (("nifti", nifti), ("seg", seg)):
         out = tmp_path / f"out-{name}"
         run = run_cli("export", tmp_path / "study", segmentation, "-o", out, "--all-series")
@@ -264,7 +269,7 @@ def test_all_series_exports_every_overlapping_series_and_lists_the_rest(tmp_path
     # A SEG of another frame of reference is listed, not exported.
     other = SeriesIdentity(series_number=9, description="other study")
     _, other_paths, _, _ = _series(tmp_path / "other", "axial_las", other)
-    foreign = highdicom_seg(tmp_path / "other.seg.dcm", _highdicom_ready(other_paths), frames, NAMES, "binary")
+    foreign = highdicom_seg(tmp_path / "other.seg.dcm", highdicom_ready(other_paths), frames, NAMES, "binary")
     run = run_cli("export", tmp_path / "study", foreign, "-o", tmp_path / "out-foreign", "--all-series")
     assert run.code == 1 and "lies on none of the 4 series" in run.stderr
     rows = _csv(tmp_path / "out-foreign" / "series.csv")
@@ -321,7 +326,7 @@ def test_bad_files_are_one_line_errors_that_leave_nothing(series, tmp_path: Path
     _refused(dicom, floats, out, "float.mha", "non-integer value")
 
     frames = np.stack([PHANTOM.labels_at(pixel_centres_from_file(path)) for path in paths])
-    seg = highdicom_seg(tmp_path / "seg.dcm", _highdicom_ready(paths), frames, NAMES, "binary")
+    seg = highdicom_seg(tmp_path / "seg.dcm", highdicom_ready(paths), frames, NAMES, "binary")
     dataset = pydicom.dcmread(seg)
     del dataset.FrameOfReferenceUID
     dataset.save_as(tmp_path / "nofor.dcm")
@@ -354,7 +359,7 @@ def test_fractional_seg_is_thresholded_at_half_with_a_warning(series, tmp_path: 
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     dicom, paths, affine, shape = series
-    sources = _highdicom_ready(paths)
+    sources = highdicom_ready(paths)
     frames = np.stack([PHANTOM.labels_at(pixel_centres_from_file(path)) for path in paths])
     values = sorted(NAMES)
     fractions = np.zeros(frames.shape + (len(values),), dtype=np.float32)

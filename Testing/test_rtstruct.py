@@ -35,24 +35,24 @@ import rt_readers as rt
 import seg_readers
 from conftest import leftovers, read_manifest, read_png, require, run_cli, snapshot
 from phantoms import stack_affine, write_segmentation
-from segalign.synthetic import AXIAL, grid_affine, shuffled_names, stack, write_nifti, write_series
-from test_dicom_seg import (
+from seg_cases import (
     PHANTOM,
     Case,
     SourceFrame,
-    _centred_stack,
-    _highdicom_ready,
-    _save_like,
-    _totalsegmentator,
     analytic,
     build_case,
+    centred_stack,
+    highdicom_ready,
     importable,
     itk_from_nifti,
     itk_on_frame,
     need_dciodvfy,
     need_sitk,
+    save_like,
     source_frames,
+    totalsegmentator_example,
 )
+from segalign.synthetic import AXIAL, grid_affine, shuffled_names, stack, write_nifti, write_series
 
 #: rt-utils and dicompyler-core were written for pydicom 2: their use of attributes pydicom 3 deprecates is theirs
 pytestmark = [
@@ -169,13 +169,13 @@ def huge_labels(seed: int = 11) -> np.ndarray:
 def build(name: str, root: Path) -> Case:
     root.mkdir(parents=True, exist_ok=True)
     if name == "anisotropic":  # non-square frames, non-square pixels
-        specs = _centred_stack(AXIAL, (0.7, 1.3), 40, 64, (0, 0, 1.5), count=20, before=10)
+        specs = centred_stack(AXIAL, (0.7, 1.3), 40, 64, (0, 0, 1.5), count=20, before=10)
         write_series(root / "dicom", specs, file_names=shuffled_names(len(specs), seed=5))
         affine, shape = stack_affine(specs, (1, 0, 2), (True, False, False))
         case = Case(root / "dicom", write_segmentation(root / "seg.nii.gz", PHANTOM, affine, shape), analytic)
     elif name == "feet_first":  # FFS: IOP (-1, 0, 0, 0, 1, 0), slices along the normal (towards the feet)
         orientation = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-        specs = _centred_stack(orientation, (0.9, 0.9), 40, 40, (0, 0, -1.5), count=20, before=10)
+        specs = centred_stack(orientation, (0.9, 0.9), 40, 40, (0, 0, -1.5), count=20, before=10)
         paths = write_series(root / "dicom", specs)
         for path in paths:
             dataset = pydicom.dcmread(path)
@@ -215,7 +215,7 @@ def build(name: str, root: Path) -> Case:
     else:
         case = build_case(name, root)
     if name in RTUTILS_READY:
-        _highdicom_ready(sorted(p for p in case.dicom.iterdir() if p.is_file()))
+        highdicom_ready(sorted(p for p in case.dicom.iterdir() if p.is_file()))
     return case
 
 
@@ -1097,11 +1097,11 @@ def _gdcm_oracle(segmentation_path: Path) -> Callable[[SourceFrame], np.ndarray]
     return oracle
 
 
-def test_totalsegmentator_rtstruct_equals_simpleitk(testdata: Path, tmp_path: Path) -> None:
+def testtotalsegmentator_example_rtstruct_equals_simpleitk(testdata: Path, tmp_path: Path) -> None:
     """TotalSegmentator CT (JPEG 2000, blank dataset UIDs) and its 31-label segmentation: every ROI on every frame
     equals ITK's resampling of the NIfTI onto the frame as GDCM reads it; contours reference each file by its file
     meta SOPInstanceUID (the manifest's)."""
-    base = _totalsegmentator()
+    base = totalsegmentator_example()
     out = _real(base / "ct_dicom", base / "segmentation_ml.nii.gz", tmp_path / "out")
     frames, rois = _check_real(
         "totalsegmentator", base / "ct_dicom", out, _gdcm_oracle(base / "segmentation_ml.nii.gz"), min_labelled=15
@@ -1125,7 +1125,7 @@ def test_ge_tilt_rtstruct_equals_simpleitk(testdata: Path, tmp_path: Path) -> No
     reference = nib.load(str(require(base / "ref_dcm2niix" / "_2_Tilt_Eq_1.nii.gz")))
     data = np.asanyarray(reference.dataobj)
     labels = (data > -200.5).astype(np.uint8) + (data > 300.5).astype(np.uint8)
-    segmentation = _save_like(labels, reference, tmp_path / "seg.nii.gz")
+    segmentation = save_like(labels, reference, tmp_path / "seg.nii.gz")
     out = _real(dicom, segmentation, tmp_path / "out")
     _, rois = _check_real("ge_tilt", dicom, out, _gdcm_oracle(segmentation), min_labelled=25)
     assert len(rois) == 2
@@ -1160,7 +1160,7 @@ def test_canon_enhanced_rtstruct_equals_simpleitk(testdata: Path, tmp_path: Path
     smooth = _box_mean(volume0.astype(float), 2)
     thresholds = np.quantile(smooth, [0.6, 0.9])
     labels = (smooth > thresholds[0]).astype(np.uint8) + (smooth > thresholds[1]).astype(np.uint8)
-    segmentation = _save_like(
+    segmentation = save_like(
         labels, nib.Nifti1Image(volume0, reference.affine, header=reference.header), tmp_path / "seg.nii.gz"
     )
     out = _real(dicom, segmentation, tmp_path / "out")
