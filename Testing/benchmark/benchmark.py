@@ -218,34 +218,54 @@ def _sitk_recipe(dicom: Path, segmentation: Path, out: Path, overlays: bool) -> 
         sitk.WriteImage(labels[:, :, k], str(out / f"{Path(path).name}.png"))
 
 
+class _Phases:
+    """A recipe's phases: wall seconds of each, and the process's peak resident memory (VmHWM) at its end."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self.peaks: dict[str, float] = {}
+        self.clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = now - self.clock
+        self.peaks[name] = _peak_memory_mib()
+        self.clock = now
+
+
+def _sitk_series(dicom: Path):
+    """The series as SimpleITK's ImageSeriesReader reads it (GDCM's file order), as the recipes' users do."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(dicom)))
+    return reader.Execute()
+
+
+def _sitk_resampled(segmentation: Path, image) -> np.ndarray:
+    """The segmentation resampled (nearest neighbour) onto ``image``: (slices, rows, columns), uint8."""
+    import SimpleITK as sitk
+
+    labels = sitk.Resample(sitk.ReadImage(str(segmentation)), image, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                           sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(labels)
+
+
 def _highdicom_recipe(dicom: Path, segmentation: Path, out: Path, labelmap: bool) -> None:
     """A DICOM SEG the way a user writes one today: SimpleITK for reading and resampling, pydicom for the source
     datasets, highdicom for the SEG. Prints its phases' wall seconds as JSON."""
-    phases: dict[str, float] = {}
-    peaks: dict[str, float] = {}  # the process's peak resident memory (VmHWM) at the end of each phase
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        phases[name] = now - clock
-        peaks[name] = _peak_memory_mib()
-        clock = now
+    timer = _Phases()
+    phases, peaks, lap = timer.phases, timer.peaks, timer.lap
 
     import highdicom as hd
     import pydicom
-    import SimpleITK as sitk
+    import SimpleITK  # noqa: F401 (imported here, so that import_s counts it)
     from pydicom.sr.codedict import codes
 
     lap("import_s")
-    reader = sitk.ImageSeriesReader()
-    files = reader.GetGDCMSeriesFileNames(str(dicom))
-    reader.SetFileNames(files)
-    image = reader.Execute()
+    image = _sitk_series(dicom)
     lap("read_series_s")
-    labels = sitk.Resample(sitk.ReadImage(str(segmentation)), image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    array = sitk.GetArrayFromImage(labels)  # (frames, rows, columns), frame k = the volume's slice k
-    del labels
+    array = _sitk_resampled(segmentation, image)  # (frames, rows, columns), frame k = the volume's slice k
     lap("resample_s")
 
     # The source datasets, with their pixel data, in the volume's slice order: along its third axis.
@@ -315,27 +335,15 @@ def _highdicom_recipe(dicom: Path, segmentation: Path, out: Path, labelmap: bool
 def _rtutils_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
     """An RTSTRUCT the way a user writes one today with rt-utils: SimpleITK for reading and resampling, rt-utils for
     the contours and the file. Prints its phases' wall seconds (and the peak memory after each) as JSON."""
-    phases: dict[str, float] = {}
-    peaks: dict[str, float] = {}
-    clock = time.perf_counter()
+    timer = _Phases()
+    phases, peaks, lap = timer.phases, timer.peaks, timer.lap
 
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        phases[name] = now - clock
-        peaks[name] = _peak_memory_mib()
-        clock = now
-
-    import SimpleITK as sitk
+    import SimpleITK  # noqa: F401 (imported here, so that import_s counts it)
     from rt_utils import RTStructBuilder, image_helper
 
     lap("import_s")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(dicom)))
-    image = reader.Execute()
-    labels = sitk.Resample(sitk.ReadImage(str(segmentation)), image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    array = sitk.GetArrayFromImage(labels)  # (slices, rows, columns), slice k = the SimpleITK volume's slice k
-    del labels
+    image = _sitk_series(dicom)
+    array = _sitk_resampled(segmentation, image)  # (slices, rows, columns), slice k = the SimpleITK volume's slice k
     lap("read_resample_s")
 
     # create_new reads StudyDate, StudyTime and StudyID of the first image without a default; the synthetic series
