@@ -332,17 +332,24 @@ def test_real_totalsegmentator_three_way(tmp_path: Path, testdata: Path) -> None
     assert len(outcome["result"].labels_found) >= 10
 
 
-def test_overlays_use_the_segments_current_colours(tmp_path: Path) -> None:
-    """Names and colours reach the segment list on import; overlays use the colours the user set in Slicer."""
+def _imported_phantom(tmp_path: Path):
+    """A 10-frame axial series (every pixel 1024) in a scene, and the phantom with its label table imported as a
+    segmentation node onto it: (logic, segmentation node, volume node)."""
     specs = stack((-20, -20, -10), 10, (0, 0, 1.7), rows=40, columns=40)
     dicom = tmp_path / "dicom"
     files = write_series(dicom, specs, pixel_function=lambda spec: np.full((spec.rows, spec.columns), 1024, np.uint16))
     affine, shape = stack_affine(specs)
-    segmentation = write_segmentation(tmp_path / "seg.nii.gz", PHANTOM, affine, shape, label_table_xml=PHANTOM.label_table_xml())
+    segmentation = write_segmentation(tmp_path / "seg.nii.gz", PHANTOM, affine, shape,
+                                      label_table_xml=PHANTOM.label_table_xml())
     app = headless_slicer()
     volume = load_dicom_volume(app, files)
     logic = SegAlignMRMLLogic(app.scene, file_for_instance=file_lookup(dicom))
-    node = logic.import_segmentation(segmentation, volume)
+    return logic, logic.import_segmentation(segmentation, volume), volume
+
+
+def test_overlays_use_the_segments_current_colours(tmp_path: Path) -> None:
+    """Names and colours reach the segment list on import; overlays use the colours the user set in Slicer."""
+    logic, node, volume = _imported_phantom(tmp_path)
     segment = node.GetSegmentation().GetSegment(node.GetSegmentation().GetSegmentIdBySegmentName("big"))
     assert segment is not None and tuple(round(c * 255) for c in segment.GetColor()) == (200, 80, 80)
     segment.SetColor(0.0, 1.0, 0.0)
@@ -371,15 +378,7 @@ def test_dicom_seg_from_the_segmentation_node_uses_its_current_names_and_colours
     from segalign.options import DicomSegOptions, ExportOptions
     from segalign.writers.segment_codes import rgb_to_dicom_lab
 
-    specs = stack((-20, -20, -10), 10, (0, 0, 1.7), rows=40, columns=40)
-    dicom = tmp_path / "dicom"
-    files = write_series(dicom, specs, pixel_function=lambda spec: np.full((spec.rows, spec.columns), 1024, np.uint16))
-    affine, shape = stack_affine(specs)
-    segmentation = write_segmentation(tmp_path / "seg.nii.gz", PHANTOM, affine, shape, label_table_xml=PHANTOM.label_table_xml())
-    app = headless_slicer()
-    volume = load_dicom_volume(app, files)
-    logic = SegAlignMRMLLogic(app.scene, file_for_instance=file_lookup(dicom))
-    node = logic.import_segmentation(segmentation, volume)
+    logic, node, volume = _imported_phantom(tmp_path)
     segment = node.GetSegmentation().GetSegment(node.GetSegmentation().GetSegmentIdBySegmentName("big"))
     segment.SetName("spleen")
     segment.SetColor(0.0, 1.0, 0.0)
