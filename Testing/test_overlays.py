@@ -298,6 +298,25 @@ def test_blended_overlay_pixels(blend_case: Case, tmp_path: Path, alpha: str | N
         np.testing.assert_array_equal(got, np.repeat(expected_gray(blend_case.stored[0], 2, -1000, ("279", "2559"))[..., None], 3, 2))
 
 
+def test_no_preview_writes_the_overlays_alone(blend_case: Case, tmp_path: Path) -> None:
+    """--no-preview: the same overlays and manifest, no index.html and no viewer/; without --overlays it is refused
+    in one line, before anything is written."""
+    export(blend_case, tmp_path / "with", "--overlays")
+    export(blend_case, tmp_path / "without", "--overlays", "--no-preview")
+    assert (tmp_path / "with" / "index.html").is_file() and (tmp_path / "with" / "viewer").is_dir()
+    assert not (tmp_path / "without" / "index.html").exists() and not (tmp_path / "without" / "viewer").exists()
+    rows = read_manifest(tmp_path / "without")
+    assert rows == read_manifest(tmp_path / "with") and len(rows) == 2
+    for row in rows:
+        np.testing.assert_array_equal(read_png(tmp_path / "without" / row["overlay_png"]),
+                                      read_png(tmp_path / "with" / row["overlay_png"]))
+    options = json.loads((tmp_path / "without" / "export.json").read_text(encoding="utf-8"))["options"]
+    assert options["overlays"]["preview"] is False
+    run = run_cli("export", blend_case.dicom, blend_case.seg, "-o", tmp_path / "refused", "--no-preview")
+    assert run.code == 1 and "--no-preview needs --overlays" in one_error_line(run.stderr)
+    assert not (tmp_path / "refused").exists() and not leftovers(tmp_path)
+
+
 def test_outline_overlay_pixels(blend_case: Case, tmp_path: Path) -> None:
     """--outline: boundary pixels (4-neighbour rule, image edge not counted) fully coloured, the rest gray."""
     out = tmp_path / "out"

@@ -263,6 +263,11 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
         help="also write the frames with the labels drawn on them (overlays/*.png) and the index.html preview page",
     )
     parser.add_argument(
+        "--no-preview", action="store_true",
+        help="with --overlays: no index.html preview page and no viewer/ (its per-frame data, about twice the size "
+        "of the overlay PNGs)",
+    )
+    parser.add_argument(
         "--images", action="store_true",
         help="also write each frame's pixels as a 16-bit PNG (images/*.png; the manifest gives slope and intercept)",
     )
@@ -341,7 +346,7 @@ def run_export(args: argparse.Namespace) -> int:
         f"wrote {result.frames} frames of series {series.uid or '(no SeriesInstanceUID)'} to {result.output_dir}\n"
         f"  {len(result.labels_found)} labels on the frames: {names or 'none'}{more}\n"
         f"  manifest: {result.manifest}"
-        + (f"\n  preview:  {result.output_dir / 'index.html'}" if args.overlays else "")
+        + (f"\n  preview:  {result.output_dir / 'index.html'}" if args.overlays and not args.no_preview else "")
         + (f"\n  DICOM SEG: {result.output_dir / result.outputs['dicom_seg']}" if "dicom_seg" in result.outputs else "")
         + (f"\n  RTSTRUCT: {result.output_dir / result.outputs['rtstruct']}" if "rtstruct" in result.outputs else "")
     )

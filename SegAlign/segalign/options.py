@@ -55,12 +55,15 @@ class OverlayOptions:
     """Overlays (``overlays/*.png``, the frame windowed with its labels drawn on it) and the index.html preview.
 
     ``window`` is ``(centre, width)``, a preset name (abdomen, bone, brain, lung, mediastinum) or ``"C,W"`` text,
-    or None for each frame's own window; ``alpha`` the labels' opacity; ``outline`` draws outlines, not fills.
+    or None for each frame's own window; ``alpha`` the labels' opacity; ``outline`` draws outlines, not fills;
+    ``preview`` writes the preview page (index.html and its per-frame data, viewer/, about twice the size of the
+    overlay PNGs), False for the overlays alone.
     """
 
     window: Window | None = None
     alpha: float = 0.4
     outline: bool = False
+    preview: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.window, str):
@@ -74,6 +77,7 @@ class OverlayOptions:
             )
         object.__setattr__(self, "alpha", float(self.alpha))
         object.__setattr__(self, "outline", bool(self.outline))
+        object.__setattr__(self, "preview", bool(self.preview))
 
 
 def _check_series(options: Any) -> None:
@@ -227,10 +231,13 @@ class ExportOptions:
     def from_args(cls, args: argparse.Namespace) -> "ExportOptions":
         """The options of ``segalign export``'s parsed flags (see :func:`segalign.cli.add_export_options`)."""
         overlays = None
+        no_preview = getattr(args, "no_preview", False)
         if args.overlays:
-            overlays = OverlayOptions(args.window, args.alpha, args.outline)
+            overlays = OverlayOptions(args.window, args.alpha, args.outline, preview=not no_preview)
         else:  # checked all the same: a mistyped flag is an error whether or not it is used
             OverlayOptions(args.window, args.alpha, args.outline)
+            if no_preview:
+                raise SegAlignError("--no-preview needs --overlays (the preview page is written with the overlays)")
         # --dicom-seg-type alone asks for the SEG too: a choice of type is never silently dropped
         wants_seg = args.dicom_seg or args.dicom_seg_type is not None
         dicom_seg = DicomSegOptions(args.dicom_seg_type or SegmentationType.BINARY) if wants_seg else None

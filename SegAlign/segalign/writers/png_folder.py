@@ -88,6 +88,7 @@ class PngFolderWriter:
         self.mask_folders = unique_safe_names([label.name for label in self.segments]) if options.masks else []
         overlays = options.overlays
         self.style = overlays  #: how overlays look (OverlayOptions), or None for no overlays
+        self.preview = overlays is not None and overlays.preview  #: index.html and viewer/ are written
         largest = max([*segmentation.label_table, *segmentation.values, 0])
         self.lookup = color_lookup(segmentation.label_table, largest) if overlays else None
         self.rows: list[dict | None] = [None] * len(context.frames)
@@ -101,6 +102,7 @@ class PngFolderWriter:
             (root / "masks" / folder).mkdir(parents=True)
         if overlays:
             (root / "overlays").mkdir()
+        if self.preview:
             (root / "viewer").mkdir()
         if options.images:
             (root / "images").mkdir()
@@ -123,6 +125,7 @@ class PngFolderWriter:
                 picture = overlay(gray, item.labels, self.lookup, self.style.alpha, self.style.outline)
                 write_png(root / "overlays" / name, picture)
                 columns["overlay_png"] = f"overlays/{name}"
+            if self.preview:
                 script = f"viewer/{item.index:05d}.js"
                 (root / script).write_text(frame_script(item.index, item.pixels.stored, item.labels), encoding="ascii")
                 own = item.pixels.window or range_window(item.pixels.values)
@@ -161,7 +164,7 @@ class PngFolderWriter:
         root = context.folder
         rows = [row for row in self.rows if row is not None]
         write_json(root / "labels.json", summary.label_entries)
-        if self.style is not None:
+        if self.preview:
             frames = preview_frames(rows)
             for entry, areas, multiframe, viewer in zip(frames, self.areas, self.multiframe, self.viewer):
                 entry["areas"] = areas or {}
