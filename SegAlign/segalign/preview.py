@@ -175,6 +175,7 @@ _PAGE = """<!DOCTYPE html>
 <title>{title}</title>
 <style>
   html, body {{ margin: 0; height: 100%; }}
+  html {{ color-scheme: dark; scrollbar-color: #3a4048 #0e1014; }}  /* dark scroll bars, slider and filter box */
   body {{ font: 14px/1.4 system-ui, sans-serif; background: #15181d; color: #e4e6ea; }}
   header {{ padding: 8px 16px; height: 44px; box-sizing: border-box; overflow: hidden; white-space: nowrap;
            text-overflow: ellipsis; }}
