@@ -318,6 +318,29 @@ def test_changed_dicom_file_or_label_table_redoes_the_job(tmp_path: Path) -> Non
         job_fingerprint(job, options, reads)
 
 
+def test_options_added_later_keep_older_exports_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An option added after the fingerprint was first written (--no-preview's ``overlays.preview``) leaves an
+    export made before it complete while at its default: the fingerprint is the one of the options without it;
+    the other value makes another fingerprint."""
+    from segalign.options import OverlayOptions
+
+    study = _phantom_study(tmp_path, "one", "axial")
+    job, reads = Job("one", study.dicom, study.segmentation), ReadOptions()
+    options = ExportOptions(overlays=OverlayOptions())
+    real_as_dict = ExportOptions.as_dict
+
+    def before_the_option(self: ExportOptions) -> dict:  # the options as an older SegAlign wrote them
+        values = real_as_dict(self)
+        del values["overlays"]["preview"]
+        return values
+
+    current = job_fingerprint(job, options, reads)
+    without_page = job_fingerprint(job, ExportOptions(overlays=OverlayOptions(preview=False)), reads)
+    monkeypatch.setattr(ExportOptions, "as_dict", before_the_option)
+    assert job_fingerprint(job, options, reads) == current
+    assert without_page != current
+
+
 def test_parts_cover_every_job_once_and_merge(cohort, tmp_path: Path) -> None:
     studies, table = cohort
     out = tmp_path / "out"

@@ -330,7 +330,38 @@ def test_readout_shows_position_value_and_label(page, export: Path) -> None:
         assert text.startswith(f"row {row}, column {column} · LPS " + ", ".join(f"{v:.1f}" for v in lps)), text
         assert f"· {value:g} HU ·" in text, (text, value)
         assert text.endswith(NAMES[label] if label else "no label"), (text, label)
+    # The next frame by key, the mouse still: the readout gives that frame's value and position, not the last one's.
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function("() => document.getElementById('readout').dataset.index === '4'")
+    header = pydicom.dcmread(export.parent / "dicom" / rows[4]["source_file"])
+    value = float(header.pixel_array[20, 38]) * float(getattr(header, "RescaleSlope", 1)) + \
+        float(getattr(header, "RescaleIntercept", 0))
+    assert float(page.evaluate("() => document.getElementById('readout').dataset.value")) == value
+    ipp = np.array(header.ImagePositionPatient, float)
+    assert f"LPS {ipp[0] + 38 * float(header.PixelSpacing[1]):.1f}, " in page.inner_text("#readout")
+    assert f", {ipp[2]:.1f} mm" in page.inner_text("#readout")
     assert not page.errors
+
+
+def test_the_page_decodes_every_kind_of_stored_value(page) -> None:
+    """The page's own decoder (base64, inflate, undoing the differences) gives back the stored values of every
+    kind the export writes, extremes and an empty frame included, with the types the page computes with."""
+    import re
+
+    from segalign.preview import frame_script
+
+    rng = np.random.default_rng(11)
+    cases = {"u2": rng.integers(0, 65536, (9, 13)), "i2": rng.integers(-32768, 32768, (9, 13)),
+             "i4": rng.integers(-70000, 70000, (9, 13)), "empty": np.zeros((0, 13), np.int64)}
+    cases["u2"].flat[:2], cases["i2"].flat[:2] = (0, 65535), (-32768, 32767)
+    for name, stored in cases.items():
+        script = frame_script(0, stored, np.zeros(stored.shape, np.uint8))
+        _, kind, values, _, _ = re.fullmatch(r'segalignFrame\((\d+),"(\w+)","([^"]*)","(\w+)","([^"]*)"\);\n',
+                                             script).groups()
+        got = page.evaluate("async ([text, kind]) => { const a = await inflate(text, kind, true); "
+                            "return [a.constructor.name, Array.from(a)]; }", [values, kind])
+        assert got[0] == {"u2": "Uint16Array", "i2": "Int16Array", "i4": "Int32Array"}[kind], (name, got[0])
+        assert got[1] == stored.ravel().tolist(), name
 
 
 def test_layout_does_not_move_and_the_legend_filters(page, export: Path) -> None:
@@ -525,9 +556,10 @@ def test_real_series_in_the_page(browser, testdata: Path, tmp_path: Path, case: 
         r, c = top_left[0] + int(plane["rows"]) // 3, top_left[1] + int(plane["columns"]) // 2
         box = page.locator("#view").bounding_box()
         fit = page.evaluate("() => geometry()")
+        page.evaluate("() => { const d = document.getElementById('readout').dataset; for (const k in d) delete d[k]; }")
         page.mouse.move(box["x"] + fit["left"] + (c + 0.5) * fit["scale"], box["y"] + fit["top"] + (r + 0.5) * fit["scale"])
-        page.wait_for_function(f"() => document.getElementById('readout').dataset.row === '{r}' && "
-                               f"document.getElementById('readout').dataset.column === '{c}'")
+        page.wait_for_function(f"() => {{ const d = document.getElementById('readout').dataset; "
+                               f"return d.index === '{index}' && d.row === '{r}' && d.column === '{c}'; }}")
         readout = page.evaluate("() => ({text: document.getElementById('readout').textContent, "
                                 "...document.getElementById('readout').dataset})")
         ipp, orientation = _floats(plane["image_position_patient"]), _floats(plane["image_orientation_patient"])

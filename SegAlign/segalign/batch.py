@@ -421,7 +421,7 @@ def job_fingerprint(job: Job, options: ExportOptions, read_options: ReadOptions)
     reading = read_options.as_dict()
     if read_options.label_file is not None:  # by its bytes, not where it lies (hosts mount it in other places)
         reading["label_table"] = _file_digest(Path(read_options.label_file))
-    add("segalign-batch", FINGERPRINT_VERSION, job.series, options.as_dict(), reading)
+    add("segalign-batch", FINGERPRINT_VERSION, job.series, _fingerprinted_options(options), reading)
     segmentation = Path(job.segmentation)
     if segmentation.is_dir():
         try:
@@ -441,6 +441,19 @@ def job_fingerprint(job: Job, options: ExportOptions, read_options: ReadOptions)
         status = path.stat()
         add("dicom", path.relative_to(root).as_posix(), status.st_size, status.st_mtime_ns)
     return digest.hexdigest()
+
+
+#: Export options added after the fingerprint was first written, with their defaults: at the default they are left
+#: out of it, so that exports made before they existed (which behaved as the default does) stay complete.
+ADDED_OPTION_DEFAULTS: dict[tuple[str, str], object] = {("overlays", "preview"): True}
+
+
+def _fingerprinted_options(options: ExportOptions) -> dict:
+    values = options.as_dict()
+    for (group, name), default in ADDED_OPTION_DEFAULTS.items():
+        if isinstance(values.get(group), dict) and values[group].get(name) == default:
+            del values[group][name]
+    return values
 
 
 def _file_digest(path: Path) -> str:

@@ -85,7 +85,7 @@ def direction_letters(vector: np.ndarray, threshold: float = 1e-3) -> str:
     largest = np.max(np.abs(vector))
     letters = []
     for axis in np.argsort(-np.abs(vector), kind="stable"):
-        if abs(vector[axis]) >= threshold * largest:
+        if largest > 0 and abs(vector[axis]) >= threshold * largest:
             letters.append(_POSITIVE_LPS[axis] if vector[axis] > 0 else _NEGATIVE_LPS[axis])
     return "".join(letters)
 

@@ -251,7 +251,7 @@ for (const entry of legend) {{
 const view = {{overlay: true, alpha: data.style.alpha, outline: data.style.outline, hidden: new Set(),
                window: data.style.window ? {{c: data.style.window[0], w: data.style.window[1]}} : null,
                zoom: 1, panX: 0, panY: 0}};
-let current = 0, decoded = null, token = 0;
+let current = 0, decoded = null, decodedIndex = -1, token = 0;  // decoded: the data of frame decodedIndex
 slider.max = Math.max(frames.length - 1, 0);
 
 // ---------------------------------------------------------------- frame data: one script file per frame
@@ -335,6 +335,7 @@ function render() {{  // the frame at its own size: windowed grey, labels blende
   }}
   pictureContext.putImageData(image, 0, 0);
   draw();
+  if (pointer) readout(pointer);  // the values under the cursor are those of the frame now drawn
 }}
 function geometry() {{  // where the frame is drawn in the stage: fitted, then zoomed and panned
   const frame = frames[current], width = stage.clientWidth, height = stage.clientHeight;
@@ -421,7 +422,7 @@ async function show(index) {{
   for (const row of rows.children) row.classList.toggle("here", frame.labels.includes(Number(row.dataset.value)));
   const loaded = await load(current);
   if (mine !== token) return;  // another frame was asked for meanwhile
-  decoded = loaded;
+  decoded = loaded; decodedIndex = current;
   render();
   for (const next of [current + 1, current - 1]) if (frames[next]) load(next);
 }}
@@ -481,8 +482,10 @@ window.addEventListener("mousemove", event => {{
   }}
   readout(event);
 }});
+let pointer = null;  // the last mouse position: the readout follows the frame shown, not only the mouse
 function readout(event) {{
-  const element = document.getElementById("readout"), frame = frames[current];
+  pointer = {{clientX: event.clientX, clientY: event.clientY}};
+  const element = document.getElementById("readout"), frame = frames[decodedIndex];  // the frame drawn
   const rect = stage.getBoundingClientRect(), box = geometry();
   const column = Math.floor((event.clientX - rect.left - box.left) / box.scale);
   const row = Math.floor((event.clientY - rect.top - box.top) / box.scale);
@@ -494,7 +497,8 @@ function readout(event) {{
   const tile = frame.tiles ? frame.tiles.find(t => row >= t.row && row < t.row + t.rows && column >= t.column &&
                                                    column < t.column + t.columns) : null;
   const plane = tile ? {{ipp: tile.ipp, iop: tile.iop, spacing: tile.spacing, row: row - tile.row,
-                         column: column - tile.column}} : frame.tiles ? null : {{...frame, row, column}};
+                         column: column - tile.column}}
+    : frame.tiles ? null : {{ipp: frame.ipp, iop: frame.iop, spacing: frame.spacing, row, column}};
   let where = "no slice here (between the mosaic's tiles)";
   if (plane) {{
     const [dr, dc] = plane.spacing, p = plane.ipp, o = plane.iop;  // DICOM C.7.6.2.1.1
@@ -505,7 +509,8 @@ function readout(event) {{
   const label = decoded.labels[i], unit = data.modality === "CT" ? " HU" : "";
   element.textContent = `row ${{row}}, column ${{column}} \\u00b7 ${{where}}` +
     ` \\u00b7 ${{+value.toFixed(2)}}${{unit}} \\u00b7 ${{label ? names.get(label) || label : "no label"}}`;
-  element.dataset.row = row; element.dataset.column = column; element.dataset.value = value;
+  element.dataset.index = decodedIndex; element.dataset.row = row; element.dataset.column = column;
+  element.dataset.value = value;
   element.dataset.label = label;
 }}
 slider.addEventListener("input", () => show(Number(slider.value)));

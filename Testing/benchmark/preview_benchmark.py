@@ -15,6 +15,8 @@ the file system in Debian's chromium (through playwright). The table gives:
 
 ``next`` and ``jump`` run ``show(i)`` in the page and time it to the frame drawn (script load, base64 and inflate,
 render, draw at the window size); they are medians and maxima over up to 60 frames, with 150 ms between frames.
+A jump drops the page's own copy of the frame, not the browser's cache of its file: on a series of fewer than 60
+frames, every jump goes to a file loaded before, as when a reader returns to a frame.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Writers: the outputs of an export, each behind the small protocol of :mod:`.base` (begin, add, end).
 
-* :class:`~.png_folder.PngFolderWriter`: label images (and masks, images, overlays), manifest, label table,
-  preview page: always written.
+* :class:`~.png_folder.PngFolderWriter`: label images (and masks, images, overlays with the preview page),
+  manifest, label table: always written.
 * :class:`~.dicom_seg.DicomSegWriter`: ``seg.dcm``, a DICOM Segmentation on the source frames
   (``ExportOptions.dicom_seg``).
 * :class:`~.rtstruct.RtStructWriter`: ``rtstruct.dcm``, an RT Structure Set with pixel-edge contours

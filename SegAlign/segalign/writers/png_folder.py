@@ -153,7 +153,7 @@ class PngFolderWriter:
                 tile_column_offset=frame.tile.column_offset,
             )
         self.rows[item.index] = {**manifest_row(item.index, frame, name, context.dicom_root, context.normal), **columns}
-        if self.style is not None:  # for the preview: each label's pixels here (its legend jumps to the largest)
+        if self.preview:  # for the preview: each label's pixels here (its legend jumps to the largest)
             self.areas[item.index] = {value: int(item.counts[value]) for value in item.present}
             self.multiframe[item.index] = frame.number_of_frames > 1
         self.tile_rows[item.index] = _tile_rows(item.index, frame, name, context.normal, item.tiles_present)
