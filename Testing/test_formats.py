@@ -385,3 +385,58 @@ def test_fractional_seg_is_thresholded_at_half_with_a_warning(series, tmp_path: 
         np.testing.assert_array_equal(image, PHANTOM.labels_at(pixel_centres_from_file(dicom / row["source_file"])))
     warnings = json.loads((tmp_path / "out" / "export.json").read_text())["warnings"]
     assert any("FRACTIONAL" in warning and "0.5" in warning for warning in warnings), warnings
+
+
+def _by_own_names(images: list[np.ndarray], table: dict[int, dict], first: dict[int, dict]) -> list[np.ndarray]:
+    """Label images with each value replaced by the value its name has in ``first`` (a SEG numbers its segments
+    1..N; the names say which label each was)."""
+    lookup = np.zeros(65536, dtype=np.uint16)
+    value_of = {entry["name"]: value for value, entry in first.items()}
+    for value, entry in table.items():
+        lookup[value] = value_of[entry["name"]]
+    return [lookup[image] for image in images]
+
+
+@pytest.mark.parametrize("kind", ["binary", "labelmap"])
+@pytest.mark.parametrize("case", ["gantry_tilt", "missing_slice"])
+def test_seg_of_a_tilted_or_gapped_series_is_an_input(tmp_path: Path, case: str, kind: str) -> None:
+    """A SEG SegAlign wrote for a gantry-tilted series (its planes step off the normal; highdicom finds no regular
+    volume) or for a series with a missing slice, read back as the segmentation of the same series, gives every
+    frame the labels of the first export; a SEG whose empty planes were left out (the first frames of the tilt
+    case are empty) too. The first export equals the analytic phantom (test_dicom_seg)."""
+    pytest.importorskip("highdicom")
+    from seg_cases import build_case
+
+    built = build_case(case, tmp_path / "case")
+    first = run_cli("export", built.dicom, built.segmentation, "-o", tmp_path / "first", "-q", "--dicom-seg",
+                    "--dicom-seg-type", kind)
+    assert first.code == 0, first.stderr
+    again = run_cli("export", built.dicom, tmp_path / "first" / "seg.dcm", "-o", tmp_path / "again", "-q")
+    assert again.code == 0, again.stderr
+    images, table = exported(tmp_path / "first")
+    back, back_table = exported(tmp_path / "again")
+    assert sum(int(image.any()) for image in images) >= 5 and not all(image.any() for image in images)
+    for index, (want, got) in enumerate(zip(images, _by_own_names(back, back_table, table))):
+        np.testing.assert_array_equal(got, want, err_msg=f"frame {index}")
+
+
+def test_seg_with_unevenly_spaced_planes_is_refused_with_the_numbers(tmp_path: Path) -> None:
+    """A SEG plane moved 0.4 mm along the stack: the planes no longer sit at whole steps, so the SEG is refused in
+    one line naming the plane and the distance, and nothing is written."""
+    pytest.importorskip("highdicom")
+    from seg_cases import build_case
+
+    built = build_case("gantry_tilt", tmp_path / "case")
+    assert run_cli("export", built.dicom, built.segmentation, "-o", tmp_path / "first", "-q", "--dicom-seg").code == 0
+    seg = pydicom.dcmread(tmp_path / "first" / "seg.dcm")
+    positions = [tuple(g.PlanePositionSequence[0].ImagePositionPatient) for g in seg.PerFrameFunctionalGroupsSequence]
+    moved = sorted(set(positions))[len(set(positions)) // 2]
+    for groups in seg.PerFrameFunctionalGroupsSequence:
+        plane = groups.PlanePositionSequence[0]
+        if tuple(plane.ImagePositionPatient) == moved:
+            plane.ImagePositionPatient = [float(moved[0]), float(moved[1]), float(moved[2]) + 0.4]
+    seg.save_as(tmp_path / "moved.dcm")
+    run = run_cli("export", built.dicom, tmp_path / "moved.dcm", "-o", tmp_path / "out", "-q")
+    assert run.code == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "not evenly spaced" in run.stderr and "mm from the nearest place" in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists()

@@ -4,7 +4,10 @@ highdicom (extra ``segalign[dicom]``) reads the SEG and builds its volume from t
 (``Segmentation.get_volume``): a label map on the SEG's grid with its affine in the frame of reference (LPS), which
 is converted to RAS here. Segment numbers become label values; SegmentLabel and RecommendedDisplayCIELabValue give
 names and colours. FRACTIONAL segments are thresholded at 0.5 (with a warning). A SEG whose frames do not form one
-regular volume is refused with highdicom's reason; it is never resampled onto a guess.
+regular volume for highdicom is read frame by frame instead when its frames are parallel planes of one grid, one
+after the other at a constant step (:func:`stacked_frames`): a SEG of a gantry-tilted series (the step is not along
+the normal; the affine is sheared) or one whose empty frames were left out (the missing planes are empty). Any
+other SEG is refused with the numbers; it is never resampled onto a guess.
 """
 
 from __future__ import annotations
@@ -78,14 +81,23 @@ def load_dicom_seg(
         raise
     except Exception as error:
         text = describe(error)
-        if "overlap" in text.lower():
+        stacked = None
+        if "regularly" in text.lower() and kind in ("BINARY", "LABELMAP"):  # not one regular volume for highdicom
+            stacked = stacked_frames(dataset, kind, overlap, path)
+        if stacked is not None:
+            labels, lps = stacked
+            volume = _Volume(labels, lps)
+        elif "overlap" in text.lower():
             raise SegAlignError(
                 f"{short_path(path)}: segments of the SEG overlap; pass overlap='later-wins' to give overlapping "
                 "pixels to the higher segment number",
                 cli_message=f"{short_path(path)}: segments of the SEG overlap; use --overlap later-wins to give "
                 "overlapping pixels to the higher segment number",
             ) from None
-        raise SegAlignError(f"{short_path(path)}: the SEG's frames do not form one volume that can be placed ({text})") from None
+        else:
+            raise SegAlignError(
+                f"{short_path(path)}: the SEG's frames do not form one volume that can be placed ({text})"
+            ) from None
     labels = labels.astype(np.uint8 if max(numbers) <= 255 else np.uint16)
     if labels.ndim != 3:
         raise SegAlignError(f"{short_path(path)}: the SEG's volume has shape {labels.shape}, not 3D")
@@ -96,6 +108,130 @@ def load_dicom_seg(
         name = str(description.segment_label or f"Segment_{number}")
         table[number] = Label(number, name, _color(description, number))
     return np.asfortranarray(labels), affine, table, warnings, frame_of_reference
+
+
+class _Volume:
+    """What :func:`load_dicom_seg` takes from highdicom's volume: the array and its LPS affine."""
+
+    def __init__(self, array: np.ndarray, affine: np.ndarray) -> None:
+        self.array, self.affine = array, affine
+
+
+#: Planes closer than this (mm) are one plane; positions off their line by more than this refuse the SEG.
+PLANE_TOLERANCE = 1e-3
+
+
+def stacked_frames(dataset: object, kind: str, overlap: Overlap, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """A BINARY or LABELMAP SEG's frames as one label volume, read from each frame's own plane: ``(labels (slices,
+    rows, columns) of segment numbers, LPS affine mapping (slice, row, column) indices)`` as highdicom's volumes are,
+    when every frame has the same orientation, spacing and size and the distinct plane positions lie on one line
+    at whole multiples of one step (planes the SEG leaves out, because they were empty, are empty). A SEG whose
+    frames are not so is refused, naming the first frame that is not."""
+    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+    shared = _first(getattr(dataset, "SharedFunctionalGroupsSequence", None))
+    per_frame = list(getattr(dataset, "PerFrameFunctionalGroupsSequence", []) or [])
+    if len(per_frame) != frames:
+        return None
+
+    def attribute(groups: object, sequence: str, keyword: str) -> tuple[float, ...] | None:
+        for source in (groups, shared):
+            item = _first(getattr(source, sequence, None)) if source is not None else None
+            if item is not None and keyword in item:
+                return tuple(float(v) for v in item[keyword].value)
+        return None
+
+    where = short_path(path)
+    positions, segments = [], []
+    orientation = attribute(per_frame[0], "PlaneOrientationSequence", "ImageOrientationPatient")
+    spacing = attribute(per_frame[0], "PixelMeasuresSequence", "PixelSpacing")
+    if orientation is None or spacing is None or len(orientation) != 6 or len(spacing) != 2:
+        return None
+    for index, groups in enumerate(per_frame):
+        position = attribute(groups, "PlanePositionSequence", "ImagePositionPatient")
+        if position is None or len(position) != 3:
+            raise SegAlignError(f"{where}: frame {index + 1} of the SEG has no plane position, so it cannot be placed")
+        if not np.allclose(attribute(groups, "PlaneOrientationSequence", "ImageOrientationPatient") or (), orientation,
+                           atol=1e-6) or attribute(groups, "PixelMeasuresSequence", "PixelSpacing") != spacing:
+            raise SegAlignError(f"{where}: frame {index + 1} of the SEG lies in another orientation or spacing than "
+                                "frame 1, so its frames do not form one volume")
+        positions.append(position)
+        if kind == "BINARY":
+            identification = _first(getattr(groups, "SegmentIdentificationSequence", None))
+            if identification is None or "ReferencedSegmentNumber" not in identification:
+                raise SegAlignError(f"{where}: frame {index + 1} of the BINARY SEG names no segment")
+            segments.append(int(identification.ReferencedSegmentNumber))
+    points = np.array(positions, dtype=float)
+    row_direction, column_direction = np.array(orientation[:3]), np.array(orientation[3:])
+    normal = np.cross(row_direction, column_direction)
+    distinct: list[np.ndarray] = []
+    plane_of_frame = []
+    for point in points:  # the distinct planes, in the order of their distance along the normal
+        for number, known in enumerate(distinct):
+            if np.linalg.norm(point - known) <= PLANE_TOLERANCE:
+                plane_of_frame.append(number)
+                break
+        else:
+            plane_of_frame.append(len(distinct))
+            distinct.append(point)
+    order = np.argsort([float(np.dot(p, normal)) for p in distinct], kind="stable")
+    planes = np.array(distinct)[order]
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    if len(planes) == 1:
+        step = normal * 1.0  # one plane: any step; a unit one along the normal
+        index_of_plane = np.zeros(1, dtype=np.int64)
+    else:
+        steps = np.diff(planes, axis=0)
+        step = steps[int(np.argmin(np.linalg.norm(steps, axis=1)))]
+        along = (planes - planes[0]) @ step / float(step @ step)
+        index_of_plane = np.round(along).astype(np.int64)
+        off = np.linalg.norm(planes - (planes[0] + np.outer(index_of_plane, step)), axis=1)
+        worst = int(np.argmax(off))
+        if off[worst] > PLANE_TOLERANCE:
+            raise SegAlignError(
+                f"{where}: the SEG's planes are not evenly spaced on one line (the plane at "
+                f"{_text(planes[worst])} mm is {off[worst]:.3g} mm from the nearest place a step of "
+                f"{_text(step)} mm puts one), so its frames do not form one volume that can be placed"
+            )
+    slices = int(index_of_plane.max()) + 1
+    if slices > 4 * frames + 16:
+        raise SegAlignError(f"{where}: the SEG's {frames} frames would span {slices} planes; they are too far apart "
+                            "to be one volume")
+    with quiet_warnings():
+        pixels = np.asarray(dataset.pixel_array)  # type: ignore[attr-defined]
+    pixels = pixels.reshape(frames, int(dataset.Rows), int(dataset.Columns))  # type: ignore[attr-defined]
+    labels = np.zeros((slices, pixels.shape[1], pixels.shape[2]), dtype=np.uint16)
+    for index in range(frames):
+        target = labels[index_of_plane[rank[plane_of_frame[index]]]]
+        if kind == "BINARY":
+            mask = pixels[index] != 0
+            clash = mask & (target != 0) & (target != segments[index])
+            if clash.any() and overlap == "error":
+                raise SegAlignError(
+                    f"{where}: segments of the SEG overlap; pass overlap='later-wins' to give overlapping pixels to "
+                    "the higher segment number",
+                    cli_message=f"{where}: segments of the SEG overlap; use --overlap later-wins to give overlapping "
+                    "pixels to the higher segment number",
+                )
+            target[mask] = np.maximum(target[mask], segments[index])
+        else:
+            target[...] = np.where(pixels[index] != 0, pixels[index], target)
+    dr, dc = spacing
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1], affine[:3, 2] = step, column_direction * dr, row_direction * dc
+    affine[:3, 3] = planes[0]
+    return labels, affine
+
+
+def _first(sequence: object) -> object:
+    try:
+        return sequence[0] if sequence else None  # type: ignore[index]
+    except (IndexError, TypeError):
+        return None
+
+
+def _text(vector: np.ndarray) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in vector) + ")"
 
 
 def _threshold(array: np.ndarray, numbers: list[int], overlap: Overlap, path: Path) -> np.ndarray:
