@@ -19,6 +19,7 @@ import pydicom
 import pytest
 from conftest import exported_labels, leftovers, read_manifest, read_png, run_cli, snapshot
 
+import segalign
 import segalign.cli
 from segalign.dicom import scan_folder
 from segalign.export import ExportCancelled, export_segmentation
@@ -546,3 +547,34 @@ def test_export_same_output_twice_needs_overwrite(case):
     again = run_cli("export", case.dicom, case.seg, "-o", case.out, "-q")
     assert again.code == 1 and "--overwrite" in again.stderr
     assert snapshot(case.out) == first
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line_and_130() -> None:
+    """A Ctrl-C while ``segalign`` is still importing NumPy (a KeyboardInterrupt raised by the import, as Python's
+    SIGINT handler raises it) gets the one line and exit status of any interrupt, no traceback; and ``import
+    segalign`` alone loads none of the heavy libraries, which load when a public name is first used."""
+    import subprocess
+    import sys
+    import textwrap
+
+    interrupted = textwrap.dedent("""
+        import sys
+        class Interrupt:
+            def find_spec(self, name, path=None, target=None):
+                if name == "numpy":
+                    raise KeyboardInterrupt
+        sys.meta_path.insert(0, Interrupt())
+        sys.argv = ["segalign", "info", "."]
+        from segalign.console import run
+        raise SystemExit(run())
+    """)
+    run = subprocess.run([sys.executable, "-c", interrupted], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 130, run.stderr
+    assert run.stderr == "segalign: interrupted; nothing was written\n"
+    light = subprocess.run([sys.executable, "-c", "import sys, segalign; heavy = {'numpy', 'pydicom', 'nibabel'}; "
+                            "print(sorted(heavy & set(sys.modules))); segalign.export_segmentation; "
+                            "print(sorted(heavy & set(sys.modules)))"], capture_output=True, text=True, timeout=60)
+    assert light.stdout.splitlines() == ["[]", "['numpy', 'pydicom']"], (light.stdout, light.stderr)
+    assert sorted(segalign.__all__) == sorted(segalign._PUBLIC)  # every public name resolves, and is listed
+    for name in segalign.__all__:
+        assert getattr(segalign, name).__name__ == name

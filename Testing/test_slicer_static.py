@@ -1204,6 +1204,10 @@ def test_imports_of_the_segalign_package_resolve():
                 names.add(node.target.id)
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        lazy = any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__" for node in tree.body)
+        for node in tree.body:  # a package that imports its public names when first used (PEP 562) lists them
+            if lazy and isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+                names |= {element.value for element in node.value.elts if isinstance(element, ast.Constant)}
         return names
 
     found, problems = 0, []

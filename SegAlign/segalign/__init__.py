@@ -13,17 +13,24 @@ Every frame is sampled in patient space from its own ImagePositionPatient, Image
 PixelSpacing, so tilted, unevenly spaced, oblique, left-handed and multi-frame series need no special handling.
 """
 
-from .version import __version__  # noqa: E402, F401 (the package version, as segalign.__version__)
-from .dicom import DicomScan, Frame, Series, scan_folder  # noqa: E402
-from .diagnosis import SeriesReport, diagnose  # noqa: E402
-from .errors import NoOverlapError, SegAlignError  # noqa: E402
-from .export import ExportCancelled, ExportResult, export_segmentation  # noqa: E402
-from .labels import Label, read_label_file  # noqa: E402
-from .sampling import FrameSampler  # noqa: E402
-from .readers import load_segmentation  # noqa: E402
-from .segmentation import Segmentation  # noqa: E402
+from typing import TYPE_CHECKING
 
-__all__ = [
+from .version import __version__  # noqa: F401 (the package version, as segalign.__version__)
+
+#: The public names and their modules. They are imported when first used, so that ``import segalign`` (and the
+#: ``segalign`` command's start, which a Ctrl-C may interrupt) does not load NumPy, pydicom and nibabel first.
+_PUBLIC = {
+    "DicomScan": "dicom", "Frame": "dicom", "Series": "dicom", "scan_folder": "dicom",
+    "SeriesReport": "diagnosis", "diagnose": "diagnosis",
+    "NoOverlapError": "errors", "SegAlignError": "errors",
+    "ExportCancelled": "export", "ExportResult": "export", "export_segmentation": "export",
+    "Label": "labels", "read_label_file": "labels",
+    "FrameSampler": "sampling",
+    "load_segmentation": "readers",
+    "Segmentation": "segmentation",
+}
+
+__all__ = [  # the keys of _PUBLIC
     "DicomScan",
     "ExportCancelled",
     "ExportResult",
@@ -41,3 +48,28 @@ __all__ = [
     "read_label_file",
     "scan_folder",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _PUBLIC:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value  # once imported, an ordinary attribute
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .diagnosis import SeriesReport, diagnose
+    from .dicom import DicomScan, Frame, Series, scan_folder
+    from .errors import NoOverlapError, SegAlignError
+    from .export import ExportCancelled, ExportResult, export_segmentation
+    from .labels import Label, read_label_file
+    from .readers import load_segmentation
+    from .sampling import FrameSampler
+    from .segmentation import Segmentation
