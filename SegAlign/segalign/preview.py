@@ -200,7 +200,7 @@ _PAGE = """<!DOCTYPE html>
   #legend {{ flex: 1 1 auto; min-height: 0; overflow: auto; }}
   #legend table {{ border-collapse: collapse; width: 100%; }}
   #legend td {{ padding: 2px 6px; border-bottom: 1px solid #2a2e35; white-space: nowrap; }}
-  #legend td.name {{ white-space: normal; overflow-wrap: anywhere; }}
+  #legend td.name {{ white-space: normal; overflow-wrap: break-word; }}
   #legend tr {{ cursor: pointer; }} #legend tr.here {{ background: #2a3442; font-weight: 600; }}
   #legend tr.hidden {{ display: none; }} #legend tr.off .swatch {{ opacity: 0.2; outline: 1px solid #9aa0a8; }}
   .swatch {{ display: inline-block; width: 14px; height: 14px; border-radius: 3px; vertical-align: middle; }}
@@ -386,7 +386,11 @@ for (const entry of legend) {{
   row.innerHTML = `<td><span class="swatch"></span></td><td>${{entry.value}}</td><td class="name"></td>` +
     `<td class="count">${{count}}</td>`;
   row.querySelector(".swatch").style.background = entry.color;
-  row.querySelector(".name").textContent = entry.name;
+  const nameCell = row.querySelector(".name");  // long names break after their underscores, not mid-word
+  entry.name.split(/(?<=_)/).forEach((part, k) => {{
+    if (k) nameCell.appendChild(document.createElement("wbr"));
+    nameCell.appendChild(document.createTextNode(part));
+  }});
   row.title = entry.first === null ? "" : `frames ${{entry.first + 1}}\\u2013${{entry.last + 1}}; largest on frame ` +
     `${{entry.largest + 1}}`;
   row.addEventListener("click", event => {{
