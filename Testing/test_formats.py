@@ -398,31 +398,61 @@ def _by_own_names(images: list[np.ndarray], table: dict[int, dict], first: dict[
 
 
 @pytest.mark.parametrize("kind", ["binary", "labelmap"])
-@pytest.mark.parametrize("case", ["gantry_tilt", "missing_slice"])
-def test_seg_of_a_tilted_or_gapped_series_is_an_input(tmp_path: Path, case: str, kind: str) -> None:
+@pytest.mark.parametrize("sparse", [False, True], ids=["every_slice", "every_other_slice"])
+def test_seg_of_a_tilted_series_is_an_input(tmp_path: Path, kind: str, sparse: bool) -> None:
     """A SEG SegAlign wrote for a gantry-tilted series (its planes step off the normal; highdicom finds no regular
-    volume) or for a series with a missing slice, read back as the segmentation of the same series, gives every
-    frame the labels of the first export; a SEG whose empty planes were left out (the first frames of the tilt
-    case are empty) too. The first export equals the analytic phantom (test_dicom_seg)."""
+    volume), read back as the segmentation of the same series, gives every frame the labels of the first export:
+    its empty frames are left out, and with labels on every other slice only, so are the planes between, which
+    SpacingBetweenSlices places (they stay empty, not their neighbours' labels). The first export equals the
+    analytic phantom (test_dicom_seg)."""
     pytest.importorskip("highdicom")
+    import nibabel as nib
     from seg_cases import build_case
 
-    built = build_case(case, tmp_path / "case")
-    first = run_cli("export", built.dicom, built.segmentation, "-o", tmp_path / "first", "-q", "--dicom-seg",
+    built = build_case("gantry_tilt", tmp_path / "case")
+    segmentation = built.segmentation
+    if sparse:
+        image = nib.load(segmentation)
+        labels = np.asarray(image.dataobj).copy()
+        labels[:, :, 1::2] = 0  # the third axis runs from frame to frame
+        segmentation = tmp_path / "sparse.nii.gz"
+        nib.save(nib.Nifti1Image(labels, image.affine, image.header), segmentation)
+    first = run_cli("export", built.dicom, segmentation, "-o", tmp_path / "first", "-q", "--dicom-seg",
                     "--dicom-seg-type", kind)
     assert first.code == 0, first.stderr
     again = run_cli("export", built.dicom, tmp_path / "first" / "seg.dcm", "-o", tmp_path / "again", "-q")
     assert again.code == 0, again.stderr
     images, table = exported(tmp_path / "first")
     back, back_table = exported(tmp_path / "again")
-    assert sum(int(image.any()) for image in images) >= 5 and not all(image.any() for image in images)
+    labelled = [bool(image.any()) for image in images]
+    assert sum(labelled) >= 5 and not all(labelled)
+    if sparse:
+        assert any(not a and b and c for a, b, c in zip(labelled[1:], labelled, labelled[2:])), "empty between"
     for index, (want, got) in enumerate(zip(images, _by_own_names(back, back_table, table))):
         np.testing.assert_array_equal(got, want, err_msg=f"frame {index}")
 
 
-def test_seg_with_unevenly_spaced_planes_is_refused_with_the_numbers(tmp_path: Path) -> None:
-    """A SEG plane moved 0.4 mm along the stack: the planes no longer sit at whole steps, so the SEG is refused in
-    one line naming the plane and the distance, and nothing is written."""
+def test_seg_that_leaves_out_frames_and_gives_no_spacing_is_refused(tmp_path: Path) -> None:
+    """A SEG of a series with a missing slice leaves out its empty frames and cannot give SpacingBetweenSlices:
+    frames between its planes could be empty planes it left out, so it is refused in one line saying so."""
+    pytest.importorskip("highdicom")
+    from seg_cases import build_case
+
+    built = build_case("missing_slice", tmp_path / "case")
+    assert run_cli("export", built.dicom, built.segmentation, "-o", tmp_path / "first", "-q", "--dicom-seg").code == 0
+    seg = pydicom.dcmread(tmp_path / "first" / "seg.dcm", stop_before_pixels=True)
+    assert "SpacingBetweenSlices" not in seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    run = run_cli("export", built.dicom, tmp_path / "first" / "seg.dcm", "-o", tmp_path / "out", "-q")
+    assert run.code == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "leaves out the frames of" in run.stderr and "gives no SpacingBetweenSlices" in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("move", ["along_the_stack", "within_the_plane"])
+def test_seg_with_unevenly_spaced_planes_is_refused_with_the_numbers(tmp_path: Path, move: str) -> None:
+    """A tilted SEG's plane moved 0.4 mm along the stack is no whole multiple of SpacingBetweenSlices; moved
+    0.4 mm within its plane it is off the line the others lie on. Each is refused in one line with the numbers,
+    and nothing is written."""
     pytest.importorskip("highdicom")
     from seg_cases import build_case
 
@@ -431,12 +461,15 @@ def test_seg_with_unevenly_spaced_planes_is_refused_with_the_numbers(tmp_path: P
     seg = pydicom.dcmread(tmp_path / "first" / "seg.dcm")
     positions = [tuple(g.PlanePositionSequence[0].ImagePositionPatient) for g in seg.PerFrameFunctionalGroupsSequence]
     moved = sorted(set(positions))[len(set(positions)) // 2]
+    shift = np.array([0.0, 0.0, 0.4]) if move == "along_the_stack" else np.array([0.4, 0.0, 0.0])
     for groups in seg.PerFrameFunctionalGroupsSequence:
         plane = groups.PlanePositionSequence[0]
         if tuple(plane.ImagePositionPatient) == moved:
-            plane.ImagePositionPatient = [float(moved[0]), float(moved[1]), float(moved[2]) + 0.4]
+            plane.ImagePositionPatient = [float(v) for v in np.array(moved, dtype=float) + shift]
     seg.save_as(tmp_path / "moved.dcm")
     run = run_cli("export", built.dicom, tmp_path / "moved.dcm", "-o", tmp_path / "out", "-q")
     assert run.code == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
-    assert "not evenly spaced" in run.stderr and "mm from the nearest place" in run.stderr, run.stderr
+    expected = ("not a whole multiple of its SpacingBetweenSlices" if move == "along_the_stack"
+                else "mm from the nearest place a step of")
+    assert expected in run.stderr, run.stderr
     assert not (tmp_path / "out").exists()

@@ -13,7 +13,8 @@ def run() -> int:
     """Run ``segalign`` with ``sys.argv``; returns the exit status."""
     try:
         from .cli import main
+
+        return main()  # interrupts once the command runs are its own; this catches those before (imports, parsing)
     except KeyboardInterrupt:
         sys.stderr.write("segalign: interrupted; nothing was written\n")
         return 130
-    return main()

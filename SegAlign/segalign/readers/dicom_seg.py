@@ -77,6 +77,9 @@ def load_dicom_seg(
                     dtype=np.uint16,
                 )
                 labels = np.asarray(volume.array)
+        omitted = omitted_sources(dataset)
+        if omitted and labels.shape[0] > 1 and not spacing_between_slices(dataset):
+            raise SegAlignError(_omitted_message(path, omitted))
     except SegAlignError:
         raise
     except Exception as error:
@@ -117,16 +120,21 @@ class _Volume:
         self.array, self.affine = array, affine
 
 
-#: Planes closer than this (mm) are one plane; positions off their line by more than this refuse the SEG.
+#: Frames whose positions are closer than this (mm) lie in one plane.
 PLANE_TOLERANCE = 1e-3
+#: A plane farther than this (mm), or than 2 % of the step, from its place on the fitted line refuses the SEG
+#: (positions written with two decimals err by up to 0.009 mm).
+POSITION_TOLERANCE = 0.01
 
 
 def stacked_frames(dataset: object, kind: str, overlap: Overlap, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """A BINARY or LABELMAP SEG's frames as one label volume, read from each frame's own plane: ``(labels (slices,
     rows, columns) of segment numbers, LPS affine mapping (slice, row, column) indices)`` as highdicom's volumes are,
     when every frame has the same orientation, spacing and size and the distinct plane positions lie on one line
-    at whole multiples of one step (planes the SEG leaves out, because they were empty, are empty). A SEG whose
-    frames are not so is refused, naming the first frame that is not."""
+    at whole multiples of one step, fitted to all of them. The step's component along the normal is the SEG's
+    SpacingBetweenSlices when it gives one, so planes it leaves out (they were empty) are empty; a SEG that leaves
+    out frames of its source images and gives no SpacingBetweenSlices is refused, since its empty planes cannot be
+    placed. Any SEG whose frames are not so is refused, with the frame or plane and the numbers."""
     frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
     shared = _first(getattr(dataset, "SharedFunctionalGroupsSequence", None))
     per_frame = list(getattr(dataset, "PerFrameFunctionalGroupsSequence", []) or [])
@@ -165,7 +173,7 @@ def stacked_frames(dataset: object, kind: str, overlap: Overlap, path: Path) -> 
     normal = np.cross(row_direction, column_direction)
     distinct: list[np.ndarray] = []
     plane_of_frame = []
-    for point in points:  # the distinct planes, in the order of their distance along the normal
+    for point in points:  # the distinct planes
         for number, known in enumerate(distinct):
             if np.linalg.norm(point - known) <= PLANE_TOLERANCE:
                 plane_of_frame.append(number)
@@ -174,29 +182,47 @@ def stacked_frames(dataset: object, kind: str, overlap: Overlap, path: Path) -> 
             plane_of_frame.append(len(distinct))
             distinct.append(point)
     order = np.argsort([float(np.dot(p, normal)) for p in distinct], kind="stable")
-    planes = np.array(distinct)[order]
+    planes = np.array(distinct)[order]  # along the normal
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
+    spacing_between = spacing_between_slices(dataset)
+    omitted = omitted_sources(dataset)
     if len(planes) == 1:
-        step = normal * 1.0  # one plane: any step; a unit one along the normal
+        step, origin = normal * (spacing_between or 1.0), planes[0]
         index_of_plane = np.zeros(1, dtype=np.int64)
     else:
         steps = np.diff(planes, axis=0)
         step = steps[int(np.argmin(np.linalg.norm(steps, axis=1)))]
-        along = (planes - planes[0]) @ step / float(step @ step)
-        index_of_plane = np.round(along).astype(np.int64)
-        off = np.linalg.norm(planes - (planes[0] + np.outer(index_of_plane, step)), axis=1)
+        along_normal = float(step @ normal)
+        if along_normal < max(PLANE_TOLERANCE, 0.1 * float(np.linalg.norm(step))):  # more than 84 degrees off
+            raise SegAlignError(f"{where}: the SEG's planes are not stacked along their normal (one step is "
+                                f"{_text(step)} mm), so its frames do not form one volume that can be placed")
+        if spacing_between:  # the source series' own spacing: planes between the SEG's frames are empty
+            multiple = along_normal / spacing_between
+            if round(multiple) < 1 or abs(multiple - round(multiple)) > 0.02 * round(multiple):
+                raise SegAlignError(
+                    f"{where}: the SEG's planes are {along_normal:.4g} mm apart along their normal, not a whole "
+                    f"multiple of its SpacingBetweenSlices {spacing_between:.4g} mm"
+                )
+            step = step / round(multiple)
+        elif omitted:
+            raise SegAlignError(_omitted_message(path, omitted))
+        index_of_plane = np.round((planes - planes[0]) @ step / float(step @ step)).astype(np.int64)
+        # Origin and step fitted to every plane (positions written with few decimals err a little on each).
+        design = np.column_stack([np.ones(len(planes)), index_of_plane])
+        (origin, step), *_ = np.linalg.lstsq(design, planes, rcond=None)
+        off = np.linalg.norm(planes - (origin + np.outer(index_of_plane, step)), axis=1)
         worst = int(np.argmax(off))
-        if off[worst] > PLANE_TOLERANCE:
+        if off[worst] > max(POSITION_TOLERANCE, 0.02 * float(np.linalg.norm(step))):
             raise SegAlignError(
                 f"{where}: the SEG's planes are not evenly spaced on one line (the plane at "
                 f"{_text(planes[worst])} mm is {off[worst]:.3g} mm from the nearest place a step of "
                 f"{_text(step)} mm puts one), so its frames do not form one volume that can be placed"
             )
     slices = int(index_of_plane.max()) + 1
-    if slices > 4 * frames + 16:
-        raise SegAlignError(f"{where}: the SEG's {frames} frames would span {slices} planes; they are too far apart "
-                            "to be one volume")
+    if index_of_plane.min() != 0 or slices > 4 * len(planes) + 16:
+        raise SegAlignError(f"{where}: the SEG's {len(planes)} planes would span {slices} planes; they are too far "
+                            "apart to be one volume")
     with quiet_warnings():
         pixels = np.asarray(dataset.pixel_array)  # type: ignore[attr-defined]
     pixels = pixels.reshape(frames, int(dataset.Rows), int(dataset.Columns))  # type: ignore[attr-defined]
@@ -219,8 +245,43 @@ def stacked_frames(dataset: object, kind: str, overlap: Overlap, path: Path) -> 
     dr, dc = spacing
     affine = np.eye(4)
     affine[:3, 0], affine[:3, 1], affine[:3, 2] = step, column_direction * dr, row_direction * dc
-    affine[:3, 3] = planes[0]
+    affine[:3, 3] = origin
     return labels, affine
+
+
+def _omitted_message(path: Path, omitted: int) -> str:
+    """A SEG that leaves out frames and does not say how far apart its planes are: frames between its planes could
+    be empty planes it left out or lie between two labelled ones, and nearest-neighbour sampling would give them
+    their neighbours' labels."""
+    return (f"{short_path(path)}: the SEG leaves out the frames of {omitted} of its source images and gives no "
+            "SpacingBetweenSlices, so where its empty planes lie between its frames cannot be known; export the "
+            "segmentation itself, or a SEG that keeps its empty frames")
+
+
+def spacing_between_slices(dataset: object) -> float | None:
+    """The SEG's SpacingBetweenSlices (shared, else the first frame's pixel measures), or None."""
+    for groups in (getattr(dataset, "SharedFunctionalGroupsSequence", None),
+                   getattr(dataset, "PerFrameFunctionalGroupsSequence", None)):
+        measures = _first(getattr(_first(groups), "PixelMeasuresSequence", None))
+        if measures is not None and measures.get("SpacingBetweenSlices") not in (None, ""):
+            value = float(measures.SpacingBetweenSlices)
+            return value if value > 0 else None
+    return None
+
+
+def omitted_sources(dataset: object) -> int:
+    """How many of the single-frame source images the SEG references have no frame in it (a writer leaves out the
+    frames of empty source images): those the Referenced Series Sequence lists but no frame derives from."""
+    listed = {str(instance.ReferencedSOPInstanceUID)
+              for series in getattr(dataset, "ReferencedSeriesSequence", []) or []
+              for instance in getattr(series, "ReferencedInstanceSequence", []) or []
+              if "ReferencedSOPInstanceUID" in instance}
+    used = set()
+    for groups in getattr(dataset, "PerFrameFunctionalGroupsSequence", []) or []:
+        for derivation in getattr(groups, "DerivationImageSequence", []) or []:
+            for source in getattr(derivation, "SourceImageSequence", []) or []:
+                used.add(str(source.get("ReferencedSOPInstanceUID", "")))
+    return len(listed - used)
 
 
 def _first(sequence: object) -> object:
