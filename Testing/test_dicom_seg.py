@@ -425,6 +425,12 @@ def test_dciodvfy_reader_reports_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _places_left_out_frames(seg: Path) -> bool:
+    """Whether the SEG gives SpacingBetweenSlices (and so may leave its empty frames out)."""
+    dataset = pydicom.dcmread(seg, stop_before_pixels=True)
+    return "SpacingBetweenSlices" in dataset.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+
+
 @pytest.mark.parametrize("case,kind", FRAME_CASES)
 def test_seg_frames_equal_truth(exports, case: str, kind: str) -> None:
     """Every source frame: the SEG read by pydicom alone and by highdicom equals the truth (analytic, or SimpleITK for
@@ -439,9 +445,12 @@ def test_seg_frames_equal_truth(exports, case: str, kind: str) -> None:
     table = exported.table()
 
     from_pydicom = readers.pydicom_label_images(exported.seg, table)
-    assert set(from_pydicom) == {key for key, t in truth.items() if t.any()}, (
-        "SEG frames must be exactly where labels are"
-    )
+    if _places_left_out_frames(exported.seg):
+        assert set(from_pydicom) == {key for key, t in truth.items() if t.any()}, (
+            "SEG frames must be exactly where labels are"
+        )
+    else:  # no SpacingBetweenSlices (a gap, uneven spacing): a reader could not place left-out frames
+        assert set(from_pydicom) == set(frames), "every frame is written when SpacingBetweenSlices is not"
     assert_frames_equal(case, frames, from_pydicom, truth, name="SEG (pydicom)")
     if importable(
         "highdicom"
@@ -514,8 +523,16 @@ def test_seg_structure(exports, case: str, kind: str) -> None:
         assert item.get("SegmentAlgorithmType"), item.SegmentNumber
         assert item.get("SegmentedPropertyCategoryCodeSequence") and item.get("SegmentedPropertyTypeCodeSequence")
 
-    # Frames: only where a label is; their number from labels.json (BINARY) or the truth (LABELMAP).
+    # Frames: only where a label is; their number from labels.json (BINARY) or the truth (LABELMAP). Without
+    # SpacingBetweenSlices every empty frame is written too (for BINARY as a frame of the first segment).
     truth = {key: exported.case.truth(frame) for key, frame in frames.items()}
+    if not _places_left_out_frames(exported.seg):
+        empty = [key for key, t in truth.items() if not t.any()]
+        assert empty, "the case has empty frames"
+        assert {f.source for f in seg_frames} == set(frames)
+        assert sorted(f.source for f in seg_frames if not f.pixels.any()) == sorted(empty)
+        assert all(f.segment_number in (None, 1) for f in seg_frames if not f.pixels.any())
+        seg_frames = [f for f in seg_frames if f.pixels.any()]
     if kind == "binary":
         assert len(seg_frames) == sum(int(entry["frames"]) for entry in entries)
         for number, entry in zip(numbers, entries):
@@ -525,7 +542,8 @@ def test_seg_structure(exports, case: str, kind: str) -> None:
     else:
         assert len(seg_frames) == sum(int(t.any()) for t in truth.values())
         assert len({f.source for f in seg_frames}) == len(seg_frames), "one LABELMAP frame per source frame"
-    assert int(dataset.NumberOfFrames) == len(seg_frames)
+    assert int(dataset.NumberOfFrames) == len(seg_frames) + (0 if _places_left_out_frames(exported.seg) else
+                                                             len([k for k, t in truth.items() if not t.any()]))
     for frame in seg_frames:
         assert frame.pixels.any(), f"SEG frame {frame.index + 1} is empty"
         assert frame.source in frames, f"SEG frame {frame.index + 1} references {frame.source}, not a source frame"

@@ -432,17 +432,34 @@ def test_seg_of_a_tilted_series_is_an_input(tmp_path: Path, kind: str, sparse: b
         np.testing.assert_array_equal(got, want, err_msg=f"frame {index}")
 
 
-def test_seg_that_leaves_out_frames_and_gives_no_spacing_is_refused(tmp_path: Path) -> None:
-    """A SEG of a series with a missing slice leaves out its empty frames and cannot give SpacingBetweenSlices:
-    frames between its planes could be empty planes it left out, so it is refused in one line saying so."""
+@pytest.mark.parametrize("kind", ["binary", "labelmap"])
+def test_seg_of_a_series_with_a_missing_slice(tmp_path: Path, kind: str) -> None:
+    """A series with a missing slice has no SpacingBetweenSlices. SegAlign's SEG of it writes its empty frames too,
+    so it reads back exactly. highdicom's SEG of it leaves its empty frames out: a frame between two of its planes
+    could be an empty plane left out, so that SEG is refused in one line saying so."""
     pytest.importorskip("highdicom")
     from seg_cases import build_case
 
     built = build_case("missing_slice", tmp_path / "case")
-    assert run_cli("export", built.dicom, built.segmentation, "-o", tmp_path / "first", "-q", "--dicom-seg").code == 0
+    first = run_cli("export", built.dicom, built.segmentation, "-o", tmp_path / "first", "-q", "--dicom-seg",
+                    "--dicom-seg-type", kind)
+    assert first.code == 0, first.stderr
     seg = pydicom.dcmread(tmp_path / "first" / "seg.dcm", stop_before_pixels=True)
     assert "SpacingBetweenSlices" not in seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
-    run = run_cli("export", built.dicom, tmp_path / "first" / "seg.dcm", "-o", tmp_path / "out", "-q")
+    assert run_cli("export", built.dicom, tmp_path / "first" / "seg.dcm", "-o", tmp_path / "again", "-q").code == 0
+    images, table = exported(tmp_path / "first")
+    back, back_table = exported(tmp_path / "again")
+    assert not all(image.any() for image in images)
+    for index, (want, got) in enumerate(zip(images, _by_own_names(back, back_table, table))):
+        np.testing.assert_array_equal(got, want, err_msg=f"frame {index}")
+
+    rows = read_manifest(tmp_path / "first")
+    paths = [built.dicom / row["source_file"] for row in rows]
+    names = {value: entry["name"] for value, entry in table.items() if entry["frames"]}
+    theirs = highdicom_seg(tmp_path / "theirs.dcm", highdicom_ready(paths), np.stack(images), names, kind)
+    assert len(pydicom.dcmread(theirs, stop_before_pixels=True).PerFrameFunctionalGroupsSequence) < len(rows) * (
+        len(names) if kind == "binary" else 1)
+    run = run_cli("export", built.dicom, theirs, "-o", tmp_path / "out", "-q")
     assert run.code == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert "leaves out the frames of" in run.stderr and "gives no SpacingBetweenSlices" in run.stderr, run.stderr
     assert not (tmp_path / "out").exists()

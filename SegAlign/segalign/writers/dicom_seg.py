@@ -3,7 +3,8 @@
 Each SEG frame is one source frame's labels (one segment's mask for BINARY, all segments for LABELMAP), with that
 frame's ImagePositionPatient and ImageOrientationPatient, and references that frame's SOP instance (and frame
 number, for a multi-frame source). So oblique, tilted, unevenly spaced, left-handed, feet-first and enhanced
-multi-frame series are exact, and repeated positions (4D series) are no problem. Empty frames are omitted.
+multi-frame series are exact, and repeated positions (4D series) are no problem. Empty frames are omitted
+when SpacingBetweenSlices is written (an evenly spaced series), so a reader can place them; else they are written.
 
 The object is written with pydicom, not highdicom (see the README: highdicom builds one functional-group dataset
 per frame, which for 4,000 frames of 117 labels takes several seconds and holds the whole pixel data): the
@@ -105,9 +106,12 @@ class DicomSegWriter:
         self._spool = Spool(context.folder)
         self._binary: dict[int, dict[int, tuple[int, int]]] = {}  # label -> frame index -> (offset, length)
         self._labelmap: dict[int, tuple[int, int]] = {}  # frame index -> (offset, length)
+        self._empty: set[int] = set()  # frames with no label: left out when SpacingBetweenSlices can place them
 
     def add(self, item: FrameLabels) -> None:
         if not item.present:
+            with self._lock:
+                self._empty.add(item.index)
             return
         if self.labelmap:
             fragment = rle.encode_frame(_segment_numbers(item.labels, self._lut, len(self._provisional)))
@@ -162,6 +166,9 @@ class DicomSegWriter:
         def spatial(indices: Iterable[int]) -> list[int]:
             return sorted(indices, key=lambda index: (along[index], index))
 
+        if self._empty and _even_spacing(list(along.values()), frames) is None:
+            self._keep_empty_frames(values)
+
         if self.labelmap:
             frame_list = [(0, index) for index in spatial(self._labelmap)]
         else:
@@ -200,6 +207,21 @@ class DicomSegWriter:
             self._write_labelmap(stream, values, frame_list)
         else:
             self._write_binary(stream, values, frame_list)
+
+    def _keep_empty_frames(self, values: list[int]) -> None:
+        """Without SpacingBetweenSlices (a series with a missing slice, uneven gaps or repeated positions) a reader
+        cannot tell where the planes of left-out frames lie, so every empty frame is written: in a LABELMAP as a
+        frame of zeros, in a BINARY SEG as an empty frame of the first segment."""
+        frames = self.context.frames
+        for index in sorted(self._empty):
+            shape = (frames[index].rows, frames[index].columns)
+            if self.labelmap:
+                zeros = _segment_numbers(np.zeros(shape, np.uint16), self._lut, len(self._provisional))
+                self._labelmap[index] = self._append(rle.encode_frame(zeros))
+            else:
+                bits = np.packbits(np.zeros(shape, bool), axis=None, bitorder="little").tobytes()
+                self._binary.setdefault(values[0], {})[index] = self._append(bits)
+        self._empty = set()
 
     def _write_binary(self, stream: BinaryIO, values: list[int], frame_list: list[tuple[int, int]]) -> None:
         frames = self.context.frames
