@@ -91,12 +91,7 @@ def load_dicom_seg(
             labels, lps = stacked
             volume = _Volume(labels, lps)
         elif "overlap" in text.lower():
-            raise SegAlignError(
-                f"{short_path(path)}: segments of the SEG overlap; pass overlap='later-wins' to give overlapping "
-                "pixels to the higher segment number",
-                cli_message=f"{short_path(path)}: segments of the SEG overlap; use --overlap later-wins to give "
-                "overlapping pixels to the higher segment number",
-            ) from None
+            raise _overlap_error(path) from None
         else:
             raise SegAlignError(
                 f"{short_path(path)}: the SEG's frames do not form one volume that can be placed ({text})"
@@ -233,12 +228,7 @@ def stacked_frames(dataset: object, kind: str, overlap: Overlap, path: Path) -> 
             mask = pixels[index] != 0
             clash = mask & (target != 0) & (target != segments[index])
             if clash.any() and overlap == "error":
-                raise SegAlignError(
-                    f"{where}: segments of the SEG overlap; pass overlap='later-wins' to give overlapping pixels to "
-                    "the higher segment number",
-                    cli_message=f"{where}: segments of the SEG overlap; use --overlap later-wins to give overlapping "
-                    "pixels to the higher segment number",
-                )
+                raise _overlap_error(path)
             target[mask] = np.maximum(target[mask], segments[index])
         else:
             target[...] = np.where(pixels[index] != 0, pixels[index], target)
@@ -247,6 +237,15 @@ def stacked_frames(dataset: object, kind: str, overlap: Overlap, path: Path) -> 
     affine[:3, 0], affine[:3, 1], affine[:3, 2] = step, column_direction * dr, row_direction * dc
     affine[:3, 3] = origin
     return labels, affine
+
+
+def _overlap_error(path: Path) -> SegAlignError:
+    return SegAlignError(
+        f"{short_path(path)}: segments of the SEG overlap; pass overlap='later-wins' to give overlapping pixels to the "
+        "higher segment number",
+        cli_message=f"{short_path(path)}: segments of the SEG overlap; use --overlap later-wins to give overlapping "
+        "pixels to the higher segment number",
+    )
 
 
 def _omitted_message(path: Path, omitted: int) -> str:
