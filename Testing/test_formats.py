@@ -117,13 +117,14 @@ def exported(out: Path) -> tuple[list[np.ndarray], dict[int, dict]]:
     return [read_png(out / row["label_png"]) for row in read_manifest(out)], table
 
 
-def by_name(images: list[np.ndarray], table: dict[int, dict]) -> list[np.ndarray]:
-    """Label images with each value replaced by the phantom value of its name."""
-    lookup = np.zeros(65536, dtype=np.uint8)
+def by_name(images: list[np.ndarray], table: dict[int, dict], names: dict[int, str] = NAMES) -> list[np.ndarray]:
+    """Label images with each value replaced by the value its name has in ``names`` (value -> name; the phantom's
+    by default; 0 for a name not there)."""
+    lookup = np.zeros(65536, dtype=np.uint16)
     for value, entry in table.items():
-        phantom = next((v for v, name in NAMES.items() if name == entry["name"]), None)
-        if phantom is not None:
-            lookup[value] = phantom
+        wanted = next((v for v, name in names.items() if name == entry["name"]), None)
+        if wanted is not None:
+            lookup[value] = wanted
     return [lookup[image] for image in images]
 
 
@@ -387,16 +388,6 @@ def test_fractional_seg_is_thresholded_at_half_with_a_warning(series, tmp_path: 
     assert any("FRACTIONAL" in warning and "0.5" in warning for warning in warnings), warnings
 
 
-def _by_own_names(images: list[np.ndarray], table: dict[int, dict], first: dict[int, dict]) -> list[np.ndarray]:
-    """Label images with each value replaced by the value its name has in ``first`` (a SEG numbers its segments
-    1..N; the names say which label each was)."""
-    lookup = np.zeros(65536, dtype=np.uint16)
-    value_of = {entry["name"]: value for value, entry in first.items()}
-    for value, entry in table.items():
-        lookup[value] = value_of[entry["name"]]
-    return [lookup[image] for image in images]
-
-
 @pytest.mark.parametrize("kind", ["binary", "labelmap"])
 @pytest.mark.parametrize("sparse", [False, True], ids=["every_slice", "every_other_slice"])
 def test_seg_of_a_tilted_series_is_an_input(tmp_path: Path, kind: str, sparse: bool) -> None:
@@ -428,7 +419,7 @@ def test_seg_of_a_tilted_series_is_an_input(tmp_path: Path, kind: str, sparse: b
     assert sum(labelled) >= 5 and not all(labelled)
     if sparse:
         assert any(not a and b and c for a, b, c in zip(labelled[1:], labelled, labelled[2:])), "empty between"
-    for index, (want, got) in enumerate(zip(images, _by_own_names(back, back_table, table))):
+    for index, (want, got) in enumerate(zip(images, by_name(back, back_table, {v: e['name'] for v, e in table.items()}))):
         np.testing.assert_array_equal(got, want, err_msg=f"frame {index}")
 
 
@@ -450,7 +441,7 @@ def test_seg_of_a_series_with_a_missing_slice(tmp_path: Path, kind: str) -> None
     images, table = exported(tmp_path / "first")
     back, back_table = exported(tmp_path / "again")
     assert not all(image.any() for image in images)
-    for index, (want, got) in enumerate(zip(images, _by_own_names(back, back_table, table))):
+    for index, (want, got) in enumerate(zip(images, by_name(back, back_table, {v: e['name'] for v, e in table.items()}))):
         np.testing.assert_array_equal(got, want, err_msg=f"frame {index}")
 
     rows = read_manifest(tmp_path / "first")

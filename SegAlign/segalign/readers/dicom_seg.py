@@ -67,6 +67,7 @@ def load_dicom_seg(
             if kind == "FRACTIONAL":
                 volume = segmentation.get_volume(combine_segments=False, rescale_fractional=True)
                 labels = _threshold(volume.array, numbers, overlap, path)
+                lps = np.asarray(volume.affine, dtype=float)
                 warnings.append(
                     f"{path.name} is a FRACTIONAL SEG: each segment is taken where its value is at least "
                     f"{FRACTIONAL_THRESHOLD}"
@@ -76,7 +77,7 @@ def load_dicom_seg(
                     combine_segments=True, relabel=False, skip_overlap_checks=overlap == "later-wins",
                     dtype=np.uint16,
                 )
-                labels = np.asarray(volume.array)
+                labels, lps = np.asarray(volume.array), np.asarray(volume.affine, dtype=float)
         omitted = omitted_sources(dataset)
         if omitted and labels.shape[0] > 1 and not spacing_between_slices(dataset):
             raise SegAlignError(_omitted_message(path, omitted))
@@ -89,7 +90,6 @@ def load_dicom_seg(
             stacked = stacked_frames(dataset, kind, overlap, path)
         if stacked is not None:
             labels, lps = stacked
-            volume = _Volume(labels, lps)
         elif "overlap" in text.lower():
             raise _overlap_error(path) from None
         else:
@@ -99,20 +99,13 @@ def load_dicom_seg(
     labels = labels.astype(np.uint8 if max(numbers) <= 255 else np.uint16)
     if labels.ndim != 3:
         raise SegAlignError(f"{short_path(path)}: the SEG's volume has shape {labels.shape}, not 3D")
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(volume.affine, dtype=float)
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     table = {}
     for number in numbers:
         description = segmentation.get_segment_description(number)
         name = str(description.segment_label or f"Segment_{number}")
         table[number] = Label(number, name, _color(description, number))
     return np.asfortranarray(labels), affine, table, warnings, frame_of_reference
-
-
-class _Volume:
-    """What :func:`load_dicom_seg` takes from highdicom's volume: the array and its LPS affine."""
-
-    def __init__(self, array: np.ndarray, affine: np.ndarray) -> None:
-        self.array, self.affine = array, affine
 
 
 #: Frames whose positions are closer than this (mm) lie in one plane.
