@@ -115,8 +115,9 @@ def export_segmentation(
 
     ``dicom_root`` is the folder ``source_file`` paths in the manifest are relative to (default: the deepest
     folder holding all the series' files). ``warnings`` are earlier messages (from the scan) to keep with the
-    export. ``progress(done, total)`` is called after each frame; raising :class:`ExportCancelled` from it stops
-    the export and removes everything it wrote. ``other_inputs`` (a label table...) are refused as output
+    export. ``progress(done, total)`` is called after each frame, and again with ``done == total`` after
+    each output that needs all frames (a DICOM SEG, an RTSTRUCT) is written; raising :class:`ExportCancelled` from
+    it stops the export and removes everything it wrote. ``other_inputs`` (a label table...) are refused as output
     locations like the DICOM folder and the segmentation, so ``overwrite`` can never delete an input.
     ``threads`` is how many frames are sampled and written at once (1 inside a batch worker, which runs beside
     other workers); ``extra_provenance`` adds entries to export.json (a batch records its job and the fingerprint
@@ -217,6 +218,8 @@ def export_segmentation(
         outputs: dict[str, str] = {}
         for writer in writers:
             outputs.update(writer.end(summary))
+            if progress is not None:  # after each output too, so that a cancel can still stop a slow SEG or RTSTRUCT
+                progress(len(frames), len(frames))
         begun.clear()
         all_warnings += summary.warnings  # the same list object export.json holds: written below
         provenance["outputs"] = outputs

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import nibabel as nib
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
@@ -357,6 +356,8 @@ def write_nifti(
     label_table_xml: str | None = None,
 ) -> Path:
     """Write a label volume as NIfTI with explicit sform/qform codes and an optional embedded label table."""
+    import nibabel as nib  # only here: the rest of this module (and the Slicer self-test) runs without nibabel
+
     image = nib.Nifti1Image(labels, affine)
     image.set_sform(affine, code=sform_code)
     image.set_qform(qform if qform is not None else affine, code=qform_code)
@@ -365,6 +366,25 @@ def write_nifti(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(image, str(path))
+    return path
+
+
+def write_metaimage(path: str | os.PathLike[str], labels: np.ndarray, affine: np.ndarray) -> Path:
+    """Write a label volume ``labels[i, j, k]`` with its voxel-to-RAS ``affine`` as an ITK MetaImage (``.mha``),
+    with SimpleITK (bundled with 3D Slicer, so the Slicer self-test needs nothing Slicer lacks). ITK's geometry is
+    LPS: the affine is converted, and must have orthogonal axes (ITK's direction cosines)."""
+    import SimpleITK as sitk
+
+    lps = np.asarray(affine, dtype=float).copy()
+    lps[:3] = LPS_TO_RAS @ lps[:3]  # RAS -> LPS: the same diagonal flip both ways
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(labels, (2, 1, 0))))  # ITK's array is [k, j, i]
+    image.SetSpacing([float(v) for v in spacing])
+    image.SetOrigin([float(v) for v in lps[:3, 3]])
+    image.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path), True)
     return path
 
 

@@ -12,6 +12,7 @@ left-handed slice order reversed by the DICOM plugin cannot break the frame-to-f
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -131,10 +132,13 @@ class SegAlignMRMLLogic:
 
     @staticmethod
     def _finish_import(segmentation_node, segmentation: Segmentation, color_table, reference_volume):
-        """What every import ends with: the conversion colour table, the reference geometry, the warnings."""
+        """What every import ends with: the conversion colour table, the reference geometry, and the reader's
+        warnings kept on the node (see :func:`import_warnings`), so the panel shows them and the export records them."""
         segmentation_node.SetLabelmapConversionColorTableNodeID(color_table.GetID())
         if reference_volume is not None:
             segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+        if segmentation.warnings:
+            segmentation_node.SetAttribute(IMPORT_WARNINGS_ATTRIBUTE, json.dumps(list(segmentation.warnings)))
         for warning in segmentation.warnings:
             logging.getLogger("SegAlign").warning(warning)
         return segmentation_node
@@ -152,9 +156,13 @@ class SegAlignMRMLLogic:
 
     # ------------------------------------------------------------------------------------------------ export
 
-    def series_for_volume(self, volume, files: Sequence[str | os.PathLike[str]] | None = None) -> Series:
+    def series_for_volume(
+        self, volume, files: Sequence[str | os.PathLike[str]] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Series:
         """The original DICOM frames behind ``volume``: ``files``, else the files SegAlign listed when it loaded the
-        volume, else the files of its ``DICOM.instanceUIDs`` (set by Slicer's DICOM plugins)."""
+        volume, else the files of its ``DICOM.instanceUIDs`` (set by Slicer's DICOM plugins). ``progress(done,
+        total)`` is called after each file's header is read; an exception raised from it stops the reading."""
         if files is None:
             files = self._files_of_volume(volume)
         paths = sorted({Path(f) for f in files})
@@ -162,7 +170,9 @@ class SegAlignMRMLLogic:
             raise SegAlignError(f"volume {volume.GetName()}: no DICOM files given")
         series = Series(uid="")
         uids = set()
-        for path in paths:
+        for done, path in enumerate(paths, start=1):
+            if progress is not None and done > 1:
+                progress(done - 1, len(paths))
             try:
                 header = read_header(path)
             except Exception as error:
@@ -174,6 +184,8 @@ class SegAlignMRMLLogic:
                 series.frames.extend(frames_of(header, path))
             except SegAlignError as error:
                 series.problems.append(str(error))
+        if progress is not None:
+            progress(len(paths), len(paths))
         if len(uids) > 1:
             raise SegAlignError(f"volume {volume.GetName()}: its files belong to {len(uids)} different series")
         series.uid = uids.pop()
@@ -203,16 +215,25 @@ class SegAlignMRMLLogic:
             files.append(file)
         return files
 
-    def labels_from_segmentation(self, segmentation_node) -> Segmentation:
-        """Merge every segment into one label volume in the segmentation's own geometry (no resampling).
+    def labels_from_segmentation(self, segmentation_node, *, merge: str = "auto") -> Segmentation:
+        """Merge every segment into one label volume in the segmentation's own geometry.
 
         Label values are those recorded on each segment at import (see :func:`segment_label_values`), whatever the
-        segments are named; segments added in Slicer get values after them. Names and colours are the segments' own,
-        so edits and renames made in Slicer are included.
+        segments are named or in whatever order they are; segments added in Slicer get values after them. Names and
+        colours are the segments' own, so edits and renames made in Slicer are included, and the warnings recorded
+        at import (:func:`import_warnings`) are carried into the export.
+
+        Binary labelmap layers on one grid are read directly, voxel for voxel. Anything else (closed surfaces as the
+        source representation, layers on different grids) is merged by Slicer's own
+        ``GenerateMergedLabelmapInReferenceGeometry`` with those same label values, on a copy of the segmentation
+        that never enters the scene (resampled onto the segmentation's reference geometry: a warning says so).
+        ``merge="slicer"`` takes Slicer's merge always (the tests compare the two).
         """
         import vtk
         from slicer import vtkSlicerSegmentationsModuleLogic
 
+        if merge not in ("auto", "slicer"):
+            raise SegAlignError(f"merge must be 'auto' or 'slicer', got {merge!r}")
         segmentation = segmentation_node.GetSegmentation()
         segment_ids = vtk.vtkStringArray()
         segmentation.GetSegmentIDs(segment_ids)
@@ -225,6 +246,7 @@ class SegAlignMRMLLogic:
             vtkSlicerSegmentationsModuleLogic.GetLabelValuesFromColorNode(segmentation_node, color_table, segment_ids, values)
             by_name = [values.GetValue(i) for i in range(values.GetNumberOfValues())]
         label_values, warnings = segment_label_values(segmentation, segment_ids, by_name)
+        warnings = import_warnings(segmentation_node) + warnings
         table: dict[int, Label] = {}
         for index, value in enumerate(label_values):
             segment = segmentation.GetSegment(segment_ids.GetValue(index))
@@ -232,9 +254,9 @@ class SegAlignMRMLLogic:
             table[int(value)] = Label(int(value), segment.GetName(), color)  # type: ignore[arg-type]
 
         ids = [segment_ids.GetValue(i) for i in range(segment_ids.GetNumberOfValues())]
-        merged = merge_labelmap_layers(segmentation, ids, label_values)
+        merged = merge_labelmap_layers(segmentation, ids, label_values) if merge == "auto" else None
         if merged is None:  # not binary labelmaps on one grid: Slicer merges them on the reference geometry
-            merged = self._merge_with_slicer(segmentation_node, segment_ids, color_table)
+            merged = merge_with_slicer(segmentation_node, ids, label_values)
             warnings.append(
                 f"segments of {segmentation_node.GetName()} are not binary labelmaps on one grid; Slicer merged them "
                 "on the segmentation's reference geometry (resampling them) before the frames were sampled"
@@ -247,24 +269,6 @@ class SegAlignMRMLLogic:
             labels, affine, table, None, affine_source="slicer", warnings=warnings,
             description=f"Slicer segmentation node {segmentation_node.GetName()} ({segmentation_node.GetID()})",
         )
-
-    def _merge_with_slicer(self, segmentation_node, segment_ids, color_table) -> tuple[np.ndarray, np.ndarray]:
-        import slicer.util
-        from slicer import vtkSegmentation, vtkSlicerSegmentationsModuleLogic
-
-        labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SegAlign merged labels")
-        try:
-            exported = vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentation_node, segment_ids, labelmap, None, vtkSegmentation.EXTENT_UNION_OF_EFFECTIVE_SEGMENTS,
-                color_table,
-            )
-            if not exported or labelmap.GetImageData() is None or 0 in labelmap.GetImageData().GetDimensions():
-                raise SegAlignError(f"segmentation {segmentation_node.GetName()}: Slicer could not merge its segments")
-            voxels = slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0)  # [k, j, i] -> [i, j, k]
-            labels = voxels.astype(np.uint8 if voxels.max() <= 255 else np.uint16, order="F")
-            return labels, matrix_to_array(_ijk_to_ras(labelmap))
-        finally:
-            self.scene.RemoveNode(labelmap)
 
     def _to_world(self, node) -> np.ndarray:
         transform = node.GetParentTransformNode()
@@ -291,15 +295,17 @@ class SegAlignMRMLLogic:
         files: Sequence[str | os.PathLike[str]] | None = None,
         overwrite: bool = False,
         progress: ProgressCallback | None = None,
+        series: Series | None = None,
     ) -> ExportResult:
         """Export ``segmentation_node`` onto every original DICOM frame of ``reference_volume``.
 
         The frames are the volume's DICOM files (``files``, else looked up from its ``DICOM.instanceUIDs``); each is
         sampled in patient space, so the volume's own geometry and transforms play no part. Overlays,
         ``labels.json`` and the DICOM SEG use the segments' current names and colours. ``options``, ``overwrite``
-        and ``progress`` are those of :func:`segalign.export.export_segmentation`.
+        and ``progress`` are those of :func:`segalign.export.export_segmentation`. ``series`` is the volume's series
+        when the caller has it already (read when the volume was loaded), so the headers are not read again.
         """
-        series = self.series_for_volume(reference_volume, files)
+        series = series if series is not None else self.series_for_volume(reference_volume, files)
         segmentation = self.labels_from_segmentation(segmentation_node)
         warnings = []
         if reference_volume.GetParentTransformNode() is not None:
@@ -315,6 +321,22 @@ class SegAlignMRMLLogic:
 #: The segment tag holding the label value a segment had in the imported file (saved with the scene, copied with
 #: the segment).
 LABEL_VALUE_TAG = "SegAlign.LabelValue"
+#: The segmentation node attribute holding the warnings of the file it was imported from (a JSON list of strings;
+#: saved with the scene, so an export made after reloading the scene still records them).
+IMPORT_WARNINGS_ATTRIBUTE = "SegAlign.ImportWarnings"
+
+
+def import_warnings(segmentation_node) -> list[str]:
+    """The warnings SegAlign's reader gave when ``segmentation_node`` was imported (sform and qform disagree, a
+    label table that does not match...), as recorded on the node; empty for a node SegAlign did not import."""
+    text = segmentation_node.GetAttribute(IMPORT_WARNINGS_ATTRIBUTE)
+    if not text:
+        return []
+    try:
+        warnings = json.loads(text)
+    except ValueError:
+        return [f"segmentation {segmentation_node.GetName()}: its {IMPORT_WARNINGS_ATTRIBUTE} attribute is not JSON"]
+    return [str(w) for w in warnings] if isinstance(warnings, list) else []
 
 
 def segment_label_values(
@@ -427,8 +449,6 @@ def merge_labelmap_layers(segmentation, segment_ids: list[str], values: list[int
     takes seconds for a hundred segments. Returns ``(labels[i, j, k], ijk_to_ras)``, or None when the segments are
     not stored as binary labelmaps on one grid.
     """
-    from vtk.util import numpy_support
-
     representation = "Binary labelmap"
     if segmentation.GetSourceRepresentationName() != representation:
         return None
@@ -457,10 +477,7 @@ def merge_labelmap_layers(segmentation, segment_ids: list[str], values: list[int
     labels = np.zeros(tuple(high - low + 1), dtype=dtype, order="F")
     rank_of = np.zeros(labels.shape, dtype=np.uint16, order="F") if len(extents) > 1 else None
     for layer, extent in extents.items():
-        image = images[layer]
-        scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-        shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
-        voxels = scalars.reshape(shape).transpose(2, 1, 0)  # [k, j, i] -> [i, j, k]
+        voxels, _ = oriented_image_array(images[layer])
         size = int(voxels.max()) + 1
         value_of = np.zeros(max(size, 1), dtype=dtype)
         rank_lookup = np.zeros(max(size, 1), dtype=np.uint16)
@@ -478,6 +495,69 @@ def merge_labelmap_layers(segmentation, segment_ids: list[str], values: list[int
     ijk_to_ras = first.copy()
     ijk_to_ras[:3, 3] = first[:3, :3] @ low + first[:3, 3]  # array index 0 is extent index ``low``
     return labels, ijk_to_ras
+
+
+#: The largest label value Slicer's merge can write: its merged labelmap is of signed short type
+#: (vtkMRMLSegmentationNode.h, GenerateMergedLabelmapForAllSegments).
+SLICER_MERGE_LIMIT = 32767
+
+
+def merge_with_slicer(segmentation_node, segment_ids: list[str], values: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Merge the segments ``segment_ids`` of ``segmentation_node`` with Slicer's own
+    ``vtkSlicerSegmentationsModuleLogic.GenerateMergedLabelmapInReferenceGeometry``, ``values[n]`` for
+    ``segment_ids[n]`` (its ``labelValues`` argument: Slicer's label-map export would choose values itself, by
+    terminology, then by name, else past the end of its colour table).
+
+    Works on a copy of the segmentation in a node outside the scene, so nothing is added to the scene and the
+    user's node gains no representation: closed surfaces are converted to binary labelmaps on the copy (on the
+    segmentation's reference geometry, as Slicer's export does). Where segments overlap, the later one wins.
+    Returns ``(labels[i, j, k], ijk_to_ras)`` in the segmentation node's own coordinates.
+    """
+    import vtk
+    from slicer import vtkMRMLSegmentationNode, vtkOrientedImageData, vtkSegmentation, vtkSlicerSegmentationsModuleLogic
+
+    name = segmentation_node.GetName()
+    if max(values, default=0) > SLICER_MERGE_LIMIT:
+        raise SegAlignError(
+            f"segmentation {name}: label value {max(values)} is above {SLICER_MERGE_LIMIT}, the largest Slicer's merge "
+            "can write; convert its segments to binary labelmaps on one grid (Segmentations module) and export again"
+        )
+    copy = vtkMRMLSegmentationNode()  # never added to the scene
+    copy.GetSegmentation().DeepCopy(segmentation_node.GetSegmentation())
+    representation = "Binary labelmap"
+    if not copy.GetSegmentation().CreateRepresentation(representation):
+        raise SegAlignError(f"segmentation {name}: Slicer could not convert its segments to binary labelmaps")
+    ids = vtk.vtkStringArray()
+    label_values = vtk.vtkIntArray()
+    for segment_id, value in zip(segment_ids, values):
+        ids.InsertNextValue(segment_id)
+        label_values.InsertNextValue(int(value))
+    merged = vtkOrientedImageData()
+    vtkSlicerSegmentationsModuleLogic.GenerateMergedLabelmapInReferenceGeometry(
+        copy, None, ids, vtkSegmentation.EXTENT_UNION_OF_EFFECTIVE_SEGMENTS, merged, label_values
+    )
+    extent = merged.GetExtent()
+    if merged.GetPointData().GetScalars() is None or extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
+        raise SegAlignError(f"segmentation {name}: Slicer could not merge its segments")
+    voxels, ijk_to_ras = oriented_image_array(merged)
+    largest = int(voxels.max(initial=0))
+    labels = voxels.astype(np.uint8 if largest <= 255 else np.uint16, order="F")
+    return labels, ijk_to_ras
+
+
+def oriented_image_array(image) -> tuple[np.ndarray, np.ndarray]:
+    """A vtkOrientedImageData's voxels as ``array[i, j, k]`` (a view where possible) and the voxel-to-RAS matrix of
+    array index 0 (the image's extent need not start at 0)."""
+    from vtk.util import numpy_support
+
+    extent = image.GetExtent()
+    scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
+    voxels = scalars.reshape(shape).transpose(2, 1, 0)  # VTK runs i fastest: [k, j, i] -> [i, j, k]
+    matrix = matrix_to_array(_image_to_world(image))
+    low = np.array(extent[0::2], dtype=float)
+    matrix[:3, 3] = matrix[:3, :3] @ low + matrix[:3, 3]
+    return voxels, matrix
 
 
 def split_affine(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -509,14 +589,6 @@ def _image_to_world(image):
 
     matrix = vtk.vtkMatrix4x4()
     image.GetImageToWorldMatrix(matrix)
-    return matrix
-
-
-def _ijk_to_ras(volume):
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    volume.GetIJKToRASMatrix(matrix)
     return matrix
 
 

@@ -247,31 +247,6 @@ class ExportOptions:
             rtstruct=RtStructOptions() if args.rtstruct else None,
         )
 
-    @classmethod
-    def from_parameters(cls, node: Any) -> "ExportOptions":
-        """The options of the Slicer module's parameter node (``SegAlignParameterNode``), or of any object with its
-        attributes: ``order``, ``writeMasks``, ``writeImages``, ``writeStats``, ``writeOverlays``, ``overlayWindow``
-        (``"frame"`` for each frame's own), ``overlayOpacity``, ``overlayOutline``, ``writeDicomSeg``,
-        ``dicomSegType``, ``writeRtStruct``. Enum members are taken by their value."""
-
-        def value(name: str, default: Any) -> Any:
-            item = getattr(node, name, default)
-            return item.value if isinstance(item, enum.Enum) else item
-
-        window = value("overlayWindow", "frame")
-        overlays = None
-        if value("writeOverlays", False):
-            overlays = OverlayOptions(
-                None if window in (None, "", "frame") else window, value("overlayOpacity", 0.4),
-                value("overlayOutline", False),
-            )
-        dicom_seg = DicomSegOptions(value("dicomSegType", "binary")) if value("writeDicomSeg", False) else None
-        return cls(
-            order=value("order", "instance"), masks=value("writeMasks", False), images=value("writeImages", False),
-            stats=value("writeStats", False), overlays=overlays, dicom_seg=dicom_seg,
-            rtstruct=RtStructOptions() if value("writeRtStruct", False) else None,
-        )
-
 
 @dataclass(frozen=True)
 class ReadOptions:

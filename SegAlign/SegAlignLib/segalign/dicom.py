@@ -20,7 +20,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
 import pydicom
@@ -524,12 +524,15 @@ def _reraise_interrupt(error: BaseException) -> None:
         cause = cause.__context__
 
 
-def scan_folder(root: str | os.PathLike[str]) -> DicomScan:
+def scan_folder(
+    root: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None
+) -> DicomScan:
     """Scan ``root`` recursively and group the frames of every image series by SeriesInstanceUID.
 
     Files that are not DICOM, cannot be parsed, or are DICOM objects without patient geometry (DICOMDIR, SR, SEG,
     projection radiographs...) are skipped and counted in :attr:`DicomScan.warnings`. File names are never used
-    for anything but reporting.
+    for anything but reporting. ``progress(done, total)`` is called after each file's header is read (the folder
+    is listed first); an exception raised from it stops the scan.
     """
     root = Path(root)
     _check_folder(root)
@@ -539,7 +542,11 @@ def scan_folder(root: str | os.PathLike[str]) -> DicomScan:
     skipped: list[tuple[Path, str]] = []  # folders that cannot be listed, broken links, FIFOs...
     revisited: list[tuple[Path, Path]] = []  # links to folders already scanned
     odd_instance_numbers: list[tuple[Path, object]] = []
-    for path in iter_files(root, hidden, skipped, revisited):
+    paths = list(iter_files(root, hidden, skipped, revisited)) if progress is not None else iter_files(
+        root, hidden, skipped, revisited)
+    for done, path in enumerate(paths, start=1):
+        if progress is not None and done > 1:
+            progress(done - 1, len(paths))  # type: ignore[arg-type]
         try:
             dataset = read_header(path)
         except InvalidDicomError:
@@ -572,6 +579,8 @@ def scan_folder(root: str | os.PathLike[str]) -> DicomScan:
             series.problems.append(str(error))
         except Exception as error:  # a value pydicom parsed but that is unusable in a way not foreseen here
             series.problems.append(f"{short_path(path)}: the header cannot be used ({describe(error)})")
+    if progress is not None:
+        progress(len(paths), len(paths))  # type: ignore[arg-type]
     scan.unreadable.extend(skipped)
     scan.series = sorted(by_uid.values(), key=lambda s: (s.series_number is None, s.series_number or 0, s.uid))
     for series in scan.series:
