@@ -4,11 +4,9 @@ DICOM SEG writer's own encoders (RLE, CIELab, segment codes), each against an in
 from __future__ import annotations
 
 import argparse
-import enum
 import json
 import pickle
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -66,19 +64,12 @@ def test_enum_values_are_taken_as_strings_or_members():
         OverlayOptions(alpha=1.5)
 
 
-def test_the_cli_flags_and_the_slicer_parameter_node_give_the_same_options():
+def test_the_cli_flags_give_the_options():
     args = build_parser().parse_args([
         "export", "d", "s", "-o", "o", "--masks", "--overlays", "--window", "lung", "--alpha", "0.25", "--outline",
         "--images", "--dicom-seg", "--dicom-seg-type", "labelmap", "--order", "position",
     ])
     from_cli = ExportOptions.from_args(args)
-    # What SegAlignParameterNode holds: its fields, with enum members as the module's enums give them.
-    node = SimpleNamespace(
-        order=_Order.POSITION, writeMasks=True, writeImages=True, writeStats=False, writeOverlays=True,
-        overlayWindow=_Window.LUNG, overlayOpacity=0.25, overlayOutline=True, writeDicomSeg=True,
-        dicomSegType=_SegType.LABELMAP,
-    )
-    assert ExportOptions.from_parameters(node) == from_cli
     assert from_cli == ExportOptions(
         order="position", masks=True, images=True, overlays=OverlayOptions("lung", 0.25, True),
         dicom_seg=DicomSegOptions("labelmap"),
@@ -87,10 +78,6 @@ def test_the_cli_flags_and_the_slicer_parameter_node_give_the_same_options():
     assert defaults == ExportOptions()
 
 
-# The Slicer module's enums (SegAlign.py cannot be imported without Slicer): same names, same values.
-_Order = enum.Enum("ExportOrder", {"INSTANCE": "instance", "POSITION": "position"})
-_Window = enum.Enum("OverlayWindow", {"FRAME": "frame", "LUNG": "lung"})
-_SegType = enum.Enum("DicomSegType", {"BINARY": "binary", "LABELMAP": "labelmap"})
 
 
 def test_writers_follow_the_options():
@@ -330,7 +317,6 @@ def test_rtstruct_option_from_every_front_end():
 
     args = build_parser().parse_args(["export", "d", "s", "-o", "o", "--rtstruct"])
     assert ExportOptions.from_args(args).rtstruct == RtStructOptions()
-    assert ExportOptions.from_parameters(SimpleNamespace(writeRtStruct=True)).rtstruct == RtStructOptions()
     options = ExportOptions(rtstruct=True)
     assert ExportOptions.from_dict(json.loads(json.dumps(options.as_dict()))) == options
     assert [type(w) for w in writers_for(options)] == [PngFolderWriter, RtStructWriter]

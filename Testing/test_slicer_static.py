@@ -33,7 +33,8 @@ MODULE_FILE = MODULE_DIR / f"{MODULE_NAME}.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / f"{MODULE_NAME}.ui"
 MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
 EXTENSION_CMAKE = REPOSITORY / "CMakeLists.txt"
-PACKAGE_DIR = MODULE_DIR / "segalign"
+LIB_DIR = MODULE_DIR / f"{MODULE_NAME}Lib"  #: the module's own package: panel, parameters, logic, self-test
+PACKAGE_DIR = LIB_DIR / "segalign"  #: the engine shipped inside it
 PARAMETER_NODE_CLASS = "SegAlignParameterNode"
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -259,8 +260,10 @@ MIRROR_SIGNATURES = {
 #: .fileForInstance in DICOMLib/DICOMUtils.py).
 MIRROR_APPLICATION_ATTRIBUTES = {
     "app": frozenset({"processEvents", "testingEnabled", "setOverrideCursor", "restoreOverrideCursor",
-                      "layoutManager", "defaultScenePath"}),  # Base/QTCore/qSlicerCoreApplication.h Q_PROPERTY
-    "modules": frozenset({"volumes", "segmentations", "dicom", "data"}),
+                      "layoutManager", "defaultScenePath", "temporaryPath"}),  # qSlicerCoreApplication.h Q_PROPERTY
+    # slicer.modules.<Module>Widget: set when the panel is made (qSlicerScriptedLoadableModuleWidget.cxx:180,
+    # setModuleAttribute("slicer.modules", className)).
+    "modules": frozenset({"volumes", "segmentations", "dicom", "data", "SegAlignWidget"}),
     "dicomDatabase": frozenset({"isOpen", "fileForInstance", "databaseDirectory"}),
     "mrmlScene": None,
 }
@@ -288,14 +291,39 @@ EXTENSION_VARIABLES = ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CO
 # ==================================================================================================================
 # Readers
 
+def slicer_side_files() -> list[Path]:
+    """The Slicer side: the module file and the module's own package (not the engine inside it)."""
+    return [MODULE_FILE, *sorted(LIB_DIR.glob("*.py"))]
+
+
 @lru_cache(maxsize=None)
 def module_source() -> str:
-    return MODULE_FILE.read_text(encoding="utf-8")
+    return "\n".join(path.read_text(encoding="utf-8") for path in slicer_side_files())
+
+
+class _Absolute(ast.NodeTransformer):
+    """``from .x import y`` inside SegAlignLib as the absolute import it is (``from SegAlignLib.x import y``;
+    the engine, ``from .segalign.x``, as ``from segalign.x``, the name it has outside Slicer)."""
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.ImportFrom:
+        if node.level == 1:
+            module = node.module or ""
+            if module == "segalign" or module.startswith("segalign."):
+                absolute = module
+            else:
+                absolute = f"{LIB_DIR.name}.{module}" if module else LIB_DIR.name
+            return ast.copy_location(ast.ImportFrom(module=absolute, names=node.names, level=0), node)
+        return node
 
 
 @lru_cache(maxsize=None)
 def module_tree() -> ast.Module:
-    return ast.parse(module_source(), filename=str(MODULE_FILE))
+    """Every Slicer-side file's statements as one module (relative imports made absolute)."""
+    body = []
+    for path in slicer_side_files():
+        tree = _Absolute().visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+        body.extend(tree.body)
+    return ast.Module(body=body, type_ignores=[])
 
 
 @lru_cache(maxsize=None)
@@ -1028,7 +1056,7 @@ def test_module_cmake_lists_every_script_and_resource():
     # slicerMacroBuildScriptedModule accepts a script with or without ".py"
     listed_scripts = {s if s.endswith(".py") else s + ".py" for s in scripts}
     on_disk_scripts, needed_resources = module_files_on_disk()
-    assert f"{MODULE_NAME}.py" in on_disk_scripts and any(s.startswith("segalign/") for s in on_disk_scripts)
+    assert f"{MODULE_NAME}.py" in on_disk_scripts and any(s.startswith(f"{LIB_DIR.name}/segalign/") for s in on_disk_scripts)
     assert listed_scripts == on_disk_scripts, (
         f"MODULE_PYTHON_SCRIPTS: missing {sorted(on_disk_scripts - listed_scripts)}, "
         f"nonexistent {sorted(listed_scripts - on_disk_scripts)}")
