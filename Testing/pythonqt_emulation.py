@@ -605,6 +605,12 @@ def _static_dialog(kind: str, default: Any, convert: Callable[[Any], Any]) -> Ca
     """A static helper (``QFileDialog.getExistingDirectory``...) answered from the queue, as a user would."""
 
     def helper(*args: Any, **kwargs: Any) -> Any:
+        # Every one of these takes ``QWidget* parent`` first: PythonQt finds no overload for anything else
+        # (PythonQtSlot.cpp:430-452 raises ValueError), e.g. the caption given first.
+        if args and args[0] is not None and not isinstance(args[0], QtWidgets.QWidget):
+            raise ValueError(f"{kind}(): no overload takes {type(args[0]).__name__} as its first argument (QWidget*)")
+        if len(args) > 1 and not isinstance(args[1], str):
+            raise ValueError(f"{kind}(): no overload takes {type(args[1]).__name__} as its caption (QString)")
         driver = _state.dialogs
         title = next((a for a in args[1:2] if isinstance(a, str)), kwargs.get("caption", kwargs.get("title", "")))
         answer = driver.next_answer(kind, str(title), "", None) if driver else None

@@ -159,6 +159,11 @@ def test_import_dicom_loads_the_chosen_series_through_a_temporary_database(panel
     assert reading.visible is False, "closed at the end"
     assert reading.windowModality == panel.gui.qt.Qt.ApplicationModal
     assert panel.errors() == [] and panel.gui.app.overrideCursorDepth == 0
+    asked = [(record.kind, record.title, record.text) for record in panel.gui.dialogs.shown]
+    assert [kind for kind, _, _ in asked] == ["QFileDialog.getExistingDirectory", "QInputDialog", "QInputDialog"]
+    assert asked[0][1] == "DICOM folder to import"
+    assert asked[1][1:] == ("Choose a series", "The folder holds several series:")
+    assert asked[2][1:] == ("DICOM database", "Where should Slicer import the series?")
 
 
 @pytest.mark.parametrize("use", ["link", "copy"])
@@ -308,8 +313,10 @@ def test_an_install_that_does_not_happen_is_one_error_and_no_traceback(
 def test_export_writes_every_frame_and_the_summary(panel: Panel, case: Case, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
+    assert panel.ui.applyButton.toolTip == "Select the DICOM volume, the segmentation and an output folder"
     ready_to_export(panel, case, out)
     assert panel.ui.applyButton.enabled is True, panel.errors()
+    assert panel.ui.applyButton.toolTip == "Export the segmentation onto every DICOM frame"
     during = []
     original = type(panel.gui.app).processEvents
 
@@ -488,6 +495,16 @@ def test_closing_the_scene_gives_a_fresh_parameter_node(panel: Panel, case: Case
     assert panel.parameters is not None and panel.parameters.referenceVolume is None
     assert panel.parameters.writeMasks is False and panel.ui.writeMasksCheckBox.checked is False
     assert str(panel.parameters.outputFolder).endswith("SegAlign")
+
+
+def test_closing_the_scene_again_and_again_leaves_no_observer_behind(panel: Panel) -> None:
+    """Each scene close replaces the parameter node; the panel stops observing the old one (VTKObservationMixin's
+    list of observations does not grow)."""
+    observed = len(panel.widget.Observations)
+    for _ in range(3):
+        panel.gui.scene.Clear()
+    assert len(panel.widget.Observations) == observed
+    assert panel.widget.hasObserver(panel.parameters, vtk.vtkCommand.ModifiedEvent, panel.widget._checkCanApply)
 
 
 def test_every_parameter_is_stored_on_the_module_node_and_survives_saving_the_scene(
@@ -679,3 +696,23 @@ def test_each_operation_asks_for_what_it_needs_and_no_more(panel: Panel) -> None
     pyproject = (REPOSITORY / "pyproject.toml").read_text()
     assert 'dependencies = { file = ["SegAlign/Resources/requirements.txt"] }' in pyproject, \
         "the library's dependencies are the same list"
+
+
+def test_entering_the_module_picks_a_dicom_volume_already_loaded(gui, case: Case) -> None:
+    """A volume loaded from DICOM before the panel opens is preselected; a volume that is not from DICOM is not,
+    and a choice already made is kept."""
+    from slicer_scene import load_dicom_volume
+
+    plain = gui.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "not from DICOM")
+    volume = load_dicom_volume(gui.headless, case.files, "from DICOM")
+    panel = Panel(gui)
+    assert panel.parameters.referenceVolume is volume
+    panel.parameters.referenceVolume = plain
+    gui.exit("SegAlign")
+    gui.enter("SegAlign")
+    assert panel.parameters.referenceVolume is plain, "the user's choice is kept"
+
+
+def test_entering_the_module_with_no_dicom_volume_selects_none(gui) -> None:
+    gui.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "not from DICOM")
+    assert Panel(gui).parameters.referenceVolume is None
