@@ -570,6 +570,10 @@ def _apply_answer(dialog: QtWidgets.QDialog, answer: Any, driver: DialogDriver) 
         dialog.setTextValue(answer.text)
         dialog.accept()
     elif isinstance(answer, EnterText) and isinstance(dialog, QtWidgets.QInputDialog):
+        if QtWidgets.QInputDialog.comboBoxItems(dialog) and not QtWidgets.QInputDialog.isComboBoxEditable(dialog):
+            driver.problems.append(f"cannot type {answer.text!r}: the combo box is not editable")
+            dialog.reject()
+            return
         dialog.setTextValue(answer.text)
         dialog.accept()
     elif isinstance(answer, PressButton) and isinstance(dialog, QtWidgets.QMessageBox):

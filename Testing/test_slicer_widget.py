@@ -197,6 +197,15 @@ def test_cancelling_any_question_imports_nothing(panel: Panel, case: Case, cance
     assert panel.errors() == [] and not panel.gui.dialogs.queue
 
 
+def test_the_series_chooser_takes_only_the_series_listed(panel: Panel, case: Case) -> None:
+    """The user cannot type a series of their own into the chooser (its combo box is not editable)."""
+    panel.gui.dialogs.answer(pqt.ChooseFile(str(case.dicom)), pqt.EnterText("a series typed in"))
+    panel.ui.importDicomButton.click()
+    assert panel.gui.dialogs.problems == ["cannot type 'a series typed in': the combo box is not editable"]
+    panel.gui.dialogs.problems.clear()
+    assert panel.parameters.referenceVolume is None and panel.gui.slot_errors == []
+
+
 def test_the_series_chooser_loads_the_series_chosen(panel: Panel, case: Case) -> None:
     import_dicom(panel, case, series="other")
     volume = panel.parameters.referenceVolume
@@ -248,6 +257,7 @@ def test_import_segmentation_shows_its_warnings(panel: Panel, case: Case) -> Non
     assert names == ["big", "left_blob", "tilted_rod"]
     assert re.search(r"Warning: disagree.nii.gz: sform and qform disagree by up to 4.000 mm", panel.summary)
     assert panel.gui.pip.installed == [], "nibabel is there: nothing installed"
+    assert panel.gui.slice_viewer_layers[-1] == {"background": panel.parameters.referenceVolume}
 
 
 def test_import_a_folder_of_masks(panel: Panel, case: Case, tmp_path: Path) -> None:
@@ -263,6 +273,8 @@ def test_import_a_folder_of_masks(panel: Panel, case: Case, tmp_path: Path) -> N
     panel.ui.importMaskFolderButton.click()
     node = panel.parameters.segmentation
     assert node is not None, panel.errors()
+    assert panel.gui.slice_viewer_layers == [], "no DICOM volume to show it over"
+    assert panel.gui.dialogs.shown[-1].title == "Folder of binary NIfTI masks"
     assert sorted(node.GetSegmentation().GetNthSegment(i).GetName() for i in range(2)) == ["big", "left_blob"]
 
 
@@ -321,7 +333,8 @@ def test_export_writes_every_frame_and_the_summary(panel: Panel, case: Case, tmp
     original = type(panel.gui.app).processEvents
 
     def watch(self, *args):
-        during.append((panel.ui.applyButton.enabled, panel.gui.progress_dialogs[-1].windowModality))
+        during.append((panel.ui.applyButton.enabled, panel.gui.progress_dialogs[-1].windowModality,
+                       panel.gui.app.overrideCursorDepth))
         return original(self, *args)
 
     monkeypatch.setattr(type(panel.gui.app), "processEvents", watch)
@@ -331,9 +344,10 @@ def test_export_writes_every_frame_and_the_summary(panel: Panel, case: Case, tmp
     for mine, theirs in zip(pngs(out), case.cli_labels(tmp_path / "cli"), strict=True):
         np.testing.assert_array_equal(mine, theirs)
     assert [int(r["instance_number"]) for r in read_manifest(out)] == list(range(1, 13))
-    assert during and all(enabled is False for enabled, _ in during), "Export is off while it runs"
-    assert all(modality == panel.gui.qt.Qt.ApplicationModal for _, modality in during)
-    assert panel.gui.progress_dialogs[-1].maximum == 12
+    assert during and all(enabled is False for enabled, _, _ in during), "Export is off while it runs"
+    assert all(modality == panel.gui.qt.Qt.ApplicationModal for _, modality, _ in during)
+    assert all(depth == 1 for _, _, depth in during), "the wait cursor shows while it runs"
+    assert panel.gui.progress_dialogs[-1].maximum == 12 and panel.gui.progress_dialogs[-1].visible is False
     assert panel.ui.applyButton.enabled is True, "and on again afterwards"
     assert panel.ui.loadDicomSegButton.enabled is False, "no SEG written"
     assert panel.gui.app.overrideCursorDepth == 0

@@ -62,6 +62,7 @@ from .export import (
 )
 from .options import ExportOptions, ReadOptions
 from .readers import load_segmentation
+from .signals import stop_on_terminate, terminate_self
 from .writers.png_folder import has_csv_header, safe_name
 
 if TYPE_CHECKING:
@@ -754,20 +755,12 @@ def _worker_started(batch_pid: int) -> None:
     """In each pool worker: Ctrl-C is the batch's to handle (it stops the workers with SIGTERM); SIGTERM stops the
     running job as Ctrl-C would, and ends the worker; and a watcher ends the worker the same way when the batch
     process is gone (killed with SIGKILL), since a pool worker would otherwise wait for work forever."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def stop(signum: int, frame: object) -> None:
-        signal.signal(signum, signal.SIG_IGN)  # once
-        if not _in_job:
-            os._exit(128 + signum)
-        raise KeyboardInterrupt(f"stopped by signal {signum}")
-
-    signal.signal(signal.SIGTERM, stop)
+    stop_on_terminate(lambda: _in_job)
 
     def watch() -> None:
         while _pid_running(batch_pid):
             time.sleep(PARENT_POLL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        terminate_self()
 
     threading.Thread(target=watch, name="segalign-batch-watch", daemon=True).start()
 

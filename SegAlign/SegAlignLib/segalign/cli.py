@@ -8,14 +8,12 @@ Ctrl-C) and leaves nothing behind.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Iterator, Sequence, TextIO
+from typing import Sequence, TextIO
 
 from .version import __version__
 from .diagnosis import diagnose
@@ -24,6 +22,7 @@ from .errors import SegAlignError, one_line
 from .export import export_segmentation
 from .options import ExportOptions, ReadOptions, SegmentationType
 from .readers import ACCEPTED, SEGMENTATION_SUFFIXES, load_segmentation
+from .signals import Interrupted, Signalled, signal_number, signals_as_interrupts
 
 
 #: The longest message line printed, and the most detail lines after it: a 10,000-character header value or a
@@ -40,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(_join_negative_window(list(sys.argv[1:] if argv is None else argv)))
-    with _signals_as_interrupts():
+    with signals_as_interrupts():
         try:
             return int(args.run(args) or 0)
         except SegAlignError as error:
@@ -51,53 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_error(f"{where}{error.strerror or error}")
             return 1
         except KeyboardInterrupt as interrupt:
-            number = getattr(interrupt, "signum", signal.SIGINT)
+            number = signal_number(interrupt)
             by = "" if number == signal.SIGINT else f" by {signal.Signals(number).name}"
-            written = getattr(interrupt, "segalign_written", None) or getattr(args, "written", None)
+            written = interrupt.written if isinstance(interrupt, Interrupted) else getattr(args, "written", None)
             what = f"the export in {written} is complete" if written else getattr(args, "interrupted", None)
             _write_line(sys.stderr, f"segalign: interrupted{by}; {what or 'nothing was written'}")
             return 128 + int(number)
-
-
-class _Signalled(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised like Ctrl-C so that whatever cleans up after Ctrl-C cleans up after them too."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _signals_as_interrupts() -> Iterator[None]:
-    """While the command runs, SIGTERM and SIGHUP (a scheduler's timeout, a closed terminal) raise
-    :class:`_Signalled`; a second one while cleaning up ends the process at once, as it would have.
-
-    Only in the main thread, and only for signals left at their default action (``nohup``'s ignored SIGHUP stays
-    ignored, an embedding application's handler stays); the previous handlers come back afterwards.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def handler(signum: int, frame: object) -> None:
-        if received:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-            return
-        received.append(signum)
-        raise _Signalled(signum)
-
-    previous = {}
-    for name in ("SIGTERM", "SIGHUP"):
-        number = getattr(signal, name, None)
-        if number is not None and signal.getsignal(number) == signal.SIG_DFL:
-            previous[number] = signal.signal(number, handler)
-    try:
-        yield
-    finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
 
 
 def _one_line(text: object, limit: int = MESSAGE_LIMIT) -> str:
@@ -377,9 +335,11 @@ def run_batch_command(args: argparse.Namespace) -> int:
             scheduler=args.scheduler, num_parts=args.num_parts, part_id=args.part_id, redo=args.redo,
             progress=progress.update,
         )
-    except KeyboardInterrupt as interrupt:  # one job's export may be complete; the batch is not
+    except Interrupted as interrupt:  # one job's export is complete; the batch is not
         progress.done()
-        interrupt.segalign_written = None  # type: ignore[attr-defined]
+        raise (KeyboardInterrupt() if interrupt.signum == signal.SIGINT else Signalled(interrupt.signum)) from None
+    except KeyboardInterrupt:
+        progress.done()
         raise
     progress.done()
     if not args.quiet:

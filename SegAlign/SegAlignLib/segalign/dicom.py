@@ -32,6 +32,7 @@ from pydicom.multival import MultiValue
 from .errors import SegAlignError, describe, quiet_warnings, short, short_path
 from .geometry import plane_orientation, slice_normal
 from .mosaic import MOSAIC_HEADER_TAGS, Tile, image_types, is_multi_slice, mosaic_tiles
+from .signals import reraise_interrupt
 
 Order = Literal["instance", "position"]
 
@@ -512,18 +513,6 @@ def _is_sequence_tag(tag: int) -> bool:
         return False
 
 
-def _reraise_interrupt(error: BaseException) -> None:
-    """Raise the Ctrl-C (or SIGTERM) behind ``error``, if any: pydicom turns one that arrives while it reads a
-    sequence into an OSError, which would otherwise count the file as unreadable and let the export go on."""
-    cause = error.__context__
-    for _ in range(20):
-        if cause is None:
-            return
-        if isinstance(cause, KeyboardInterrupt):
-            raise cause
-        cause = cause.__context__
-
-
 def scan_folder(
     root: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None
 ) -> DicomScan:
@@ -553,7 +542,7 @@ def scan_folder(
             scan.not_dicom.append(path)
             continue
         except Exception as error:  # pydicom raises many kinds of error on truncated or corrupt files
-            _reraise_interrupt(error)
+            reraise_interrupt(error)
             scan.unreadable.append((path, describe(error)))
             continue
         if _odd_int(dataset.get("InstanceNumber")):

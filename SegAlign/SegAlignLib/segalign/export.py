@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import threading
 import time
@@ -47,6 +46,7 @@ from .options import ExportOptions
 from .pixels import PixelReader
 from .sampling import FrameSampler
 from .segmentation import Segmentation
+from .signals import Interrupted, signal_number, signals_held
 from .writers import Writer, writers_for
 from .writers.base import ExportContext, ExportSummary, FrameLabels
 from .writers.png_folder import (  # noqa: F401 (safe_name, write_png, image_values: used by the Slicer logic, tests)
@@ -224,12 +224,13 @@ def export_segmentation(
         all_warnings += summary.warnings  # the same list object export.json holds: written below
         provenance["outputs"] = outputs
         write_json(temporary / "export.json", provenance)  # last: what makes the folder an export
-        with _signals_held():  # a Ctrl-C now is delivered once the export is in place, not half way
+        with signals_held():  # a Ctrl-C now is delivered once the export is in place, not half way
             notes += _publish(temporary, output_dir, overwrite)
             published = True
     except BaseException as error:
         if published:  # a signal held back while publishing: the export is complete, the caller is told to stop
-            error.segalign_written = output_dir  # type: ignore[attr-defined]
+            if isinstance(error, KeyboardInterrupt):
+                raise Interrupted(signal_number(error), output_dir) from error
             raise
         for writer in begun:
             with contextlib.suppress(Exception):
@@ -761,34 +762,6 @@ def _remove_stale_partials(parent: Path) -> list[Path]:
         if _remove_export(folder, extra=frozenset({PARTIAL_MARKER})):
             removed.append(folder)
     return removed
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold back SIGINT (Ctrl-C), SIGTERM and SIGHUP while the block runs, then deliver them to their handlers.
-
-    Publishing is a few renames; a signal between two of them would leave the output folder missing and the
-    previous export hidden. Handlers can be changed only in the main thread; elsewhere, and for signals ignored
-    or handled outside Python, nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous: dict[int, object] = {}
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        number = getattr(signal, name, None)
-        handler = signal.getsignal(number) if number is not None else None
-        if handler is None or handler == signal.SIG_IGN:
-            continue
-        previous[number] = signal.signal(number, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        for number in dict.fromkeys(received):  # once each, in order
-            signal.raise_signal(number)
 
 
 def _publish(temporary: Path, output_dir: Path, overwrite: bool) -> list[str]:
