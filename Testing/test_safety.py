@@ -586,7 +586,7 @@ def test_error_lines_are_capped_and_details_follow(monkeypatch):
     monkeypatch.setattr(segalign.cli, "run_info", run)
     lines = run_cli("info", ".").stderr.splitlines()
     assert lines[0].startswith("segalign: error: value 999") and lines[0].endswith("…")
-    assert len(lines[0]) <= len("segalign: error: ") + segalign.cli.MESSAGE_LIMIT
+    assert len(lines[0]) <= len("segalign: error: ") + segalign.errors.MESSAGE_LIMIT
     assert lines[1:20] == [f"  series {n}" for n in range(19)]
     assert lines[20:] == ["  ... and 31 more"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .dicom import DicomScan, Series
-from .errors import NoOverlapError, SegAlignError, short
+from .errors import MESSAGE_LIMIT, NoOverlapError, SegAlignError, short
 from .export import ExportResult, export_segmentation
 from .options import ExportOptions
 from .sampling import FrameSampler
@@ -34,7 +34,6 @@ from .writers.png_folder import has_csv_header, unique_safe_names
 #: The columns of series.csv.
 SERIES_COLUMNS = ("folder", "status", "frames", "series_number", "modality", "description", "series_instance_uid",
                   "detail")
-MESSAGE_LIMIT = 300
 
 
 @dataclass

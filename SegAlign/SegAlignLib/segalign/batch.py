@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from .version import __version__
 from .dicom import iter_files, scan_folder
-from .errors import SegAlignError, describe, one_line, short, short_path
+from .errors import MESSAGE_LIMIT, SegAlignError, describe, one_line, short, short_path
 from .export import (
     FILE_MANAGER_METADATA,
     PARTIAL_MARKER,
@@ -87,7 +87,6 @@ RESULT_COLUMNS = ("name", "status", "frames", "seconds", "error", "warnings", "d
 #: Bumped when what the fingerprint covers changes, so that exports fingerprinted otherwise are redone.
 FINGERPRINT_VERSION = 1
 #: The longest error message kept in batch.csv (the same limit as the command line's).
-MESSAGE_LIMIT = 300
 #: The file names a segmentation may have, and those of the files in a folder of masks.
 SEGMENTATION_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
 MASK_SUFFIXES = (".nii", ".nii.gz")

@@ -18,7 +18,7 @@ from typing import Sequence, TextIO
 from .version import __version__
 from .diagnosis import diagnose
 from .dicom import DicomScan, scan_folder
-from .errors import SegAlignError, one_line
+from .errors import MESSAGE_LIMIT, SegAlignError, one_line
 from .export import export_segmentation
 from .options import ExportOptions, ReadOptions, SegmentationType
 from .readers import ACCEPTED, SEGMENTATION_SUFFIXES, load_segmentation
@@ -27,7 +27,6 @@ from .signals import Interrupted, Signalled, signal_number, signals_as_interrupt
 
 #: The longest message line printed, and the most detail lines after it: a 10,000-character header value or a
 #: listing of 5,000 series never floods the terminal.
-MESSAGE_LIMIT = 300
 DETAIL_LIMIT = 20
 
 

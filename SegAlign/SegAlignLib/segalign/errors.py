@@ -49,7 +49,11 @@ def short(value: object, limit: int = 60) -> str:
     return f"{text[:max(limit - 1, 1)]}… ({len(text)} characters)"
 
 
-def one_line(text: object, limit: int = 300) -> str:
+#: The longest one-line message the command line prints, batch.csv records and series.csv keeps (characters).
+MESSAGE_LIMIT = 300
+
+
+def one_line(text: object, limit: int = MESSAGE_LIMIT) -> str:
     """``text`` on one line (whitespace collapsed), cut to ``limit`` characters with an ellipsis: how the command
     line prints a message."""
     line = " ".join(str(text).split())
