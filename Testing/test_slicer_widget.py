@@ -152,6 +152,7 @@ def test_import_dicom_loads_the_chosen_series_through_a_temporary_database(panel
     assert panel.ui.referenceVolumeSelector.currentNode() is volume, "the panel shows it"
     assert sorted(volume.GetAttribute("SegAlign.dicomFiles").split("\n")) == sorted(map(str, case.files))
     assert user_database.allFiles() == [], "the user's DICOM database is not touched"
+    assert not list(Path(panel.gui.app.temporaryPath).rglob("*.dcm")), "a temporary load copies no file"
     assert len(panel.gui.loaded_series) == 1
     assert panel.gui.slice_viewer_layers[-1] == {"background": volume, "fit": True}
     reading = panel.gui.progress_dialogs[0]
@@ -391,7 +392,9 @@ def test_export_options_follow_the_panel(panel: Panel, case: Case, tmp_path: Pat
     assert panel.ui.loadDicomSegButton.enabled is True
 
 
-def test_a_failed_export_is_one_error_and_the_panel_goes_on(panel: Panel, case: Case, tmp_path: Path) -> None:
+def test_a_failed_export_is_one_error_and_the_panel_goes_on(panel: Panel, case: Case, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="SegAlign")
     out = tmp_path / "out"
     ready_to_export(panel, case, out)
     out.mkdir()
@@ -401,6 +404,8 @@ def test_a_failed_export_is_one_error_and_the_panel_goes_on(panel: Panel, case: 
     assert "is not a SegAlign export" in panel.errors()[0]
     assert (out / "mine.txt").read_text() == "not SegAlign's"
     assert panel.ui.applyButton.enabled is True and panel.gui.slot_errors == []
+    logged = [r for r in caplog.records if r.name == "SegAlign" and r.levelname == "DEBUG"]
+    assert len(logged) == 1 and logged[0].exc_info is not None, "the traceback goes to the log, at debug level"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -730,3 +735,29 @@ def test_entering_the_module_picks_a_dicom_volume_already_loaded(gui, case: Case
 def test_entering_the_module_with_no_dicom_volume_selects_none(gui) -> None:
     gui.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "not from DICOM")
     assert Panel(gui).parameters.referenceVolume is None
+
+
+def test_an_export_reuses_the_headers_read_when_segalign_loaded_the_volume(
+        panel: Panel, case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The headers SegAlign read to load a series are not read again by its exports; they are read again when the
+    volume's files are not the ones SegAlign loaded, or when the files are given."""
+    logic = panel.widget.logic
+    bridge = type(logic.mrml)
+    reads = []
+    real = bridge.series_for_volume
+
+    def counted(self, volume, files=None, progress=None):
+        reads.append(files)
+        return real(self, volume, files, progress)
+
+    monkeypatch.setattr(bridge, "series_for_volume", counted)
+    volume = logic.loadDicomFolder(case.dicom / "a")
+    node = logic.importSegmentation(case.segmentation, volume)
+    first = logic.exportSegmentation(node, volume, tmp_path / "first")
+    assert reads == [] and first.frames == 12
+    given = [str(path) for path in case.files[:6]]
+    assert logic.exportSegmentation(node, volume, tmp_path / "given", files=given).frames == 6
+    assert reads == [given]
+    volume.SetAttribute("SegAlign.dicomFiles", "\n".join(given))
+    assert logic.exportSegmentation(node, volume, tmp_path / "changed").frames == 6
+    assert reads == [given, None]
