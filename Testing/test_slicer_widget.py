@@ -761,3 +761,46 @@ def test_an_export_reuses_the_headers_read_when_segalign_loaded_the_volume(
     volume.SetAttribute("SegAlign.dicomFiles", "\n".join(given))
     assert logic.exportSegmentation(node, volume, tmp_path / "changed").frames == 6
     assert reads == [given, None]
+
+
+def test_the_summary_names_every_file_written(panel: Panel, case: Case, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    ready_to_export(panel, case, out)
+    panel.parameters.writeOverlays = True
+    panel.parameters.writeDicomSeg = True
+    panel.parameters.writeRtStruct = True
+    panel.ui.applyButton.click()
+    lines = panel.summary.splitlines()
+    assert lines[:5] == [f"Wrote 12 frames to {out}", "Labels on the frames: 1, 2, 7", f"Preview: {out / 'index.html'}",
+                         f"DICOM SEG: {out / 'seg.dcm'}", f"RTSTRUCT: {out / 'rtstruct.dcm'}"], panel.summary
+    assert all(line.startswith("Warning: ") for line in lines[5:])
+    assert (out / "index.html").is_file() and (out / "rtstruct.dcm").is_file()
+
+
+def test_a_volume_loaded_by_slicers_dicom_module_finds_its_files_in_the_database(
+        panel: Panel, case: Case, tmp_path: Path) -> None:
+    """A series the user loaded through the DICOM module (not SegAlign): its files are found through its
+    DICOM.instanceUIDs in Slicer's DICOM database."""
+    from DICOMLib import DICOMUtils
+
+    assert DICOMUtils.importDicom(str(case.dicom / "a"))
+    uid = slicer.dicomDatabase.seriesForFile(str(case.files[0]))
+    volume = panel.gui.scene.GetNodeByID(DICOMUtils.loadSeriesByUID([uid])[0])
+    assert volume.GetAttribute("SegAlign.dicomFiles") is None
+    node = panel.widget.logic.importSegmentation(case.segmentation, volume, case.labels)
+    result = panel.widget.logic.exportSegmentation(node, volume, tmp_path / "out")
+    assert result.frames == 12
+    for mine, theirs in zip(pngs(tmp_path / "out"), case.cli_labels(tmp_path / "cli"), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_the_choices_are_listed_by_their_labels(panel: Panel) -> None:
+    def items(combo) -> list[str]:
+        return [combo.itemText(i) for i in range(combo.count)]
+
+    assert items(panel.ui.orderComboBox) == ["Acquisition (InstanceNumber, frame)", "Position along the normal"]
+    assert items(panel.ui.dicomSegTypeComboBox) == [
+        "Binary (one frame per segment and slice; readable everywhere)",
+        "Label map (one compressed frame per slice; smaller, newer readers)"]
+    assert items(panel.ui.overlayWindowComboBox) == ["Each frame's own", "Abdomen", "Bone", "Brain", "Lung",
+                                                     "Mediastinum"]
