@@ -29,7 +29,6 @@ class SegAlignTest(ScriptedLoadableModuleTest):
     through the logic and through the panel, and checks every frame."""
 
     def setUp(self) -> None:
-        slicer.mrmlScene.Clear()
         self.folder = Path(tempfile.mkdtemp(prefix="SegAlignTest-", dir=slicer.app.temporaryPath))
 
     def tearDown(self) -> None:
@@ -47,7 +46,8 @@ class SegAlignTest(ScriptedLoadableModuleTest):
     # ------------------------------------------------------------------------------------------------ cases
 
     def _case(self):
-        """The synthetic series and segmentation, imported: (logic, volume, segmentation node, phantom, specs)."""
+        """The synthetic series and segmentation, imported into an emptied scene: (logic, volume, segmentation
+        node, phantom, specs)."""
         from .logic import SegAlignLogic
         from .segalign import synthetic
 
