@@ -461,6 +461,8 @@ def test_the_written_seg_loads_back_through_slicers_plugin(panel: Panel, case: C
     assert panel.gui.dicom_database.allFiles() == [], "read through a temporary database"
     loaded = [n for n in slicer.util.getNodesByClass("vtkMRMLSegmentationNode") if n.GetName() == "SEG (plugin)"]
     assert len(loaded) == 1 and f"Loaded {out / 'seg.dcm'} as SEG (plugin)" in panel.summary
+    role = loaded[0].GetReferenceImageGeometryReferenceRole()
+    assert loaded[0].GetNodeReference(role) is panel.parameters.referenceVolume, "shown over the DICOM volume"
     again = panel.widget.logic.exportSegmentation(loaded[0], panel.parameters.referenceVolume, tmp_path / "again")
     assert again.labels_found == [1, 2, 3], "dcmqi numbers the segments 1..N"
     lookup = np.array([0, 1, 2, 7], dtype=np.uint8)

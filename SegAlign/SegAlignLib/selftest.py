@@ -134,7 +134,7 @@ class SegAlignTest(ScriptedLoadableModuleTest):
         for row in rows:
             labels = self._labels(outputFolder / row["label_png"])
             fromSeg = rebuilt.get(row["sop_instance_uid"], np.zeros(labels.shape, np.uint16))
-            self.assertTrue(np.array_equal(fromSeg, labels), row["label_png"])
+            self.assertTrue(np.array_equal(fromSeg, labels), msg=row["label_png"])
 
         self.delayDisplay("Loading the DICOM SEG back (Slicer's own DICOM SEG plugin where there is one)")
         loaded = logic.loadDicomSeg(outputFolder / "seg.dcm", volume)
@@ -147,7 +147,7 @@ class SegAlignTest(ScriptedLoadableModuleTest):
         for row in rows:
             mine = self._labels(outputFolder / row["label_png"])
             back = lookup[self._labels(self.folder / "again" / row["label_png"])]
-            self.assertTrue(np.array_equal(mine, back), row["label_png"])
+            self.assertTrue(np.array_equal(mine, back), msg=row["label_png"])
 
         self.delayDisplay("Comparing with the command line's engine")
         engineFolder = self.folder / "engine"
@@ -155,7 +155,7 @@ class SegAlignTest(ScriptedLoadableModuleTest):
             self.root / "segmentation.mha", label_table=self.root / "labels.csv"), engineFolder)
         for row in rows:
             self.assertTrue(np.array_equal(self._labels(outputFolder / row["label_png"]),
-                                           self._labels(engineFolder / row["label_png"])), row["label_png"])
+                                           self._labels(engineFolder / row["label_png"])), msg=row["label_png"])
         self.delayDisplay("Test passed")
 
     def test_closed_surfaces_keep_label_values(self) -> None:
