@@ -49,8 +49,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
 from conftest import CliRun, leftovers, read_manifest, run_cli
-from segalign import dicom as dicom_module
-from segalign.dicom import read_header, scan_folder
+from segalign.dicom import headers, read_header, scan_folder
 from segalign.errors import SegAlignError, describe, short, short_path
 from segalign.labels import MAX_LABEL, Label, read_label_file
 from segalign.preview import script_json
@@ -1120,7 +1119,7 @@ def test_compressed_pixel_data_is_only_required_to_be_there(template, tmp_path):
     case = new_case(template, tmp_path)
     dataset = pydicom.dcmread(case.target)
     header = read_header(case.target)
-    assert dicom_module.pixel_data_element(header).length == ROWS * COLUMNS * 2
+    assert header.pixel_data.length == ROWS * COLUMNS * 2
     del dataset.PixelData
     dataset.save_as(case.target)
     result = campaign("no pixels", case, names=(TARGET,))
@@ -1491,7 +1490,8 @@ def test_scan_of_headers_reads_no_pixels(template, tmp_path, monkeypatch):
         def __exit__(self, *exc):
             self.stream.close()
 
-    monkeypatch.setattr(dicom_module, "open", lambda *a, **k: Counting(real_open(*a, **k)), raising=False)
+    monkeypatch.setattr(headers, "open_file", lambda path: Counting(real_open(path, "rb")))
     header = read_header(case.target)
+    assert read, "the header was not read through headers.open_file"
     assert sum(read) < 1 << 16, "the header read read the pixels"
-    assert dicom_module.pixel_data_element(header).length == 4096 * 8192 * 2
+    assert header.pixel_data.length == 4096 * 8192 * 2

@@ -18,7 +18,7 @@ from segalign import export_segmentation, scan_folder
 from segalign.cli import build_parser
 from segalign.errors import SegAlignError
 from segalign.options import DicomSegOptions, ExportOptions, OverlayOptions, SegmentationType
-from segalign.pixels import Window
+from segalign.dicom import Window
 from segalign.readers import load_segmentation, sniff
 from segalign.synthetic import stack, write_series
 from segalign.writers import PngFolderWriter, writers_for

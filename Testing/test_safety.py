@@ -63,15 +63,15 @@ def progress(done, total):
 mode, *args = sys.argv[1:]
 if mode in ("cli", "scan"):
     import segalign.cli as cli
-    import segalign.dicom as dicom
+    import segalign.dicom.headers as headers
     cli._Reporter.progress = lambda self, done, total: progress(done, total)
     if mode == "scan":
-        real = dicom.read_header
+        real = headers.read_header
         def slow_header(path):
             print("scanning", flush=True)
             time.sleep(0.05)
             return real(path)
-        dicom.read_header = slow_header
+        headers.read_header = slow_header
     sys.exit(cli.main(args))
 from segalign import export_segmentation, load_segmentation, scan_folder
 dicom_dir, seg, out = args

@@ -20,8 +20,8 @@ from .version import __version__  # noqa: F401 (the package version, as segalign
 #: The public names and their modules. They are imported when first used, so that ``import segalign`` (and the
 #: ``segalign`` command's start, which a Ctrl-C may interrupt) does not load NumPy, pydicom and nibabel first.
 _PUBLIC = {
-    "DicomScan": "dicom", "Frame": "dicom", "Series": "dicom", "scan_folder": "dicom",
-    "SeriesReport": "diagnosis", "diagnose": "diagnosis",
+    "DicomScan": "dicom.model", "Frame": "dicom.model", "Series": "dicom.model", "scan_folder": "dicom.scan",
+    "SeriesReport": "dicom.diagnosis", "diagnose": "dicom.diagnosis",
     "NoOverlapError": "errors", "SegAlignError": "errors",
     "ExportCancelled": "export", "ExportResult": "export", "export_segmentation": "export",
     "Label": "labels", "read_label_file": "labels",
@@ -65,8 +65,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from .diagnosis import SeriesReport, diagnose
-    from .dicom import DicomScan, Frame, Series, scan_folder
+    from .dicom.diagnosis import SeriesReport, diagnose
+    from .dicom.model import DicomScan, Frame, Series
+    from .dicom.scan import scan_folder
     from .errors import NoOverlapError, SegAlignError
     from .export import ExportCancelled, ExportResult, export_segmentation
     from .labels import Label, read_label_file

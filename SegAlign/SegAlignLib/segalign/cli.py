@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from .version import __version__
-from .diagnosis import diagnose
+from .dicom import diagnose
 from .dicom import DicomScan, scan_folder
 from .errors import MESSAGE_LIMIT, SegAlignError, one_line
 from .export import export_segmentation

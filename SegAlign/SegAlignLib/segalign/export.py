@@ -38,12 +38,12 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from .version import __version__
-from .diagnosis import diagnose
+from .dicom import diagnose
 from .dicom import Frame, Series, position_along
 from .errors import NoOverlapError, SegAlignError
 from .geometry import LPS_TO_RAS, pixel_to_lps
 from .options import ExportOptions
-from .pixels import PixelReader
+from .dicom import PixelReader
 from .sampling import FrameSampler
 from .segmentation import Segmentation
 from .signals import Interrupted, signal_number, signals_held

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import SegAlignError
-from .pixels import Window, parse_window
+from .dicom import Window, parse_window
 from .segmentation import Overlap
 
 Order = Literal["instance", "position"]

@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from .labels import MAX_LABEL, Label
-from .pixels import HALF_TOLERANCE
+from .dicom import HALF_TOLERANCE
 
 
 def color_lookup(labels: Mapping[int, Label], largest: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from .dicom import Frame
-from .mosaic import Tile
+from .dicom import Tile
 from .geometry import IndexMapping, frame_index_mapping
 
 #: An axis index that drifts less than this (in voxels) across a whole frame is treated as constant there.

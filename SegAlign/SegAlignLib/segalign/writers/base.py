@@ -26,7 +26,7 @@ import numpy as np
 
 from ..dicom import Frame, Series
 from ..options import ExportOptions
-from ..pixels import FramePixels
+from ..dicom import FramePixels
 from ..segmentation import Segmentation
 
 

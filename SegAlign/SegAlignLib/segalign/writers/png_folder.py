@@ -27,8 +27,8 @@ import numpy as np
 
 from ..dicom import Frame, position_along
 from ..errors import SegAlignError
-from ..mosaic import Tile
-from ..pixels import FramePixels, PixelReader, range_window
+from ..dicom import Tile
+from ..dicom import FramePixels, PixelReader, range_window
 from ..png import write_gray
 from ..preview import frame_script, write_preview
 from ..render import color_lookup, overlay

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .dicom import Frame, Series, plural, position_along
-from .geometry import direction_letters, plane_orientation, same_orientation, tilt_degrees
+from ..geometry import direction_letters, plane_orientation, same_orientation, tilt_degrees
+from .model import Frame, Series, plural, position_along
 
 #: Positions closer than this (mm) along the normal and in plane are "the same position".
 POSITION_TOLERANCE_MM = 0.01

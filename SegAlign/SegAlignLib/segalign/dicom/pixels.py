@@ -33,8 +33,9 @@ import pydicom
 from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 
-from .dicom import Frame, functional_groups, functional_value
-from .errors import SegAlignError, describe, quiet_warnings, short, short_path
+from ..errors import SegAlignError, describe, quiet_warnings, short, short_path
+from .frames import functional_groups, functional_value
+from .model import Frame
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from .errors import SegAlignError, quiet_warnings
+from ..errors import SegAlignError, quiet_warnings
 
 #: ImageType values that mark a frame holding several slices.
 MULTI_SLICE_IMAGE_TYPES = ("MOSAIC", "VFRAME")
