@@ -13,7 +13,7 @@ import pytest
 from conftest import leftovers, read_manifest, run_cli
 from phantoms import small_phantom, stack_affine, write_segmentation
 from segalign import Segmentation, export_segmentation, scan_folder
-from segalign.labels import Label
+from segalign.segmentation import Label
 from segalign.options import ExportOptions
 from segalign.synthetic import SeriesIdentity, stack, write_enhanced, write_nifti, write_series
 

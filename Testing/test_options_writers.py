@@ -173,7 +173,7 @@ def test_cielab_matches_published_values():
 
 def test_totalsegmentator_classes_have_snomed_codes():
     table = totalsegmentator_codes()
-    from segalign.labels import builtin_table
+    from segalign.segmentation import builtin_table
 
     names = [label.name for label in builtin_table("totalsegmentator").values()]
     assert len(names) == 117 and all(name in table for name in names)

@@ -10,8 +10,8 @@ import pytest
 
 from segalign.dicom import Frame
 from segalign.geometry import direction_letters, plane_orientation, tilt_degrees
-from segalign.labels import complete_table, default_name, parse_caret_label_table, read_label_file
-from segalign.sampling import FrameSampler
+from segalign.segmentation import complete_table, default_name, parse_caret_label_table, read_label_file
+from segalign.segmentation import FrameSampler
 from segalign.readers import load_segmentation
 from segalign.synthetic import write_nifti
 

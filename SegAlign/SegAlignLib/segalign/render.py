@@ -15,7 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .labels import MAX_LABEL, Label
+from .segmentation import MAX_LABEL, Label
 from .pixels import HALF_TOLERANCE
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from .dicom import Series, check_uids, frames_of, read_header
 from .errors import SegAlignError
 from .export import ExportResult, ProgressCallback, export_segmentation, safe_name
-from .labels import Label
+from .segmentation import Label
 from .options import ExportOptions
 from .readers import load_segmentation
 from .readers.nifti import nifti_stem

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import SegAlignError, describe, short_path
-from ..labels import Label, complete_table, embedded_label_table, guess_totalsegmentator, read_label_file
+from ..segmentation import Label, complete_table, embedded_label_table, guess_totalsegmentator, read_label_file
 from ..segmentation import Overlap, Segmentation, count_labels, looks_like_image
 from .dicom_seg import load_dicom_seg
 from .mask_folder import load_mask_folder

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SegAlignError, describe, quiet_warnings, short, short_path
-from ..labels import Label, default_color
+from ..segmentation import Label, default_color
 from ..segmentation import Overlap
 
 #: Segmentation Storage and Label Map Segmentation Storage.

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from ..errors import SegAlignError, describe, short, short_path
-from ..labels import MAX_LABEL, Label, complete_table, default_color
+from ..segmentation import MAX_LABEL, Label, complete_table, default_color
 from ..segmentation import AFFINE_TOLERANCE_MM, Overlap, Segmentation, max_corner_difference
 from .nifti import NIFTI_SUFFIXES, _load_nifti, _volume_data, nifti_stem, resolve_affine
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from ..errors import SegAlignError, describe, quiet_warnings, short, short_path
-from ..labels import embedded_label_table
+from ..segmentation import embedded_label_table
 from ..segmentation import (
     AFFINE_TOLERANCE_MM,
     check_affine,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SegAlignError, describe, short, short_path
-from ..labels import Label, default_color
+from ..segmentation import Label, default_color
 from ..segmentation import Overlap
 from .nifti import _integer_labels
 

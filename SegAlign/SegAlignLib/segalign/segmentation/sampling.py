@@ -17,9 +17,9 @@ import threading
 
 import numpy as np
 
-from .dicom import Frame
-from .mosaic import Tile
-from .geometry import IndexMapping, frame_index_mapping
+from ..dicom import Frame
+from ..geometry import IndexMapping, frame_index_mapping
+from ..mosaic import Tile
 
 #: An axis index that drifts less than this (in voxels) across a whole frame is treated as constant there.
 CONSTANT_DRIFT_VOXELS = 1e-7
