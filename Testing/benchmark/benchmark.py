@@ -100,8 +100,7 @@ def prepare_case(work: Path, slices: int) -> Path:
     done = case / "ready"
     if done.exists():
         return case
-    from segalign.segmentation import builtin_table
-    from segalign.segmentation import FrameSampler
+    from segalign.segmentation import FrameSampler, builtin_table
     from segalign.dicom import Frame
     from segalign.synthetic import Ellipsoid, Phantom, SeriesIdentity, las_affine, rasterize, stack, write_nifti, write_series
 
@@ -440,7 +439,7 @@ def _slicer_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
 
 def _segalign_slicer_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
     from headless_slicer import headless_slicer
-    from segalign.slicer_logic import SegAlignMRMLLogic
+    from segalign.mrml import SegAlignMRMLLogic
 
     app = headless_slicer()
     files = _files_by_position(dicom)
