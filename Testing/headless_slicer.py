@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from segalign.errors import SegAlignError
-from segalign.slicer_logic import FILES_ATTRIBUTE
+from segalign.mrml import FILES_ATTRIBUTE
 
 
 @dataclass

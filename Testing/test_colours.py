@@ -10,7 +10,7 @@ import numpy as np
 
 from conftest import run_cli
 from phantoms import small_phantom, stack_affine, write_segmentation
-from segalign.labels import default_color
+from segalign.segmentation import default_color
 from segalign.synthetic import stack, write_series
 
 

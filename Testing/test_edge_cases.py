@@ -13,7 +13,7 @@ import pytest
 from conftest import leftovers, read_manifest, run_cli
 from phantoms import small_phantom, stack_affine, write_segmentation
 from segalign import Segmentation, export_segmentation, scan_folder
-from segalign.labels import Label
+from segalign.segmentation import Label
 from segalign.options import ExportOptions
 from segalign.synthetic import SeriesIdentity, stack, write_enhanced, write_nifti, write_series
 
@@ -120,7 +120,7 @@ def test_demo_can_be_rerun_with_another_number_of_slices(tmp_path: Path) -> None
 
 def test_slicer_export_records_the_node_not_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     slicer_scene = pytest.importorskip("slicer_scene", reason="slicer-core is needed")
-    from segalign.slicer_logic import SegAlignMRMLLogic
+    from segalign.mrml import SegAlignMRMLLogic
 
     specs = stack((-16, -16, -3), 4, (0, 0, 2), rows=32, columns=32)
     files = write_series(tmp_path / "dicom", specs)

@@ -51,7 +51,7 @@ from pydicom.tag import Tag
 from conftest import CliRun, leftovers, read_manifest, run_cli
 from segalign.dicom import headers, read_header, scan_folder
 from segalign.errors import SegAlignError, describe, short, short_path
-from segalign.labels import MAX_LABEL, Label, read_label_file
+from segalign.segmentation import MAX_LABEL, Label, read_label_file
 from segalign.preview import script_json
 from segalign.render import color_lookup
 from segalign.readers import load_segmentation
@@ -1445,7 +1445,7 @@ def test_messages_say_what_is_wrong_in_words(template, tmp_path, build, words):
 
 def test_vectorised_default_palette_is_default_color():
     """color_lookup computes the default palette for 65536 values at once; it must be default_color's, exactly."""
-    from segalign.labels import default_color
+    from segalign.segmentation import default_color
     from segalign.render import default_colors
 
     values = np.arange(MAX_LABEL + 1)

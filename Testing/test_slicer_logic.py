@@ -27,7 +27,7 @@ from segalign.errors import SegAlignError
 from segalign.synthetic import grid_affine, shuffled_names, stack, write_nifti, write_series
 from slicer_scene import file_lookup, headless_slicer, load_dicom_volume, slicer, vtk
 
-from segalign.slicer_logic import SegAlignMRMLLogic, split_affine  # noqa: E402  (needs slicer-core)
+from segalign.mrml import SegAlignMRMLLogic, split_affine  # noqa: E402  (needs slicer-core)
 
 PHANTOM = small_phantom()
 
@@ -406,12 +406,12 @@ def test_dicom_seg_from_the_segmentation_node_uses_its_current_names_and_colours
         np.testing.assert_array_equal(rebuilt.get(row["sop_instance_uid"], np.zeros_like(expected)), expected)
 
 
-def test_fast_layer_merge_matches_slicers_own_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fast_layer_merge_matches_slicers_own_merge(tmp_path: Path) -> None:
     """Segments on two labelmap layers that overlap (later segment wins): reading the layers directly gives the
-    same export as Slicer's ExportSegmentsToLabelmapNode merge."""
+    same export as Slicer's own merge (``labels_from_segmentation(node, merge="slicer")``)."""
     from vtk.util import numpy_support
 
-    import segalign.slicer_logic as slicer_logic
+    from segalign.export import export_segmentation
     from slicer import vtkOrientedImageData, vtkSegment
 
     specs = stack((-20, -20, -10), 12, (0, 0, 1.7), rows=40, columns=40)
@@ -440,8 +440,8 @@ def test_fast_layer_merge_matches_slicers_own_merge(tmp_path: Path, monkeypatch:
     seg.AddSegment(segment, "box")
     assert seg.GetNumberOfLayers() == 2
     logic.export(node, volume, tmp_path / "fast")
-    monkeypatch.setattr(slicer_logic, "merge_labelmap_layers", lambda *args: None)
-    logic.export(node, volume, tmp_path / "slicer")
+    export_segmentation(logic.series_for_volume(volume), logic.labels_from_segmentation(node, merge="slicer"),
+                        tmp_path / "slicer")
     fast, slow = labels_by_file(tmp_path / "fast", dicom), labels_by_file(tmp_path / "slicer", dicom)
     box_value = {e["name"]: e["value"] for e in __import__("json").loads((tmp_path / "fast" / "labels.json").read_text())}["box"]
     assert any((image == box_value).any() for image in fast.values())

@@ -24,7 +24,7 @@ from segalign.synthetic import stack, write_series
 from slicer_scene import file_lookup, headless_slicer, load_dicom_volume, slicer, vtk  # noqa: F401 (skips without it)
 from test_slicer_logic import labels_by_file
 
-from segalign.slicer_logic import IMPORT_WARNINGS_ATTRIBUTE, SegAlignMRMLLogic, import_warnings  # noqa: E402
+from segalign.mrml import IMPORT_WARNINGS_ATTRIBUTE, SegAlignMRMLLogic, import_warnings  # noqa: E402
 
 PHANTOM = small_phantom()
 NAMES = "1,big\n2,left_blob\n7,tilted_rod\n"

@@ -433,7 +433,7 @@ class SegPluginStandIn:
         import subprocess
         import tempfile
 
-        from segalign.slicer_logic import SegAlignMRMLLogic
+        from segalign.mrml import SegAlignMRMLLogic
 
         path = slicer.dicomDatabase.fileForInstance(loadable.uid)
         assert path, "the plugin reads the SEG through the DICOM database"
@@ -607,7 +607,7 @@ def test_the_engine_in_the_module_folder_cannot_collide_with_a_pip_segalign(pane
     assert importlib.machinery.PathFinder.find_spec("segalign", [str(MODULE_DIR)]) is None
     engine = sys.modules["SegAlignLib.segalign"]
     assert Path(engine.__file__).parent == MODULE_DIR / "SegAlignLib" / "segalign"
-    assert panel.widget.logic.mrml.__class__.__module__ == "SegAlignLib.segalign.slicer_logic"
+    assert panel.widget.logic.mrml.__class__.__module__ == "SegAlignLib.segalign.mrml.logic"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,8 +10,13 @@ import pytest
 
 from segalign.dicom import Frame
 from segalign.geometry import direction_letters, plane_orientation, tilt_degrees
-from segalign.labels import complete_table, default_name, parse_caret_label_table, read_label_file
-from segalign.sampling import FrameSampler
+from segalign.segmentation import (
+    FrameSampler,
+    complete_table,
+    default_name,
+    parse_caret_label_table,
+    read_label_file,
+)
 from segalign.readers import load_segmentation
 from segalign.synthetic import write_nifti
 
@@ -131,7 +136,7 @@ def test_exact_ties_do_not_depend_on_where_the_grid_is_stored() -> None:
 def test_compressed_voxels_read_in_place_equal_nibabel(tmp_path: Path, dtype: str) -> None:
     """Reading .nii.gz voxels straight into the array (to halve the loading peak) gives nibabel's values, for any
     byte order and with a header extension shifting the data offset; scaled data is left to nibabel."""
-    from segalign.readers.nifti import _read_compressed
+    from segalign.readers.nifti import read_compressed
 
     rng = np.random.default_rng(1)
     data = rng.integers(0, 200, size=(7, 9, 5)).astype(dtype)
@@ -139,11 +144,11 @@ def test_compressed_voxels_read_in_place_equal_nibabel(tmp_path: Path, dtype: st
     image.header.extensions.append(nib.nifti1.Nifti1Extension(0, b"<LabelTable>" + b"x" * 1000 + b"</LabelTable>"))
     nib.save(image, tmp_path / "seg.nii.gz")
     loaded = nib.load(tmp_path / "seg.nii.gz")
-    np.testing.assert_array_equal(_read_compressed(loaded, tmp_path / "seg.nii.gz"), np.asanyarray(loaded.dataobj))
+    np.testing.assert_array_equal(read_compressed(loaded, tmp_path / "seg.nii.gz"), np.asanyarray(loaded.dataobj))
     scaled = nib.Nifti1Image(data.astype(np.int16), np.eye(4))
     scaled.header.set_slope_inter(2.0, 1.0)
     nib.save(scaled, tmp_path / "scaled.nii.gz")
-    assert _read_compressed(nib.load(tmp_path / "scaled.nii.gz"), tmp_path / "scaled.nii.gz") is None
+    assert read_compressed(nib.load(tmp_path / "scaled.nii.gz"), tmp_path / "scaled.nii.gz") is None
 
 
 @pytest.mark.parametrize("dtype", ["bool", "uint8", "uint16"])

@@ -24,7 +24,7 @@ from .segalign.dicom import DicomScan, Series, scan_folder
 from .segalign.errors import SegAlignError
 from .segalign.export import ExportResult
 from .segalign.options import ExportOptions
-from .segalign.slicer_logic import FILES_ATTRIBUTE, SegAlignMRMLLogic, import_warnings
+from .segalign.mrml import FILES_ATTRIBUTE, SegAlignMRMLLogic, import_warnings
 
 #: ``progress(done, total)``; raising from it stops the work (the export raises ExportCancelled).
 Progress = Callable[[int, int], None]

@@ -24,7 +24,7 @@ from slicer.util import VTKObservationMixin
 from .logic import DicomDatabaseUse, SegAlignLogic
 from .parameters import SegAlignParameterNode, export_options
 from .segalign.export import ExportCancelled
-from .segalign.slicer_logic import FILES_ATTRIBUTE
+from .segalign.mrml import FILES_ATTRIBUTE
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]

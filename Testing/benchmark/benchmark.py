@@ -100,8 +100,7 @@ def prepare_case(work: Path, slices: int) -> Path:
     done = case / "ready"
     if done.exists():
         return case
-    from segalign.labels import builtin_table
-    from segalign.sampling import FrameSampler
+    from segalign.segmentation import FrameSampler, builtin_table
     from segalign.dicom import Frame
     from segalign.synthetic import Ellipsoid, Phantom, SeriesIdentity, las_affine, rasterize, stack, write_nifti, write_series
 
@@ -150,7 +149,7 @@ def write_label_names(case: Path) -> Path:
     ``{"1": [85, 131, 242], ...}`` (both written beside a case made before they existed)."""
     path, colors = case / "label_names.json", case / "label_colors.json"
     if not path.exists() or not colors.exists():
-        from segalign.labels import builtin_table
+        from segalign.segmentation import builtin_table
 
         table = {value: label for value, label in builtin_table("totalsegmentator").items() if 0 < value < 118}
         if not path.exists():
@@ -401,7 +400,7 @@ def _rtutils_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
 
 def _label_colors(segmentation: Path) -> np.ndarray:
     import nibabel as nib
-    from segalign.labels import embedded_label_table
+    from segalign.segmentation import embedded_label_table
 
     table = embedded_label_table(nib.load(str(segmentation)).header.extensions)
     colors = np.zeros((256, 3), dtype=np.float32)
@@ -440,7 +439,7 @@ def _slicer_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
 
 def _segalign_slicer_recipe(dicom: Path, segmentation: Path, out: Path) -> None:
     from headless_slicer import headless_slicer
-    from segalign.slicer_logic import SegAlignMRMLLogic
+    from segalign.mrml import SegAlignMRMLLogic
 
     app = headless_slicer()
     files = _files_by_position(dicom)
@@ -561,7 +560,7 @@ def _segalign_labels_by_uid(out: Path) -> dict[str, np.ndarray]:
 
 
 def _label_names() -> dict[str, int]:
-    from segalign.labels import builtin_table
+    from segalign.segmentation import builtin_table
 
     return {label.name: value for value, label in builtin_table("totalsegmentator").items() if 0 < value < 118}
 

@@ -24,8 +24,8 @@ _PUBLIC = {
     "SeriesReport": "dicom.diagnosis", "diagnose": "dicom.diagnosis",
     "NoOverlapError": "errors", "SegAlignError": "errors",
     "ExportCancelled": "export", "ExportResult": "export", "export_segmentation": "export",
-    "Label": "labels", "read_label_file": "labels",
-    "FrameSampler": "sampling",
+    "Label": "segmentation", "read_label_file": "segmentation",
+    "FrameSampler": "segmentation",
     "load_segmentation": "readers",
     "Segmentation": "segmentation",
 }
@@ -70,7 +70,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .dicom.scan import scan_folder
     from .errors import NoOverlapError, SegAlignError
     from .export import ExportCancelled, ExportResult, export_segmentation
-    from .labels import Label, read_label_file
     from .readers import load_segmentation
-    from .sampling import FrameSampler
-    from .segmentation import Segmentation
+    from .segmentation import FrameSampler, Label, Segmentation, read_label_file

@@ -27,7 +27,7 @@ from .dicom import DicomScan, Series
 from .errors import MESSAGE_LIMIT, NoOverlapError, SegAlignError, short
 from .export import ExportResult, export_segmentation
 from .options import ExportOptions
-from .sampling import FrameSampler
+from .segmentation import FrameSampler
 from .segmentation import Segmentation
 from .writers.png_folder import has_csv_header, unique_safe_names
 

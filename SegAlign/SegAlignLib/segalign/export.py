@@ -44,7 +44,7 @@ from .errors import NoOverlapError, SegAlignError
 from .geometry import LPS_TO_RAS, pixel_to_lps
 from .options import ExportOptions
 from .dicom import PixelReader
-from .sampling import FrameSampler
+from .segmentation import FrameSampler
 from .segmentation import Segmentation
 from .signals import Interrupted, signal_number, signals_held
 from .writers import Writer, writers_for

@@ -1,4 +1,4 @@
-"""DICOM Segmentations (BINARY, FRACTIONAL, LABELMAP) as label volumes, read with highdicom.
+"""The DICOM reader: DICOM Segmentations (BINARY, FRACTIONAL, LABELMAP) as label volumes, read with highdicom.
 
 highdicom (extra ``segalign[dicom]``) reads the SEG and builds its volume from the frames' own plane positions
 (``Segmentation.get_volume``): a label map on the SEG's grid with its affine in the frame of reference (LPS), which
@@ -17,17 +17,21 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SegAlignError, describe, quiet_warnings, short, short_path
-from ..labels import Label, default_color
-from ..segmentation import Overlap
+from ..segmentation import Label, Overlap, default_color
+from .base import Reading
 
+NAME = "dicom"
 #: Segmentation Storage and Label Map Segmentation Storage.
 SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 FRACTIONAL_THRESHOLD = 0.5
 
 
-def load_dicom_seg(
-    path: Path, overlap: Overlap
-) -> tuple[np.ndarray, np.ndarray, dict[int, Label], list[str], str]:
+def matches(path: Path, head: bytes) -> bool:
+    """Whether a file is DICOM (``DICM`` after the 128-byte preamble); :func:`read` refuses one that is not a SEG."""
+    return head[128:132] == b"DICM"
+
+
+def read(path: Path, overlap: Overlap) -> Reading:
     """A DICOM SEG: labels, RAS affine, label table, warnings, FrameOfReferenceUID."""
     try:
         import highdicom as hd
@@ -105,7 +109,7 @@ def load_dicom_seg(
         description = segmentation.get_segment_description(number)
         name = str(description.segment_label or f"Segment_{number}")
         table[number] = Label(number, name, _color(description, number))
-    return np.asfortranarray(labels), affine, table, warnings, frame_of_reference
+    return Reading(np.asfortranarray(labels), affine, "dicom-seg", table, warnings, frame_of_reference)
 
 
 #: Frames whose positions are closer than this (mm) lie in one plane.

@@ -1,7 +1,10 @@
-"""A folder of binary NIfTI masks, one structure per file (TotalSegmentator's default output).
+"""The folder reader: a folder of binary NIfTI masks, one structure per file (TotalSegmentator's default output).
 
 Label values are 1..N in file-name order and names come from the file names, unless a user label table names the
-files. Masks must share one grid; overlaps are refused unless the later file in name order may win.
+files. Masks must share one grid; overlaps are refused unless the later file in name order may win. A folder is
+not a file the registry can recognise by its first bytes, and the user's table chooses its values, not only their
+names: so :func:`load_mask_folder` is called for every folder, before the file readers, and gives a whole
+:class:`~segalign.segmentation.Segmentation`.
 """
 
 from __future__ import annotations
@@ -12,9 +15,17 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from ..errors import SegAlignError, describe, short, short_path
-from ..labels import MAX_LABEL, Label, complete_table, default_color
-from ..segmentation import AFFINE_TOLERANCE_MM, Overlap, Segmentation, max_corner_difference
-from .nifti import NIFTI_SUFFIXES, _load_nifti, _volume_data, nifti_stem, resolve_affine
+from ..segmentation import (
+    AFFINE_TOLERANCE_MM,
+    MAX_LABEL,
+    Label,
+    Overlap,
+    Segmentation,
+    complete_table,
+    default_color,
+    max_corner_difference,
+)
+from .nifti import NIFTI_SUFFIXES, load_image, nifti_stem, resolve_affine, volume_data
 
 if TYPE_CHECKING:
     import nibabel as nib
@@ -59,8 +70,8 @@ def load_mask_folder(folder: Path, user: Mapping[int, Label], overlap: Overlap) 
     owner: dict[int, Path] = {}
     overlapping = 0
     for path, label in zip(files, labels_for_files):
-        image = _load_nifti(path)
-        mask = _volume_data(image, path) != 0
+        image = load_image(path)
+        mask = volume_data(image, path) != 0
         if first_image is None:
             first_image = image
             affine, source, warnings = resolve_affine(image, path)

@@ -1,4 +1,4 @@
-"""ITK MetaImage label maps (``.mha``, ``.mhd`` with its data file), read with SimpleITK.
+"""The MetaImage reader: ITK label maps (``.mha``, ``.mhd`` with its data file), read with SimpleITK.
 
 SimpleITK is ITK's own reader (extra ``segalign[itk]``): the MetaImage header's Offset, TransformMatrix and
 ElementSpacing give the LPS placement, which is converted to RAS here; the array is transposed from SimpleITK's
@@ -12,20 +12,23 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SegAlignError, describe, short_path
-from .nifti import _integer_labels
+from ..segmentation import Overlap
+from .base import Reading, integer_labels
 
+NAME = "metaimage"
 #: The first bytes of a MetaImage header hold one of these keys.
 METAIMAGE_KEYS = (b"ObjectType", b"NDims", b"DimSize", b"ElementType", b"ElementDataFile")
 
 
-def looks_like_metaimage(head: bytes) -> bool:
-    """Whether the first bytes of a file are a MetaImage text header."""
+def matches(path: Path, head: bytes) -> bool:
+    """Whether the first bytes of a file are a MetaImage text header (whatever the file's name)."""
     first = head.lstrip()[:40]
     return any(first.startswith(key) for key in METAIMAGE_KEYS)
 
 
-def load_metaimage(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A MetaImage label map: labels (uint8/uint16, ``labels[i, j, k]``), RAS affine, warnings."""
+def read(path: Path, overlap: Overlap) -> Reading:
+    """A MetaImage label map: labels (uint8/uint16, ``labels[i, j, k]``) and the RAS affine. (A label map has no
+    overlapping segments: ``overlap`` plays no part.)"""
     try:
         import SimpleITK as sitk
     except ImportError:
@@ -44,9 +47,9 @@ def load_metaimage(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
             f"{image.GetNumberOfComponentsPerPixel()} components per pixel; a label map is 3D with one"
         )
     data = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # [z, y, x] -> [x, y, z]; a copy, not a view
-    labels = _integer_labels(np.asfortranarray(data), path)
+    labels = integer_labels(np.asfortranarray(data), path)
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     affine = np.eye(4)
     affine[:3, :3] = direction @ np.diag(image.GetSpacing())
     affine[:3, 3] = image.GetOrigin()
-    return labels, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine, []
+    return Reading(labels, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine, "metaimage")

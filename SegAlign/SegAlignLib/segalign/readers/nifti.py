@@ -1,8 +1,10 @@
-"""NIfTI label maps (``.nii``, ``.nii.gz``), read with nibabel after checking the header ourselves.
+"""The NIfTI reader: label maps (``.nii``, ``.nii.gz``), read with nibabel after checking the header ourselves.
 
-The affine is the one nibabel resolves: the sform when ``sform_code > 0``, else the qform. A NIfTI with neither
-is refused, since its position in the patient is unknown. Labels are integers (stored as any integer or integral
-float type), values 0..65535.
+A file is taken as NIfTI by its name, as nibabel takes it (:func:`matches`); a file that holds a NIfTI header under
+another name is refused, asking to rename it. The affine is the one nibabel resolves: the sform when
+``sform_code > 0``, else the qform. A NIfTI with neither is refused, since its position in the patient is unknown.
+Labels are integers (stored as any integer or integral float type), values 0..65535. The folder reader
+(:mod:`.mask_folder`) reads each mask with :func:`load_image` and :func:`volume_data`.
 """
 
 from __future__ import annotations
@@ -17,30 +19,49 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from ..errors import SegAlignError, describe, quiet_warnings, short, short_path
-from ..labels import embedded_label_table
-from ..segmentation import (
-    AFFINE_TOLERANCE_MM,
-    check_affine,
-    max_corner_difference,
-)
+from ..segmentation import AFFINE_TOLERANCE_MM, Overlap, check_affine, embedded_label_table, max_corner_difference
+from .base import Reading, integer_labels
 
 if TYPE_CHECKING:  # nibabel is imported when a NIfTI is read, so the package imports without it
     import nibabel as nib
 
+NAME = "nifti"
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: deflate cannot compress better than about 1032:1, so a .nii.gz of n bytes holds at most this many times n.
 MAX_DEFLATE_RATIO = 1032
 #: NIfTI header extensions (where the label table lives) larger than this are refused, not read.
 MAX_EXTENSIONS_BYTES = 64 << 20
-#: The first bytes of a NIfTI-1 file (at offset 344) and of a gzip stream: how a file is recognised by content.
+#: The magic of a NIfTI-1 header (at offset 344) and of a NIfTI-2 header (at offset 4): how one is recognised.
 NIFTI1_MAGICS = (b"n+1\0", b"ni1\0")
 NIFTI2_MAGICS = (b"n+2\0", b"ni2\0")
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 def looks_like_nifti(head: bytes) -> bool:
     """Whether the first 348 (or more) bytes of a file, decompressed if it was gzip, are a NIfTI header."""
     return head[344:348] in NIFTI1_MAGICS or head[4:8] in NIFTI2_MAGICS
+
+
+def matches(path: Path, head: bytes) -> bool:
+    """A file named ``.nii``/``.nii.gz`` (in any case) is the NIfTI reader's whatever it holds, so that its own
+    checks say precisely what is wrong with it. A NIfTI header under another name is refused: nibabel reads a
+    file by its name."""
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        return True
+    if looks_like_nifti(head):
+        raise SegAlignError(
+            f"segmentation {short_path(path)} holds a NIfTI image, but its name does not end in .nii or .nii.gz "
+            "(nibabel reads it by its name): rename it"
+        )
+    return False
+
+
+def read(path: Path, overlap: Overlap) -> Reading:
+    """A NIfTI label map: its labels, the affine nibabel resolves, and the label table TotalSegmentator embeds.
+    (A label map has no overlapping segments: ``overlap`` plays no part.)"""
+    image = load_image(path)
+    labels = integer_labels(volume_data(image, path), path)
+    affine, source, warnings = resolve_affine(image, path)
+    return Reading(labels, affine, source, embedded_label_table(image.header.extensions), warnings)
 
 
 def resolve_affine(image: "nib.Nifti1Image", path: Path) -> tuple[np.ndarray, str, list[str]]:
@@ -88,7 +109,7 @@ def _coded_form(header: "nib.Nifti1Header", form: str, path: Path) -> tuple[np.n
     return (None if affine is None else np.asarray(affine, dtype=float)), int(code or 0)
 
 
-def _load_nifti(path: Path) -> "nib.Nifti1Image":
+def load_image(path: Path) -> "nib.Nifti1Image":
     """The NIfTI image at ``path`` (header and extensions read, voxels not yet), refusing what cannot be one.
 
     Before nibabel reads anything, the header is checked against the bytes actually present
@@ -238,7 +259,7 @@ def _bytes(count: int) -> str:
     return f"{amount / 1000:.3g} EB"
 
 
-def _volume_data(image: "nib.Nifti1Image", path: Path) -> np.ndarray:
+def volume_data(image: "nib.Nifti1Image", path: Path) -> np.ndarray:
     shape = image.shape
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
@@ -246,7 +267,7 @@ def _volume_data(image: "nib.Nifti1Image", path: Path) -> np.ndarray:
         raise SegAlignError(f"{path}: a label map must have at most 3 dimensions, this one has shape {image.shape}")
     try:
         with _quiet_nibabel():
-            data = _read_compressed(image, path) if path.name.endswith(".gz") else None
+            data = read_compressed(image, path) if path.name.endswith(".gz") else None
             if data is None:
                 data = np.asanyarray(image.dataobj)
     except SegAlignError:
@@ -260,7 +281,7 @@ def _volume_data(image: "nib.Nifti1Image", path: Path) -> np.ndarray:
     return data.reshape(shape + (1,) * (3 - len(shape)), order="A")
 
 
-def _read_compressed(image: "nib.Nifti1Image", path: Path) -> np.ndarray | None:
+def read_compressed(image: "nib.Nifti1Image", path: Path) -> np.ndarray | None:
     """Decompress the voxels of an unscaled .nii.gz straight into their array.
 
     nibabel reads a compressed file into a bytes object and then copies it into the array, so loading peaks at
@@ -284,37 +305,6 @@ def _read_compressed(image: "nib.Nifti1Image", path: Path) -> np.ndarray | None:
             filled += read
         stream.read(1)  # at the end of the stream, this checks its CRC: corrupt voxels are refused, not exported
     return flat.reshape(proxy.shape, order="F")
-
-
-def _integer_labels(data: np.ndarray, path: Path) -> np.ndarray:
-    """The data as uint8 (largest value <= 255) or uint16, refusing anything that is not a label map."""
-    if data.dtype.kind == "b":
-        data = data.view(np.uint8)
-    elif data.dtype.kind == "f":
-        if not np.all(np.isfinite(data)):
-            raise SegAlignError(f"{path}: contains NaN or infinite values; a label map holds integers")
-        fractional = data != np.floor(data)
-        if fractional.any():
-            example = data[fractional].flat[0]
-            raise SegAlignError(
-                f"{path}: contains non-integer value {example:g}; a label map holds integers (is this an intensity "
-                "image or a probability map rather than a segmentation?)"
-            )
-    elif data.dtype.kind not in "iu":
-        raise SegAlignError(f"{path}: data type {data.dtype} is not a label map")
-    if data.size == 0:
-        raise SegAlignError(f"{path}: the volume is empty (shape {data.shape})")
-    low, high = data.min(), data.max()
-    if low < 0:
-        raise SegAlignError(
-            f"{path}: contains negative values (down to {low:g}), so it is not a label map (labels are 0..65535); "
-            "it looks like an intensity image (CT in HU?) rather than its segmentation"
-        )
-    if high > 65535:
-        raise SegAlignError(f"{path}: label {high:g} exceeds 65535")
-    target = np.uint8 if high <= 255 else np.uint16
-    order = "F" if data.flags.f_contiguous else "C"
-    return data if data.dtype == target else data.astype(target, order=order)
 
 
 def nifti_stem(path: Path) -> str:

@@ -1,5 +1,6 @@
-"""NRRD label maps and Slicer segmentations (``.seg.nrrd``), read with pynrrd and slicerio.
+"""The NRRD reader: NRRD label maps and Slicer segmentations (``.seg.nrrd``), read with pynrrd and slicerio.
 
+A file is NRRD by its magic (:func:`matches`); its header then tells which of the two it is (:func:`read`).
 pynrrd (``nrrd``) is the NRRD reader Python pipelines use; slicerio, by the 3D Slicer developers, reads Slicer's
 segmentation files (a NRRD whose ``Segment<i>_*`` keys give each segment's name, colour, label value and layer).
 Both honour ``space`` and ``space directions``; the affine is converted to RAS here from the header, never guessed:
@@ -13,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SegAlignError, describe, short, short_path
-from ..labels import Label, default_color
-from ..segmentation import Overlap
-from .nifti import _integer_labels
+from ..segmentation import Label, Overlap, default_color
+from .base import Reading, integer_labels
+
+NAME = "nrrd"
 
 #: NRRD ``space`` values SegAlign places, as the sign flips that take them to RAS.
 SPACES = {
@@ -24,6 +26,19 @@ SPACES = {
     "left-posterior-superior": (-1, -1, 1), "lps": (-1, -1, 1),
 }
 NRRD_MAGIC = b"NRRD000"
+
+
+def matches(path: Path, head: bytes) -> bool:
+    """Whether a file is a NRRD (a label map or a Slicer segmentation): it starts with the NRRD magic."""
+    return head.startswith(NRRD_MAGIC)
+
+
+def read(path: Path, overlap: Overlap) -> Reading:
+    """A Slicer segmentation when the header has ``Segment<i>_*`` keys (:func:`load_slicer_segmentation`), else a
+    NRRD label map (:func:`load_nrrd`)."""
+    if is_slicer_segmentation(read_header(path)):
+        return load_slicer_segmentation(path, overlap)
+    return load_nrrd(path)
 
 
 def _nrrd() -> object:
@@ -71,8 +86,8 @@ def affine_ras(header: dict, path: Path, layered: bool = False) -> np.ndarray:
     return np.diag([*SPACES[space], 1.0]) @ affine
 
 
-def load_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """A plain NRRD label map: labels (uint8/uint16, ``labels[i, j, k]``), RAS affine, warnings."""
+def load_nrrd(path: Path) -> Reading:
+    """A plain NRRD label map: labels (uint8/uint16, ``labels[i, j, k]``) and the RAS affine."""
     nrrd = _nrrd()
     header = read_header(path)
     if int(header.get("dimension", 0)) != 3:
@@ -83,10 +98,10 @@ def load_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
         data, _ = nrrd.read(str(path), index_order="F")
     except Exception as error:
         raise SegAlignError(f"segmentation {short_path(path)} cannot be read: {describe(error)}") from None
-    return _integer_labels(np.asarray(data), path), affine, []
+    return Reading(integer_labels(np.asarray(data), path), affine, "nrrd")
 
 
-def load_slicer_segmentation(path: Path, overlap: Overlap) -> tuple[np.ndarray, np.ndarray, dict[int, Label], list[str]]:
+def load_slicer_segmentation(path: Path, overlap: Overlap) -> Reading:
     """A Slicer ``.seg.nrrd``: labels, RAS affine, the label table from its segments, warnings.
 
     Segments keep their label values when the file has one layer. With several layers (segments that overlap),
@@ -118,7 +133,7 @@ def load_slicer_segmentation(path: Path, overlap: Overlap) -> tuple[np.ndarray, 
         raise SegAlignError(f"{short_path(path)}: segment {short(missing[0], 60)!r} has no label value "
                             "(Segment<i>_LabelValue); SegAlign cannot tell its voxels")
     layers = voxels if layered else voxels[np.newaxis]
-    layers = np.stack([_integer_labels(layer, path) for layer in layers])
+    layers = np.stack([integer_labels(layer, path) for layer in layers])
     table: dict[int, Label] = {}
     warnings: list[str] = []
     if layers.shape[0] == 1:
@@ -126,7 +141,7 @@ def load_slicer_segmentation(path: Path, overlap: Overlap) -> tuple[np.ndarray, 
         for segment in segments:
             value = int(segment["labelValue"])
             table[value] = Label(value, _name(segment), _color(segment))
-        return labels, affine, table, warnings
+        return Reading(labels, affine, "seg.nrrd", table, warnings)
     labels = np.zeros(layers.shape[1:], dtype=np.uint8 if len(segments) <= 255 else np.uint16)
     owner = np.zeros(layers.shape[1:], dtype=np.int32)  # 1 + index of the segment that has the voxel
     overlapping = 0
@@ -154,7 +169,7 @@ def load_slicer_segmentation(path: Path, overlap: Overlap) -> tuple[np.ndarray, 
                     "in the file's order")
     if overlapping:
         warnings.append(f"{overlapping} voxels are in more than one segment; the later segment in the file won")
-    return labels, affine, table, warnings
+    return Reading(labels, affine, "seg.nrrd", table, warnings)
 
 
 def _name(segment: dict) -> str:

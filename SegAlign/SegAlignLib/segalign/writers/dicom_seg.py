@@ -35,7 +35,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 from ..dicom import Frame, Series, position_along
 from ..errors import SegAlignError, quiet_warnings
-from ..labels import Label
+from ..segmentation import Label
 from ..options import DicomSegOptions, ExportOptions, SegmentationType
 from ..version import __version__
 from . import rle

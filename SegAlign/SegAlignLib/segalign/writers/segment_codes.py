@@ -1,8 +1,8 @@
 """What a DICOM segment says about itself: SNOMED CT codes for its category and type, and its colour in CIELab.
 
 The codes of TotalSegmentator's classes come from TotalSegmentator's own mapping (Apache-2.0), carried as
-``segalign/data/totalsegmentator_snomed.csv`` (its first lines name the source, the commit and the licence). A
-label whose name is not in it gets the generic "Tissue" codes that dcmqi and highdicom's examples use.
+``segalign/segmentation/data/totalsegmentator_snomed.csv`` (its first lines name the source, the commit and the
+licence). A label whose name is not in it gets the generic "Tissue" codes that dcmqi and highdicom's examples use.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 import csv
 import functools
 from dataclasses import dataclass
-from importlib import resources
 from typing import Sequence
 
 import numpy as np
+
+from ..segmentation import shipped_text
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ GENERIC = SegmentCodes(TISSUE, TISSUE)
 @functools.lru_cache(maxsize=1)
 def totalsegmentator_codes() -> dict[str, SegmentCodes]:
     """TotalSegmentator class name -> its codes, from the packaged mapping."""
-    text = resources.files("segalign").joinpath("data/totalsegmentator_snomed.csv").read_text(encoding="utf-8")
+    text = shipped_text("totalsegmentator_snomed.csv")
     rows = csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#"))
     table = {}
     for row in rows:

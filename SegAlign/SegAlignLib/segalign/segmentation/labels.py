@@ -7,6 +7,8 @@ Sources, in the order SegAlign prefers them:
 2. the table embedded in the NIfTI header by TotalSegmentator: an extension with code 0 holding XML
    ``<CaretExtension>...<LabelTable><Label Key=".." Red=".." Green=".." Blue="..">name</Label>``, colours in 0..1;
 3. ``Segment_<value>`` with a deterministic colour.
+
+The tables SegAlign ships (TotalSegmentator's classes, and their SNOMED CT codes) are in ``data/`` beside this module.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .errors import SegAlignError, describe, short, short_path
+from ..errors import SegAlignError, describe, short, short_path
 
 Color = tuple[int, int, int]
 
@@ -146,6 +148,15 @@ def builtin_table(name: str) -> dict[int, Label]:
     resource = resources.files(__package__).joinpath("data", BUILTIN_TABLES[name])
     with resources.as_file(resource) as path:
         return read_label_file(path)
+
+
+def shipped_text(name: str) -> str:
+    """The text of the file ``name`` shipped in ``data/`` beside this module (the label tables, TotalSegmentator's
+    SNOMED CT mapping), found relative to this package so that it is the same inside Slicer (where the engine is
+    ``SegAlignLib.segalign``) and outside."""
+    from importlib import resources
+
+    return resources.files(__package__).joinpath("data", name).read_text(encoding="utf-8")
 
 
 def guess_totalsegmentator(values: Iterable[int]) -> dict[int, Label]:

@@ -1,4 +1,4 @@
-"""Segmentations: a label volume, the affine that places it in the patient, and its label table.
+"""The segmentation model: a label volume, the affine that places it in the patient, and its label table.
 
 :class:`Segmentation` is what every reader gives (see :mod:`segalign.readers`) and what every export samples; the
 checks that hold whatever the file format (an affine that places the volume, a label map rather than an image)
@@ -15,7 +15,7 @@ from typing import Literal, Mapping
 
 import numpy as np
 
-from .errors import SegAlignError, describe, short
+from ..errors import SegAlignError, describe, short
 from .labels import MAX_LABEL, Label, complete_table
 
 Overlap = Literal["error", "later-wins"]

@@ -17,9 +17,8 @@ import threading
 
 import numpy as np
 
-from .dicom import Frame
-from .dicom import Tile
-from .geometry import IndexMapping, frame_index_mapping
+from ..dicom import Frame, Tile
+from ..geometry import IndexMapping, frame_index_mapping
 
 #: An axis index that drifts less than this (in voxels) across a whole frame is treated as constant there.
 CONSTANT_DRIFT_VOXELS = 1e-7
