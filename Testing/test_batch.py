@@ -754,18 +754,20 @@ CRASHING_BATCH = """
 import json, os, signal, sys
 from pathlib import Path
 import segalign.batch as batch
+import segalign.batch.run
+from segalign.batch.executors import pool_context
 
-if batch._pool_context().get_start_method() != "fork":
+if pool_context().get_start_method() != "fork":
     print(json.dumps("no fork"))
     sys.exit(0)
-real = batch.run_job
+real = batch.run.run_job
 
 def crashing(job, *args, **kwargs):  # planted here, inherited by the forked workers
     if job.name == "case1":
         os.kill(os.getpid(), signal.SIGKILL)
     return real(job, *args, **kwargs)
 
-batch.run_job = crashing
+batch.run.run_job = crashing  # the documented seam: run_batch hands this module's run_job to its executor
 result = batch.run_batch(batch.read_jobs(sys.argv[1]), sys.argv[2], workers=2)
 print(json.dumps({r.name: [r.status, r.error] for r in result.results}))
 """
