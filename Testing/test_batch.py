@@ -702,24 +702,25 @@ def test_batch_takes_a_folder_of_studies(tmp_path: Path) -> None:
 
 def test_progress_bar_shows_jobs_failures_rate_and_time_left() -> None:
     from segalign.batch import JobResult
-    from segalign.cli import _BatchProgress
+    from segalign.cli.progress import ProgressBar, job_progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     stream = Terminal()
-    progress = _BatchProgress(quiet=False, stream=stream)
-    progress.update(1, 4, 0, JobResult("a", "ok", 3, 0.1))
-    progress.update(2, 4, 1, JobResult("b", "failed", None, 0.1, "segmentation not found: x"))
-    progress.done()
+    bar = ProgressBar("jobs", stream=stream, interval=0)
+    progress = job_progress(bar)
+    progress(1, 4, 0, JobResult("a", "ok", 3, 0.1))
+    progress(2, 4, 1, JobResult("b", "failed", None, 0.1, "segmentation not found: x"))
+    bar.finish()
     text = stream.getvalue()
     assert "1/4 jobs, 0 failed" in text and "2/4 jobs, 1 failed" in text
     assert "jobs/min" in text and " left" in text
     assert "segalign: job b failed: segmentation not found: x" in text
     quiet = Terminal()
-    silent = _BatchProgress(quiet=True, stream=quiet)
-    silent.update(1, 1, 1, JobResult("b", "failed", None, 0.1, "x"))
+    silent = job_progress(ProgressBar("jobs", quiet=True, stream=quiet, interval=0))
+    silent(1, 1, 1, JobResult("b", "failed", None, 0.1, "x"))
     assert quiet.getvalue() == ""
 
 
