@@ -702,24 +702,25 @@ def test_batch_takes_a_folder_of_studies(tmp_path: Path) -> None:
 
 def test_progress_bar_shows_jobs_failures_rate_and_time_left() -> None:
     from segalign.batch import JobResult
-    from segalign.cli import _BatchProgress
+    from segalign.cli.progress import ProgressBar, job_progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     stream = Terminal()
-    progress = _BatchProgress(quiet=False, stream=stream)
-    progress.update(1, 4, 0, JobResult("a", "ok", 3, 0.1))
-    progress.update(2, 4, 1, JobResult("b", "failed", None, 0.1, "segmentation not found: x"))
-    progress.done()
+    bar = ProgressBar("jobs", stream=stream, interval=0)
+    progress = job_progress(bar)
+    progress(1, 4, 0, JobResult("a", "ok", 3, 0.1))
+    progress(2, 4, 1, JobResult("b", "failed", None, 0.1, "segmentation not found: x"))
+    bar.finish()
     text = stream.getvalue()
     assert "1/4 jobs, 0 failed" in text and "2/4 jobs, 1 failed" in text
     assert "jobs/min" in text and " left" in text
     assert "segalign: job b failed: segmentation not found: x" in text
     quiet = Terminal()
-    silent = _BatchProgress(quiet=True, stream=quiet)
-    silent.update(1, 1, 1, JobResult("b", "failed", None, 0.1, "x"))
+    silent = job_progress(ProgressBar("jobs", quiet=True, stream=quiet, interval=0))
+    silent(1, 1, 1, JobResult("b", "failed", None, 0.1, "x"))
     assert quiet.getvalue() == ""
 
 
@@ -754,18 +755,20 @@ CRASHING_BATCH = """
 import json, os, signal, sys
 from pathlib import Path
 import segalign.batch as batch
+import segalign.batch.run
+from segalign.batch.executors import pool_context
 
-if batch._pool_context().get_start_method() != "fork":
+if pool_context().get_start_method() != "fork":
     print(json.dumps("no fork"))
     sys.exit(0)
-real = batch.run_job
+real = batch.run.run_job
 
 def crashing(job, *args, **kwargs):  # planted here, inherited by the forked workers
     if job.name == "case1":
         os.kill(os.getpid(), signal.SIGKILL)
     return real(job, *args, **kwargs)
 
-batch.run_job = crashing
+batch.run.run_job = crashing  # the documented seam: run_batch hands this module's run_job to its executor
 result = batch.run_batch(batch.read_jobs(sys.argv[1]), sys.argv[2], workers=2)
 print(json.dumps({r.name: [r.status, r.error] for r in result.results}))
 """

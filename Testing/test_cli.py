@@ -21,6 +21,8 @@ from conftest import exported_labels, leftovers, read_manifest, read_png, run_cl
 
 import segalign
 import segalign.cli
+import segalign.cli.progress
+from segalign.cli.progress import ProgressBar, duration
 from segalign.dicom import scan_folder
 from segalign.export import ExportCancelled, export_segmentation
 from segalign.readers import load_segmentation
@@ -418,6 +420,65 @@ def test_no_progress_bar_when_quiet_or_not_a_terminal(case):
     assert f"/{SLICES} frames" not in result.stderr and "\r" not in result.stderr
 
 
+class _Clock:
+    """A clock that moves only when told: the progress bar's time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _drawn(done: int, total: int, unit: str = "frames") -> str:
+    filled = ProgressBar.WIDTH * done // total
+    return f"\r[{'#' * filled}{'.' * (ProgressBar.WIDTH - filled)}] {done}/{total} {unit}"
+
+
+def test_progress_bar_redraws_at_most_every_interval_and_always_the_last_step():
+    stream, clock = _Terminal(), _Clock()
+    bar = ProgressBar("frames", stream=stream, interval=0.5, clock=clock)
+    bar.update(1, 5)  # the first: drawn
+    clock.now += 0.25
+    bar.update(2, 5)  # 0.25 s later: not
+    clock.now += 0.25
+    bar.update(3, 5)  # 0.5 s after the last one drawn
+    bar.update(4, 5)  # at once: not
+    bar.update(5, 5)  # the last step, at once: always
+    bar.finish()
+    bar.finish()  # the line is ended once
+    assert stream.getvalue() == _drawn(1, 5) + _drawn(3, 5) + _drawn(5, 5) + "\n"
+
+
+def test_progress_bar_messages_end_its_line_and_it_is_redrawn_after_them():
+    stream, clock = _Terminal(), _Clock()
+    bar = ProgressBar("jobs", stream=stream, interval=0.1, clock=clock)
+    bar.update(1, 4, ", 0 failed")
+    bar.message("segalign: job b failed: x")
+    bar.update(2, 4, ", 1 failed")  # at once, but the bar's line was ended: drawn again
+    bar.finish()
+    assert stream.getvalue() == (
+        _drawn(1, 4, "jobs") + ", 0 failed\nsegalign: job b failed: x\n" + _drawn(2, 4, "jobs") + ", 1 failed\n"
+    )
+    assert duration(125) == "2:05" and duration(3723) == "1:02:03"
+
+
+def test_progress_bar_draws_nothing_when_not_a_terminal_or_quiet():
+    pipe = io.StringIO()  # not a terminal: no bar, but messages are lines like any other
+    bar = ProgressBar("frames", stream=pipe)
+    for done in range(1, 4):
+        bar.update(done, 3)
+    bar.message("segalign: job b failed: x")
+    bar.finish()
+    assert pipe.getvalue() == "segalign: job b failed: x\n"
+    terminal = _Terminal()  # --quiet on a terminal: nothing at all
+    quiet = ProgressBar("frames", stream=terminal, quiet=True)
+    quiet.update(3, 3)
+    quiet.message("segalign: job b failed: x")
+    quiet.finish()
+    assert terminal.getvalue() == ""
+
+
 def _stop_after(frames: int, exception: type[BaseException], calls: list):
     def progress(done: int, total: int) -> None:
         calls.append((done, total))
@@ -466,11 +527,11 @@ def test_interrupted_overwrite_keeps_previous_export(case, exception):
 
 
 def _interrupt_cli_after(monkeypatch, frames: int, exception: type[BaseException]) -> None:
-    def progress(self, done: int, total: int) -> None:
+    def progress(self, done: int, total: int, detail: str = "") -> None:
         if done == frames:
             raise exception()
 
-    monkeypatch.setattr(segalign.cli._Reporter, "progress", progress)
+    monkeypatch.setattr(segalign.cli.progress.ProgressBar, "update", progress)
 
 
 def test_cli_interrupt_exits_130(case, monkeypatch):

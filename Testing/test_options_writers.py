@@ -15,7 +15,7 @@ import pytest
 from conftest import leftovers, read_manifest, run_cli
 from phantoms import small_phantom, stack_affine, write_segmentation
 from segalign import export_segmentation, scan_folder
-from segalign.cli import build_parser
+from segalign.cli import build_parser, export_options
 from segalign.errors import SegAlignError
 from segalign.options import DicomSegOptions, ExportOptions, OverlayOptions, SegmentationType
 from segalign.dicom import Window
@@ -69,12 +69,12 @@ def test_the_cli_flags_give_the_options():
         "export", "d", "s", "-o", "o", "--masks", "--overlays", "--window", "lung", "--alpha", "0.25", "--outline",
         "--images", "--dicom-seg", "--dicom-seg-type", "labelmap", "--order", "position",
     ])
-    from_cli = ExportOptions.from_args(args)
+    from_cli = export_options(args)
     assert from_cli == ExportOptions(
         order="position", masks=True, images=True, overlays=OverlayOptions("lung", 0.25, True),
         dicom_seg=DicomSegOptions("labelmap"),
     )
-    defaults = ExportOptions.from_args(build_parser().parse_args(["export", "d", "s", "-o", "o"]))
+    defaults = export_options(build_parser().parse_args(["export", "d", "s", "-o", "o"]))
     assert defaults == ExportOptions()
 
 
@@ -317,7 +317,7 @@ def test_rtstruct_option_from_every_front_end():
     from segalign.writers import RtStructWriter
 
     args = build_parser().parse_args(["export", "d", "s", "-o", "o", "--rtstruct"])
-    assert ExportOptions.from_args(args).rtstruct == RtStructOptions()
+    assert export_options(args).rtstruct == RtStructOptions()
     options = ExportOptions(rtstruct=True)
     assert ExportOptions.from_dict(json.loads(json.dumps(options.as_dict()))) == options
     assert [type(w) for w in writers_for(options)] == [PngFolderWriter, RtStructWriter]
@@ -335,7 +335,7 @@ def test_option_values_are_checked_when_made():
     with pytest.raises(SegAlignError, match="export options cannot be read"):
         ExportOptions.from_dict({"dicom_seg": {"segmentation_type": "binary", "colour": 1}})
     args = build_parser().parse_args(["export", "d", "s", "-o", "o", "--dicom-seg-type", "labelmap"])
-    assert ExportOptions.from_args(args).dicom_seg == DicomSegOptions("labelmap")  # the type implies the SEG
+    assert export_options(args).dicom_seg == DicomSegOptions("labelmap")  # the type implies the SEG
 
 
 def test_names_with_backslashes_and_long_multibyte_text_stay_one_valid_value():

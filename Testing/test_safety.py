@@ -63,8 +63,9 @@ def progress(done, total):
 mode, *args = sys.argv[1:]
 if mode in ("cli", "scan"):
     import segalign.cli as cli
+    import segalign.cli.progress
     import segalign.dicom.headers as headers
-    cli._Reporter.progress = lambda self, done, total: progress(done, total)
+    segalign.cli.progress.ProgressBar.update = lambda self, done, total, detail="": progress(done, total)
     if mode == "scan":
         real = headers.read_header
         def slow_header(path):
@@ -543,7 +544,7 @@ def test_handlers_are_installed_only_while_main_runs_and_ignored_ones_stay_ignor
         seen.update(term=signal.getsignal(signal.SIGTERM), hup=signal.getsignal(signal.SIGHUP))
         return 0
 
-    monkeypatch.setattr(segalign.cli, "run_info", run)
+    monkeypatch.setattr(segalign.cli.commands, "run_info", run)
     previous_term = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
     try:
@@ -583,7 +584,7 @@ def test_error_lines_are_capped_and_details_follow(monkeypatch):
             "library " * 2000, cli_message="value\n" + "9" * 10_000, details=[f"series {n}" for n in range(50)]
         )
 
-    monkeypatch.setattr(segalign.cli, "run_info", run)
+    monkeypatch.setattr(segalign.cli.commands, "run_info", run)
     lines = run_cli("info", ".").stderr.splitlines()
     assert lines[0].startswith("segalign: error: value 999") and lines[0].endswith("…")
     assert len(lines[0]) <= len("segalign: error: ") + segalign.errors.MESSAGE_LIMIT
@@ -595,7 +596,7 @@ def test_an_os_error_is_one_capped_line(monkeypatch):
     def run(args) -> int:
         raise PermissionError(13, "Permission denied", "/very/" + "long/" * 3000 + "name")
 
-    monkeypatch.setattr(segalign.cli, "run_info", run)
+    monkeypatch.setattr(segalign.cli.commands, "run_info", run)
     result = run_cli("info", ".")
     assert result.code == 1 and len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("segalign: error: /very/long/") and len(result.stderr) < 400

@@ -584,7 +584,8 @@ def test_export_options_match_the_command_lines(panel: Panel) -> None:
     args = build_parser().parse_args([
         "export", "d", "s", "-o", "o", "--masks", "--overlays", "--window", "lung", "--alpha", "0.25", "--outline",
         "--images", "--dicom-seg", "--dicom-seg-type", "labelmap", "--order", "position", "--rtstruct"])
-    from_cli = panel.lib.segalign.options.ExportOptions.from_args(args)
+    engine_cli = importlib.import_module(f"{panel.lib.segalign.__name__}.cli")  # the module's own copy
+    from_cli = engine_cli.export_options(args)
     assert options.as_dict() == from_cli.as_dict()
     p.writeOverlays, p.writeDicomSeg, p.writeRtStruct = False, False, False
     assert params.export_options(p).as_dict() == panel.lib.segalign.options.ExportOptions(

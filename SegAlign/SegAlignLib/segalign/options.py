@@ -1,6 +1,6 @@
 """What an export writes, as one frozen value: :class:`ExportOptions`.
 
-The command line builds it from its flags (:meth:`ExportOptions.from_args`), the Slicer module from its
+The command line builds it from its flags (:func:`segalign.cli.export_options`), the Slicer module from its
 parameter node, a batch run ships it to its workers (it pickles), and export.json records it
 (:meth:`ExportOptions.as_dict`), so every front end asks for the same export in the same words.
 
@@ -16,7 +16,6 @@ are equal).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import enum
 import os
@@ -227,26 +226,6 @@ class ExportOptions:
             values["rtstruct"] = RtStructOptions(**values["rtstruct"])
         return cls(**values)
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ExportOptions":
-        """The options of ``segalign export``'s parsed flags (see :func:`segalign.cli.add_export_options`)."""
-        overlays = None
-        no_preview = getattr(args, "no_preview", False)
-        if args.overlays:
-            overlays = OverlayOptions(args.window, args.alpha, args.outline, preview=not no_preview)
-        else:  # checked all the same: a mistyped flag is an error whether or not it is used
-            OverlayOptions(args.window, args.alpha, args.outline)
-            if no_preview:
-                raise SegAlignError("--no-preview needs --overlays (the preview page is written with the overlays)")
-        # --dicom-seg-type alone asks for the SEG too: a choice of type is never silently dropped
-        wants_seg = args.dicom_seg or args.dicom_seg_type is not None
-        dicom_seg = DicomSegOptions(args.dicom_seg_type or SegmentationType.BINARY) if wants_seg else None
-        return cls(
-            order=args.order, masks=args.masks, images=args.images, stats=args.stats,
-            split_mosaics=args.split_mosaics, overlays=overlays, dicom_seg=dicom_seg,
-            rtstruct=RtStructOptions() if args.rtstruct else None,
-        )
-
 
 @dataclass(frozen=True)
 class ReadOptions:
@@ -281,8 +260,3 @@ class ReadOptions:
     def as_dict(self) -> dict[str, Any]:
         """The options as JSON values."""
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ReadOptions":
-        """The options of the ``--labels``, ``--overlap`` and ``--allow-many-labels`` flags."""
-        return cls(args.labels, args.overlap, args.allow_many_labels)
