@@ -53,10 +53,10 @@ from .errors import MESSAGE_LIMIT, SegAlignError, describe, one_line, short, sho
 from .export import (
     FILE_MANAGER_METADATA,
     PARTIAL_MARKER,
-    _OutputLock,
-    _pid_running,
-    _read_owner,
-    _remove_stale_partials,
+    OutputLock as _OutputLock,
+    pid_running as _pid_running,
+    read_owner as _read_owner,
+    remove_stale_partials as _remove_stale_partials,
     export_problem,
     export_segmentation,
 )
