@@ -727,17 +727,17 @@ def test_progress_bar_shows_jobs_failures_rate_and_time_left() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="zombies are read from Linux's /proc")
 def test_a_killed_process_not_yet_reaped_counts_as_gone() -> None:
     """Containers whose first process is no init never reap killed workers: their temporary folders are stale."""
-    from segalign.export import _pid_running
+    from segalign.export.locks import pid_running
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        assert _pid_running(child.pid)
+        assert pid_running(child.pid)
         os.kill(child.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while _pid_running(child.pid) and time.monotonic() < deadline:
+        while pid_running(child.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert Path(f"/proc/{child.pid}").exists(), "not reaped yet: a zombie"
-        assert not _pid_running(child.pid)
+        assert not pid_running(child.pid)
     finally:
         child.kill()
         child.wait()

@@ -26,17 +26,11 @@ import pytest
 from conftest import leftovers, read_manifest, run_cli, snapshot
 
 import segalign.cli
-import segalign.export
 from segalign.dicom import scan_folder
 from segalign.errors import SegAlignError
-from segalign.export import (
-    EXPORT_ENTRIES,
-    PARTIAL_MARKER,
-    _OutputLock,
-    _remove_export,
-    export_problem,
-    export_segmentation,
-)
+from segalign.export import export_segmentation, folders, locks
+from segalign.export.folders import EXPORT_ENTRIES, PARTIAL_MARKER, export_problem, remove_export
+from segalign.export.locks import OutputLock
 from segalign.options import ExportOptions, OverlayOptions
 from segalign.readers import load_segmentation
 from segalign.synthetic import grid_affine, stack, write_enhanced, write_nifti, write_series
@@ -315,14 +309,14 @@ def test_an_export_turned_into_a_users_folder_while_exporting_is_not_replaced(in
 def test_a_change_after_the_last_check_is_kept_aside_with_a_warning(inputs, tmp_path, monkeypatch):
     out = tmp_path / "out"
     export(*inputs, out, ExportOptions(masks=True))
-    real_check = segalign.export._check_output_dir
+    real_check = folders.check_output_dir
 
     def check_then_change(output_dir, overwrite, protected):
         real_check(output_dir, overwrite, protected)
         if not protected:  # the check at the rename: the user writes into the old export right after it
             (output_dir / "notes.txt").write_text("just saved\n")
 
-    monkeypatch.setattr(segalign.export, "_check_output_dir", check_then_change)
+    monkeypatch.setattr(folders, "check_output_dir", check_then_change)
     result = export(*inputs, out, overwrite=True)
     assert len(read_manifest(out)) == SLICES and not (out / "masks").exists() and not (out / "notes.txt").exists()
     aside = [p for p in tmp_path.iterdir() if p.name.startswith(".out.old-")]
@@ -340,12 +334,12 @@ def test_removing_an_export_deletes_only_export_entries(tmp_path):
     (folder / "labels" / "keep.txt").write_text("keep")
     (folder / "manifest.csv").write_text("index\n")
     (folder / "mine.csv").write_text("keep")
-    assert _remove_export(folder) is False
+    assert remove_export(folder) is False
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == ["labels", "labels/keep.txt", "mine.csv"]
     (folder / "labels" / "keep.txt").unlink()
     (folder / "mine.csv").unlink()
     (folder / "export.json").write_text("{}")
-    assert _remove_export(folder) is True and not folder.exists()
+    assert remove_export(folder) is True and not folder.exists()
 
 
 # --- one export at a time -------------------------------------------------------------------------------------------
@@ -373,7 +367,7 @@ def test_a_second_export_into_the_same_folder_is_refused_while_the_first_runs(in
 
 def test_a_held_lock_refuses_and_its_release_allows(inputs, tmp_path):
     out = tmp_path / "out"
-    lock = _OutputLock(out)
+    lock = OutputLock(out)
     lock.acquire()
     try:
         one_line_error(run_cli("export", *inputs, "-o", out), "another export into", f"pid {os.getpid()}")
@@ -388,7 +382,7 @@ def test_a_held_lock_refuses_and_its_release_allows(inputs, tmp_path):
 def _stale_lock(out: Path, pid: int, host: str | None = None) -> Path:
     path = out.with_name(f".{out.name}.lock")
     owner = {"written_by": "SegAlign", "pid": pid, "host": host or socket.gethostname(), "started": "earlier",
-             "pid_namespace": segalign.export._pid_namespace()}
+             "pid_namespace": locks.pid_namespace()}
     path.write_text(json.dumps(owner))
     return path
 
@@ -401,7 +395,7 @@ def test_a_lock_file_left_by_a_killed_export_is_taken(inputs, tmp_path):
 
 
 def test_without_flock_only_a_dead_processs_lock_is_taken_over(inputs, tmp_path, monkeypatch):
-    monkeypatch.setattr(segalign.export, "_try_flock", lambda fd: None)  # as on Windows
+    monkeypatch.setattr(locks, "try_flock", lambda fd: None)  # as on Windows
     out = tmp_path / "out"
     lock = _stale_lock(out, os.getppid())  # alive
     one_line_error(run_cli("export", *inputs, "-o", out), "another export into", f"pid {os.getppid()}")
@@ -439,7 +433,7 @@ def test_a_killed_exports_temporary_folder_is_removed_by_the_next_export(inputs,
     assert not out.exists()
 
     host, gone = socket.gethostname(), dead_pid()
-    namespace = segalign.export._pid_namespace()
+    namespace = locks.pid_namespace()
     kept = [
         _partial(tmp_path, ".other.partial-alive", {"pid": os.getpid(), "host": host}, {"labels/a.png": "x"}),
         _partial(tmp_path, ".other.partial-remote", {"pid": gone, "host": "elsewhere"}, {"labels/a.png": "x"}),
@@ -561,13 +555,13 @@ def test_handlers_are_installed_only_while_main_runs_and_ignored_ones_stay_ignor
 def test_a_ctrl_c_while_publishing_is_held_until_the_export_is_in_place(inputs, tmp_path, monkeypatch):
     out = tmp_path / "out"
     export(*inputs, out)
-    real_publish = segalign.export._publish
+    real_publish = folders.publish
 
     def publish_with_ctrl_c(temporary, output_dir, overwrite):
         signal.raise_signal(signal.SIGINT)  # between "renamed aside" and "moved in", were it not held
         return real_publish(temporary, output_dir, overwrite)
 
-    monkeypatch.setattr(segalign.export, "_publish", publish_with_ctrl_c)
+    monkeypatch.setattr(folders, "publish", publish_with_ctrl_c)
     result = run_cli("export", *inputs, "-o", out, "--overwrite", "--masks")
     assert result.code == 130
     assert result.stderr == f"segalign: interrupted; the export in {out} is complete\n"
@@ -660,7 +654,6 @@ def test_the_demo_replaces_only_what_an_earlier_demo_wrote(tmp_path):
 def test_file_manager_metadata_does_not_make_an_export_foreign(tmp_path: Path) -> None:
     """Opening an export in Finder or Explorer drops .DS_Store / Thumbs.db into it; --overwrite still replaces it
     (and removes them), while a real foreign file is still refused."""
-    from segalign.export import export_problem
     from segalign.synthetic import grid_affine, stack, write_nifti, write_series
 
     dicom = tmp_path / "dicom"
@@ -682,9 +675,7 @@ def test_file_manager_metadata_does_not_make_an_export_foreign(tmp_path: Path) -
 
 def test_a_partial_folder_from_another_pid_namespace_is_never_taken_for_dead(tmp_path: Path) -> None:
     """Containers can share a host name but not pids: a marker from another pid namespace (or boot) is left."""
-    from segalign.export import _owner, _owner_is_gone
-
-    dead = {**_owner(), "pid": 2 ** 22 + 12345}
-    assert _owner_is_gone(dead)
-    assert not _owner_is_gone({**dead, "pid_namespace": "another-boot pid:[4026531836]"})
-    assert not _owner_is_gone({**dead, "host": "another-host"})
+    dead = {**locks.owner(), "pid": 2 ** 22 + 12345}
+    assert locks.owner_is_gone(dead)
+    assert not locks.owner_is_gone({**dead, "pid_namespace": "another-boot pid:[4026531836]"})
+    assert not locks.owner_is_gone({**dead, "host": "another-host"})

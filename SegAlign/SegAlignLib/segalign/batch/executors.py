@@ -24,7 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from ..errors import MESSAGE_LIMIT, SegAlignError, describe, short
-from ..export import _pid_running
+from ..export import locks
 from ..signals import stop_on_terminate, terminate_self
 from ..version import __version__
 from .jobs import Job
@@ -163,7 +163,7 @@ def _worker_started(batch_pid: int) -> None:
     stop_on_terminate(lambda: _in_job)
 
     def watch() -> None:
-        while _pid_running(batch_pid):
+        while locks.pid_running(batch_pid):
             time.sleep(PARENT_POLL)
         terminate_self()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import SegAlignError
-from ..export import PARTIAL_MARKER, _OutputLock, _read_owner
+from ..export import PARTIAL_MARKER, locks
 from ..writers.png_folder import has_csv_header
 from .jobs import Job
 
@@ -76,10 +76,10 @@ class BatchResult:
 
 
 
-class TableLock(_OutputLock):
+class TableLock(locks.OutputLock):
     """One batch at a time writes a batch table (parts write their own)."""
 
-    def _busy(self, owner: dict | None) -> SegAlignError:
+    def busy_error(self, owner: dict | None) -> SegAlignError:
         who = f" (pid {owner.get('pid')} on {owner.get('host')}, since {owner.get('started')})" if owner else ""
         return SegAlignError(
             f"another batch writing {self.output_dir} is running{who}; wait for it, or give another output folder "
@@ -137,7 +137,7 @@ def left_partials(out_root: Path) -> list[str]:
             if re.fullmatch(r"\..+\.partial-\w+", entry.name) and entry.is_dir():
                 owner = None
                 with contextlib.suppress(OSError, UnicodeDecodeError):
-                    owner = _read_owner((entry / PARTIAL_MARKER).read_text(encoding="utf-8"))
+                    owner = locks.read_owner((entry / PARTIAL_MARKER).read_text(encoding="utf-8"))
                 who = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "an unknown process"
                 left.append(f"temporary folder {entry} (written by {who}) was left in place: delete it once that "
                             "export is no longer running")

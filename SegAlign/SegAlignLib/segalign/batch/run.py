@@ -17,7 +17,7 @@ from typing import Sequence
 
 from ..dicom import scan_folder
 from ..errors import MESSAGE_LIMIT, SegAlignError, describe, one_line, short
-from ..export import _remove_stale_partials, export_segmentation
+from ..export import export_segmentation, folders
 from ..options import ExportOptions, ReadOptions
 from ..readers import load_segmentation
 from ..writers.png_folder import safe_name
@@ -138,7 +138,7 @@ def run_batch(
     lock.acquire()
     try:
         notes = []
-        removed = _remove_stale_partials(out_root)
+        removed = folders.remove_stale_partials(out_root)
         if removed:
             notes.append(f"removed {len(removed)} temporary folders left by interrupted exports (e.g. {removed[0]})")
         results: dict[str, JobResult] = {}

@@ -78,7 +78,7 @@ def run_export(args: argparse.Namespace) -> int:
 def _run_all_series(args: argparse.Namespace, scan: DicomScan, bar: ProgressBar, report: Reporter) -> int:
     """``segalign export --all-series``: one export per series; a table of every series; exit 1 if one failed or
     none was exported."""
-    from ..all_series import export_all_series
+    from ..export import export_all_series
 
     segmentation = load_segmentation(
         args.segmentation, label_table=args.labels, overlap=args.overlap, allow_many_labels=args.allow_many_labels

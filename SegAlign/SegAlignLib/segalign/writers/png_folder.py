@@ -25,10 +25,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..dicom import Frame, position_along
+from ..dicom import Frame, Series, position_along
 from ..errors import SegAlignError
-from ..dicom import Tile
-from ..dicom import FramePixels, PixelReader, range_window
+from ..dicom import FramePixels, PixelReader, Tile, range_window
+from ..options import ExportOptions
 from ..png import write_gray
 from ..preview import frame_script, write_preview
 from ..render import color_lookup, overlay
@@ -79,6 +79,9 @@ class PngFolderWriter:
     def needs_pixels(self) -> bool:
         options = self.context.options if self.context is not None else None
         return bool(options is not None and (options.overlays is not None or options.images))
+
+    def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions) -> None:
+        """Every series can be written as PNGs: nothing to refuse."""
 
     def begin(self, context: ExportContext) -> None:
         self.context = context

@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .dicom import DicomScan, Series
-from .errors import MESSAGE_LIMIT, NoOverlapError, SegAlignError, short
-from .export import ExportResult, export_segmentation
-from .options import ExportOptions
-from .segmentation import FrameSampler
-from .segmentation import Segmentation
-from .writers.png_folder import has_csv_header, unique_safe_names
+from ..dicom import DicomScan, Series
+from ..errors import MESSAGE_LIMIT, NoOverlapError, SegAlignError, short
+from ..options import ExportOptions
+from ..segmentation import FrameSampler, Segmentation
+from ..writers.png_folder import has_csv_header, unique_safe_names
+from .core import ExportResult, export_segmentation
 
 #: The columns of series.csv.
 SERIES_COLUMNS = ("folder", "status", "frames", "series_number", "modality", "description", "series_instance_uid",
@@ -118,8 +117,8 @@ def _one(
     if not series.problems and not any(sampler.may_overlap(frame) for frame in series.frames):
         return SeriesOutcome(series, folder, "not overlapping", "the segmentation covers none of its frames")
     try:
-        result = export_segmentation(series, segmentation, output_dir / folder, options, dicom_root=scan.root, overwrite=overwrite,
-                                     warnings=list(scan.warnings), other_inputs=other_inputs)
+        result = export_segmentation(series, segmentation, output_dir / folder, options, dicom_root=scan.root,
+                                     overwrite=overwrite, warnings=list(scan.warnings), other_inputs=other_inputs)
     except NoOverlapError:
         return SeriesOutcome(series, folder, "not overlapping", "the segmentation covers no pixel of its frames")
     except SegAlignError as error:
