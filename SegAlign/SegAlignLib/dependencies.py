@@ -53,10 +53,7 @@ def operation_for(path: str | os.PathLike[str]) -> str:
         return "nifti"
     if not path.is_file():
         raise SegAlignError(f"segmentation not found: {path}")
-    kind = sniff(path).NAME
-    if kind not in OPERATIONS:  # sniff's one-line reason: unreadable, or not a segmentation format
-        raise SegAlignError(kind)
-    return kind
+    return sniff(path).NAME  # sniff raises, with the reason, for a file no reader takes
 
 
 def ensure(operation: str, requester: str = "SegAlign") -> None:

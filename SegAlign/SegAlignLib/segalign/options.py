@@ -20,14 +20,14 @@ import dataclasses
 import enum
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, get_args
 
+from .dicom import Order, Window, parse_window
 from .errors import SegAlignError
-from .dicom import Window, parse_window
 from .segmentation import Overlap
 
-Order = Literal["instance", "position"]
-ORDERS = ("instance", "position")
+#: The export orders (``Order`` is defined with the frames it orders, in :mod:`segalign.dicom.model`).
+ORDERS: tuple[str, ...] = get_args(Order)
 
 
 class SegmentationType(str, enum.Enum):
