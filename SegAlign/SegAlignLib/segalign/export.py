@@ -47,6 +47,7 @@ from .pixels import PixelReader
 from .sampling import FrameSampler
 from .segmentation import Segmentation
 from .signals import Interrupted, signal_number, signals_held
+from . import files
 from .writers import Writer, writers_for
 from .writers.base import ExportContext, ExportSummary, FrameLabels
 from .writers.png_folder import (  # noqa: F401 (safe_name, write_png, image_values: used by the Slicer logic, tests)
@@ -54,7 +55,6 @@ from .writers.png_folder import (  # noqa: F401 (safe_name, write_png, image_val
     image_values,
     read_pixels,
     safe_name,
-    write_json,
     write_png,
 )
 from .writers.dicom_seg import ENTRIES as DICOM_SEG_ENTRIES
@@ -223,7 +223,7 @@ def export_segmentation(
         begun.clear()
         all_warnings += summary.warnings  # the same list object export.json holds: written below
         provenance["outputs"] = outputs
-        write_json(temporary / "export.json", provenance)  # last: what makes the folder an export
+        files.write_json(temporary / "export.json", provenance)  # last: what makes the folder an export
         with signals_held():  # a Ctrl-C now is delivered once the export is in place, not half way
             notes += _publish(temporary, output_dir, overwrite)
             published = True
@@ -729,7 +729,7 @@ def _make_partial(output_dir: Path) -> Path:
         except FileExistsError:
             continue
         try:
-            write_json(folder / PARTIAL_MARKER, _owner())
+            files.write_json(folder / PARTIAL_MARKER, _owner())
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

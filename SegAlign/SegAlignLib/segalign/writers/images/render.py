@@ -15,8 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
-from .labels import MAX_LABEL, Label
-from .pixels import HALF_TOLERANCE
+from ...labels import MAX_LABEL, Label
+from ...pixels import HALF_TOLERANCE
 
 
 def color_lookup(labels: Mapping[int, Label], largest: int) -> np.ndarray:
