@@ -5,7 +5,8 @@
 * :class:`~.dicom_seg.DicomSegWriter`: ``seg.dcm``, a DICOM Segmentation on the source frames
   (``ExportOptions.dicom_seg``); with :mod:`.rle` (its LABELMAP's pixel data) and :mod:`.segment_codes`.
 * :class:`~.rtstruct.RtStructWriter`: ``rtstruct.dcm``, an RT Structure Set with pixel-edge contours
-  (``ExportOptions.rtstruct``).
+  (``ExportOptions.rtstruct``, :mod:`.contours`).
+* :class:`~.dicom_base.DicomWriter`: what the two DICOM writers share.
 
 :func:`writers_for` gives the writers an :class:`~segalign.options.ExportOptions` asks for, in the order their
 ``end`` runs.
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 from ..options import ExportOptions
 from .base import ExportContext, ExportSummary, FrameLabels, Writer
+from .dicom_base import DicomWriter
 from .dicom_seg import DicomSegWriter
 from .images import PngFolderWriter
 from .rtstruct import RtStructWriter
 
 __all__ = [
-    "DicomSegWriter", "ExportContext", "ExportSummary", "FrameLabels", "PngFolderWriter",
+    "DicomSegWriter", "DicomWriter", "ExportContext", "ExportSummary", "FrameLabels", "PngFolderWriter",
     "RtStructWriter", "Writer", "writers_for",
 ]
 
