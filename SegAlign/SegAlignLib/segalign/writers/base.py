@@ -12,9 +12,11 @@ frame's labels to every writer; a writer never samples, never resamples and neve
    (a manifest, a DICOM SEG) and returns the outputs to record in export.json (``{"dicom_seg": "seg.dcm"}``).
 
 ``abort()`` is called instead of ``end`` when the export fails or is cancelled: close what is open (the core
-deletes the temporary folder the writer wrote into). Every writer derives from :class:`Writer`, whose ``check`` and
-``abort`` do nothing: the core calls all five methods of every writer. Everything a writer writes goes under ``context.folder``, and
+deletes the temporary folder the writer wrote into). Everything a writer writes goes under ``context.folder``, and
 every name it writes there must be one of :data:`segalign.export.EXPORT_ENTRIES`.
+
+Every writer derives from :class:`Writer`, whose ``check`` and ``abort`` do nothing: the core calls all five
+methods of every writer.
 """
 
 from __future__ import annotations

@@ -309,6 +309,14 @@ def limit(text: str, characters: int) -> str:
     return text
 
 
+def dataset_item(**elements: object) -> Dataset:
+    """A dataset of these elements (keyword=value), for a sequence written by pydicom."""
+    item = Dataset()
+    for keyword, value in elements.items():
+        setattr(item, keyword, value)
+    return item
+
+
 def raw_sequence(tag: int, body: bytes, implicit: bool) -> RawDataElement:
     """A sequence whose items are already encoded (``Encoder.items``), for pydicom to write as it is."""
     return RawDataElement(Tag(tag), "SQ", len(body), body, 0, implicit, True)

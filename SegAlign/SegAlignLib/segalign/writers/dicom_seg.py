@@ -17,6 +17,9 @@ the number of frames. The result is read back by highdicom, pydicom and dcmqi in
   normal; uncompressed (explicit VR little endian), as every SEG reader reads.
 * LABELMAP: Label Map Segmentation Storage (2024), one frame per source frame with a label, pixel value = segment
   number (8-bit, or 16-bit beyond 255 segments), RLE Lossless (see :mod:`.rle`).
+
+Where the frames lie and what each frame's functional groups say is :mod:`.seg_frames`; what this writer shares with
+the RTSTRUCT writer, :mod:`.dicom_base`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,17 @@ from ..options import DicomSegOptions, ExportOptions, SegmentationType
 from ..version import __version__
 from . import rle
 from .base import ExportContext, ExportSummary, FrameLabels
-from .dicom_base import DicomWriter, Encoder, ds, limit, raw_sequence
+from .dicom_base import DicomWriter, dataset_item, limit, raw_sequence
+from .seg_frames import (
+    ENCODER,
+    POSITION_TOLERANCE_MM,
+    derivation,
+    even_spacing,
+    plane,
+    position_indices,
+    shared_groups,
+    slice_thickness,
+)
 from .segment_codes import Code, codes_for, rgb_to_dicom_lab
 
 FILE_NAME = "seg.dcm"
@@ -47,13 +60,7 @@ ENTRIES = frozenset({FILE_NAME})
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
-PURPOSE_SOURCE_IMAGE = Code("121322", "DCM", "Source image for image processing operation")
-DERIVATION_SEGMENTATION = Code("113076", "DCM", "Segmentation")
 ALGORITHM_FAMILY = Code("123110", "DCM", "Artificial Intelligence")
-#: Positions along the normal closer than this (mm) are one slice position; spacings that differ by less than
-#: this are one spacing (SpacingBetweenSlices is written only for evenly spaced series).
-POSITION_TOLERANCE_MM = 1e-3
-SPACING_TOLERANCE_MM = 1e-2
 
 
 class DicomSegWriter(DicomWriter):
@@ -125,12 +132,12 @@ class DicomSegWriter(DicomWriter):
         normal = context.normal
         segment_of = {value: number for number, value in enumerate(values, start=1)}
         along = {index: position_along(frames[index], normal) for index in range(len(frames))}
-        position_index = _position_indices(along.values())
+        position_index = position_indices(along.values())
 
         def spatial(indices: Iterable[int]) -> list[int]:
             return sorted(indices, key=lambda index: (along[index], index))
 
-        if self._empty and _even_spacing(list(along.values()), frames) is None:
+        if self._empty and even_spacing(list(along.values()), frames) is None:
             self._keep_empty_frames(values)
 
         if self.labelmap:
@@ -147,9 +154,9 @@ class DicomSegWriter(DicomWriter):
             pydicom.dcmwrite(stream, dataset, enforce_file_format=True)
 
         # The per-frame functional groups, encoded directly (see the module documentation).
-        references = {index: _derivation(frames[index]) for _, index in frame_list}
+        references = {index: derivation(frames[index]) for _, index in frame_list}
         planes = {
-            index: _plane(frames[index], not shared_orientation, not shared_spacing, self._thickness)
+            index: plane(frames[index], not shared_orientation, not shared_spacing, self._thickness)
             for _, index in frame_list
         }
         items = []
@@ -253,7 +260,8 @@ class DicomSegWriter(DicomWriter):
         dataset.DeviceSerialNumber = "0"
         dataset.ImageType = ["DERIVED", "PRIMARY"]
         dataset.ContentLabel = "SEGALIGN"
-        dataset.ContentDescription = limit(f"{context.segmentation.name} on {series.description or source.series_uid}", 64)
+        described = f"{context.segmentation.name} on {series.description or source.series_uid}"
+        dataset.ContentDescription = limit(described, 64)
         dataset.ContentCreatorName = ""
         dataset.SegmentationType = "LABELMAP" if labelmap else "BINARY"
         dataset.LossyImageCompression = "00"
@@ -273,23 +281,24 @@ class DicomSegWriter(DicomWriter):
             segments.insert(0, _background_segment())
             dataset.PixelPaddingValue = 0
         dataset[0x00620002] = _raw_sequence(0x00620002, segments)
+        spacing = even_spacing(list(along.values()), frames)
         dataset.SharedFunctionalGroupsSequence = DicomSequence(
-            [self._shared(written, shared_orientation, shared_spacing, along)]
+            [shared_groups(written[0], shared_orientation, shared_spacing, self._thickness, spacing)]
         )
         organisation = generate_uid()
-        dataset.DimensionOrganizationSequence = DicomSequence([_dataset(DimensionOrganizationUID=organisation)])
+        dataset.DimensionOrganizationSequence = DicomSequence([dataset_item(DimensionOrganizationUID=organisation)])
         dimensions = []
         if not labelmap:
-            dimensions.append(_dataset(
+            dimensions.append(dataset_item(
                 DimensionOrganizationUID=organisation, DimensionIndexPointer=0x0062000B,
                 FunctionalGroupPointer=0x0062000A, DimensionDescriptionLabel="Segment Number",
             ))
-        dimensions.append(_dataset(
+        dimensions.append(dataset_item(
             DimensionOrganizationUID=organisation, DimensionIndexPointer=0x00200032,
             FunctionalGroupPointer=0x00209113, DimensionDescriptionLabel="Image Position Patient",
         ))
         dataset.DimensionIndexSequence = DicomSequence(dimensions)
-        referenced = [_ENCODER.reference(sop_class_uid, uid) for uid, sop_class_uid in source.instances.items()]
+        referenced = [ENCODER.reference(sop_class_uid, uid) for uid, sop_class_uid in source.instances.items()]
         dataset[0x00081115] = _raw_sequence(0x00081115, [  # ReferencedSeriesSequence > ReferencedInstanceSequence
             _sq(0x0008, 0x114A, referenced) + _text(0x0020, 0x000E, b"UI", source.series_uid)
         ])
@@ -321,44 +330,14 @@ class DicomSegWriter(DicomWriter):
         )
 
     def _slice_thickness(self, positions: list[float], summary: ExportSummary) -> float:
-        """SliceThickness for the pixel measures (Type 1C, which highdicom and dcmqi need): the source's, else the
-        even spacing between slices, else the smallest gap between slice positions, else (one slice) the larger
-        pixel spacing; the last two with a warning that says so."""
-        thickness = _source_thickness(self.source.header)
-        if thickness is not None:
-            return thickness
-        spacing = _even_spacing(positions, self.context.frames)
-        if spacing is not None:
-            return spacing
-        distinct = np.unique(np.round(np.array(positions) / POSITION_TOLERANCE_MM)) * POSITION_TOLERANCE_MM
-        if distinct.size > 1:
-            thickness = float(np.diff(distinct).min())
-            why = "the smallest gap between slice positions"
-        else:
-            thickness = float(max(self.context.frames[0].pixel_spacing))
-            why = "one slice: the larger pixel spacing"
-        summary.warnings.append(
-            f"the series has no SliceThickness; {FILE_NAME} gives {thickness:.4g} mm ({why}), which readers need"
-        )
+        """SliceThickness for the pixel measures (see :func:`.seg_frames.slice_thickness`), with a warning when the
+        series has none and it is not the even spacing between slices."""
+        thickness, why = slice_thickness(self.source.header, positions, self.context.frames)
+        if why is not None:
+            summary.warnings.append(
+                f"the series has no SliceThickness; {FILE_NAME} gives {thickness:.4g} mm ({why}), which readers need"
+            )
         return thickness
-
-    def _shared(
-        self, written: list[Frame], shared_orientation: bool, shared_spacing: bool, along: dict[int, float]
-    ) -> Dataset:
-        """The shared functional groups: pixel measures and orientation where every frame agrees."""
-        shared = Dataset()
-        first = written[0]
-        if shared_spacing:
-            measures = _dataset(PixelSpacing=[ds(v) for v in first.pixel_spacing], SliceThickness=ds(self._thickness))
-            spacing = _even_spacing(list(along.values()), self.context.frames)
-            if spacing is not None:
-                measures.SpacingBetweenSlices = ds(spacing)
-            shared.PixelMeasuresSequence = DicomSequence([measures])
-        if shared_orientation:
-            shared.PlaneOrientationSequence = DicomSequence([
-                _dataset(ImageOrientationPatient=[ds(v) for v in first.orientation])
-            ])
-        return shared
 
 
 # ---------------------------------------------------------------------- helpers
@@ -397,84 +376,13 @@ def _segment_numbers(labels: np.ndarray, lut: np.ndarray | None, segments: int) 
     return np.take(lut, labels)
 
 
-def _position_indices(positions: Iterable[float]) -> dict[int, int]:
-    """Slice position (rounded to :data:`POSITION_TOLERANCE_MM` steps) -> its 1-based rank along the normal."""
-    keys = sorted({round(p / POSITION_TOLERANCE_MM) for p in positions})
-    return {key: rank for rank, key in enumerate(keys, start=1)}
+# Explicit VR little endian encoding of the long sequences and the per-frame functional groups (a few element
+# kinds, written directly).
 
-
-def _even_spacing(positions: list[float], frames: Sequence[Frame]) -> float | None:
-    """The spacing between slice positions when the series is one evenly spaced stack of parallel frames (no
-    repeated positions, one orientation); else None (SpacingBetweenSlices is then left out)."""
-    if len({f.orientation for f in frames}) != 1 or len(positions) < 2:
-        return None
-    ordered = np.sort(np.array(positions))
-    gaps = np.diff(ordered)
-    if gaps.min() < POSITION_TOLERANCE_MM or gaps.max() - gaps.min() > SPACING_TOLERANCE_MM:
-        return None
-    return float(np.median(gaps))
-
-
-def _source_thickness(source: Dataset | None) -> float | None:
-    """The source's SliceThickness (top level, or in its shared pixel measures), if it is a positive number."""
-    if source is None:
-        return None
-    candidates = [source.get("SliceThickness")]
-    with_groups = source.get("SharedFunctionalGroupsSequence")
-    if with_groups:
-        measures = with_groups[0].get("PixelMeasuresSequence")
-        if measures:
-            candidates.append(measures[0].get("SliceThickness"))
-    for value in candidates:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if np.isfinite(number) and number > 0:
-            return number
-    return None
-
-
-def _dataset(**elements: object) -> Dataset:
-    item = Dataset()
-    for keyword, value in elements.items():
-        setattr(item, keyword, value)
-    return item
-
-
-# Explicit VR little endian encoding of the per-frame functional groups: a few element kinds, written directly.
-
-_ENCODER = Encoder(implicit=False)
 _header, _text, _us, _ul, _item, _sq, _code_bytes = (
-    _ENCODER.header, _ENCODER.text, _ENCODER.us, _ENCODER.ul, _ENCODER.item, _ENCODER.sq, _ENCODER.code,
+    ENCODER.header, ENCODER.text, ENCODER.us, ENCODER.ul, ENCODER.item, ENCODER.sq, ENCODER.code,
 )
 
 
 def _raw_sequence(tag: int, items: Sequence[bytes]) -> RawDataElement:
-    return raw_sequence(tag, _ENCODER.items(items), implicit=False)
-
-
-
-_PURPOSE = _sq(0x0040, 0xA170, [_code_bytes(PURPOSE_SOURCE_IMAGE)])
-#: SpatialLocationsPreserved YES: every SEG frame lies on its source frame's pixel grid (readers index by it).
-_SPATIAL_LOCATIONS_PRESERVED = _text(0x0028, 0x135A, b"CS", "YES")
-_DERIVATION_CODE = _sq(0x0008, 0x9215, [_code_bytes(DERIVATION_SEGMENTATION)])
-
-
-def _derivation(frame: Frame) -> bytes:
-    """DerivationImageSequence: the frame's source instance (and frame number for a multi-frame source)."""
-    source = _ENCODER.frame_reference(frame) + _SPATIAL_LOCATIONS_PRESERVED + _PURPOSE
-    return _sq(0x0008, 0x9124, [_sq(0x0008, 0x2112, [source]) + _DERIVATION_CODE])
-
-
-def _plane(frame: Frame, orientation: bool, spacing: bool, thickness: float) -> bytes:
-    """PlanePositionSequence, and PlaneOrientation / PixelMeasures when they are not shared."""
-    data = _sq(0x0020, 0x9113, [_text(0x0020, 0x0032, b"DS", "\\".join(ds(v) for v in frame.position))])
-    if orientation:
-        data += _sq(0x0020, 0x9116, [_text(0x0020, 0x0037, b"DS", "\\".join(ds(v) for v in frame.orientation))])
-    if spacing:
-        data += _sq(0x0028, 0x9110, [  # PixelMeasuresSequence: SliceThickness, PixelSpacing
-            _text(0x0018, 0x0050, b"DS", ds(thickness))
-            + _text(0x0028, 0x0030, b"DS", "\\".join(ds(v) for v in frame.pixel_spacing))
-        ])
-    return data
+    return raw_sequence(tag, ENCODER.items(items), implicit=False)

@@ -1,7 +1,7 @@
-"""The PNG folder writer (:class:`PngFolderWriter`): per frame the label image, and what the options ask for (masks,
-images, overlays with the preview page); at the end labels.json, tiles.csv and manifest.csv (see :mod:`.` for
-the layout). Also the two pixel helpers of frames' own images: :func:`read_pixels` (a mosaic tile's part of its
-frame) and :func:`image_values` (stored values as a 16-bit PNG holds them).
+"""The PNG folder writer (:class:`PngFolderWriter`): per frame the label image, and what the options ask for
+(masks, images, overlays with the preview page); at the end labels.json, tiles.csv and manifest.csv (the layout is
+in :mod:`segalign.writers.images`). Also the two pixel helpers of frames' own images: :func:`read_pixels` (a mosaic
+tile's part of its frame) and :func:`image_values` (stored values as a 16-bit PNG holds them).
 
 Everything is written through the documented seams, module-qualified: :mod:`.png` (images), :mod:`.manifest`
 (the tables), :mod:`.preview` (the page and its frame scripts) and :mod:`segalign.files` (labels.json).
