@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segalign.contours import trace_edges, vertices_to_patient
+from segalign.writers.contours import trace_edges, vertices_to_patient
 
 
 def rasterise(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:

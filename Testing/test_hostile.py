@@ -52,8 +52,8 @@ from conftest import CliRun, leftovers, read_manifest, run_cli
 from segalign.dicom import headers, read_header, scan_folder
 from segalign.errors import SegAlignError, describe, short, short_path
 from segalign.segmentation import MAX_LABEL, Label, read_label_file
-from segalign.preview import script_json
-from segalign.render import color_lookup
+from segalign.writers.images.preview import script_json
+from segalign.writers.images.render import color_lookup
 from segalign.readers import load_segmentation
 from segalign.segmentation import Segmentation
 from segalign.synthetic import SeriesIdentity, grid_affine, stack, write_enhanced, write_nifti, write_series
@@ -862,8 +862,9 @@ def test_label_table_file_too_large_is_refused_unread(template, tmp_path):
 # --- the campaign: outputs that cannot be written ----------------------------------------------------------------
 
 
-def _full_disk_on(function_name: str, module, after: int = 0):
-    """A replacement for ``module.function_name`` that raises ENOSPC from its ``after``-th call on."""
+def _full_disk_on(monkeypatch, module, function_name: str, after: int = 0) -> None:
+    """Make ``module.function_name`` (a documented seam: the code calls it module-qualified) raise ENOSPC from its
+    ``after``-th call on."""
     original = getattr(module, function_name)
     calls = {"n": 0}
 
@@ -873,7 +874,7 @@ def _full_disk_on(function_name: str, module, after: int = 0):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(args[0]) if args else None)
         return original(*args, **kwargs)
 
-    return full
+    monkeypatch.setattr(module, function_name, full)
 
 
 OUTPUT_CASES = ["is-a-file", "parent-is-a-file", "disk-full-labels", "disk-full-late-label", "disk-full-json",
@@ -884,8 +885,10 @@ OUTPUT_CASES = ["is-a-file", "parent-is-a-file", "disk-full-labels", "disk-full-
 def test_campaign_outputs(template, tmp_path, monkeypatch, name):
     """Outputs that are files, or that cannot be written (a full disk and a read-only folder are simulated: the
     tests run as root, for whom permissions do not deny). Nothing is left behind."""
-    import segalign.png as png_module
-    import segalign.writers.png_folder as folder_module
+    import segalign.files as files_module
+    from segalign.writers.images import manifest as manifest_module
+    from segalign.writers.images import png as png_module
+    from segalign.writers.images import preview as preview_module
 
     case = new_case(template, tmp_path)
     out = case.out
@@ -896,16 +899,15 @@ def test_campaign_outputs(template, tmp_path, monkeypatch, name):
         (tmp_path / "blocker").write_text("a file\n")
         out = tmp_path / "blocker" / "out"
     elif name == "disk-full-labels":
-        monkeypatch.setattr(folder_module, "write_gray", _full_disk_on("write_gray", png_module))
+        _full_disk_on(monkeypatch, png_module, "write_gray")
     elif name == "disk-full-late-label":
-        monkeypatch.setattr(folder_module, "write_gray", _full_disk_on("write_gray", png_module, after=SLICES - 1))
-    elif name == "disk-full-json":  # labels.json is written (by the PNG folder writer), export.json is not
-        # the export core and its folder safety call png_folder.write_json through that module: one patch for all
-        monkeypatch.setattr(folder_module, "write_json", _full_disk_on("write_json", folder_module, after=1))
+        _full_disk_on(monkeypatch, png_module, "write_gray", after=SLICES - 1)
+    elif name == "disk-full-json":  # the second JSON file fails (the temporary folder's marker is the first)
+        _full_disk_on(monkeypatch, files_module, "write_json", after=1)
     elif name == "disk-full-manifest":
-        monkeypatch.setattr(folder_module, "write_manifest", _full_disk_on("write_manifest", folder_module))
+        _full_disk_on(monkeypatch, manifest_module, "write_manifest")
     elif name == "disk-full-overlay":
-        monkeypatch.setattr(folder_module, "write_preview", _full_disk_on("write_preview", folder_module))
+        _full_disk_on(monkeypatch, preview_module, "write_preview")
         extra = ["--overlays"]
     elif name == "read-only-parent":
         out = tmp_path / "locked" / "out"
@@ -1441,7 +1443,7 @@ def test_messages_say_what_is_wrong_in_words(template, tmp_path, build, words):
 def test_vectorised_default_palette_is_default_color():
     """color_lookup computes the default palette for 65536 values at once; it must be default_color's, exactly."""
     from segalign.segmentation import default_color
-    from segalign.render import default_colors
+    from segalign.writers.images.render import default_colors
 
     values = np.arange(MAX_LABEL + 1)
     assert np.array_equal(default_colors(values), np.array([default_color(int(v)) for v in values], dtype=np.uint8))

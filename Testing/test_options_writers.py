@@ -339,7 +339,7 @@ def test_option_values_are_checked_when_made():
 
 
 def test_names_with_backslashes_and_long_multibyte_text_stay_one_valid_value():
-    from segalign.writers.dicom_common import limit
+    from segalign.writers.dicom_base import limit
 
     assert limit("kidney\\left", 64) == "kidney/left"
     long = "Ä" * 40 + "x" * 30

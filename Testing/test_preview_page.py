@@ -348,7 +348,7 @@ def test_the_page_decodes_every_kind_of_stored_value(page) -> None:
     kind the export writes, extremes and an empty frame included, with the types the page computes with."""
     import re
 
-    from segalign.preview import frame_script
+    from segalign.writers.images.preview import frame_script
 
     rng = np.random.default_rng(11)
     cases = {"u2": rng.integers(0, 65536, (9, 13)), "i2": rng.integers(-32768, 32768, (9, 13)),

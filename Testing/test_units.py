@@ -156,7 +156,7 @@ def test_png_writer_round_trips_through_pillow(tmp_path: Path, dtype: str) -> No
     """The fast grayscale PNG writer: Pillow reads back exactly the array, for odd widths and 1-bit packing."""
     from PIL import Image
 
-    from segalign.png import write_gray
+    from segalign.writers.images.png import write_gray
 
     rng = np.random.default_rng(3)
     pixels = (rng.integers(0, 2, (13, 21)) > 0) if dtype == "bool" else rng.integers(0, np.iinfo(dtype).max, (13, 21)).astype(dtype)
@@ -192,7 +192,7 @@ def _read_frame_script(script: str) -> tuple[np.ndarray, np.ndarray]:
 def test_preview_frame_scripts_keep_every_stored_value(low: int, high: int, kind: str) -> None:
     """The page's frame data gives back every stored value, including the extremes and jumps across the whole
     16-bit range (the differences wrap), and the label image."""
-    from segalign.preview import frame_script
+    from segalign.writers.images.preview import frame_script
 
     rng = np.random.default_rng(7)
     stored = rng.integers(low, high, size=(37, 53))
@@ -210,7 +210,7 @@ def test_preview_frame_scripts_keep_every_stored_value(low: int, high: int, kind
 def test_direction_letters_threshold() -> None:
     """The preview's edge letters name only components of at least 0.1: an oblique frame gets two letters, a
     nearly axial one (3 degrees) one."""
-    from segalign.preview import LETTER_THRESHOLD
+    from segalign.writers.images.preview import LETTER_THRESHOLD
 
     assert direction_letters(np.array([0.8660254, 0.5, 0]), LETTER_THRESHOLD) == "LP"
     assert direction_letters(np.array([0.9986, 0.0523, 0]), LETTER_THRESHOLD) == "L"

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import SegAlignError, describe, short_path
 from ..readers import SEGMENTATION_SUFFIXES
 from ..readers.nifti import NIFTI_SUFFIXES
-from ..writers.png_folder import safe_name
+from ..files import safe_name
 from .jobs import Job, name_jobs
 
 #: The names a study's segmentation file may have: the readers' suffixes but ``.dcm``, which in a study folder is

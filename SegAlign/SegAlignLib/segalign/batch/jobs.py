@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import SegAlignError, describe, short, short_path
-from ..writers.png_folder import safe_name
+from ..files import safe_name
 
 #: The columns of a jobs table: the first two are required.
 JOB_COLUMNS = ("dicom_dir", "segmentation", "series", "name")

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from ..errors import SegAlignError
 from ..export import PARTIAL_MARKER, locks
-from ..writers.png_folder import has_csv_header
+from ..files import has_csv_header
 from .jobs import Job
 
 #: The columns of batch.csv, one row per job.

@@ -20,7 +20,7 @@ from ..errors import MESSAGE_LIMIT, SegAlignError, describe, one_line, short
 from ..export import export_segmentation, folders
 from ..options import ExportOptions, ReadOptions
 from ..readers import load_segmentation
-from ..writers.png_folder import safe_name
+from ..files import safe_name
 from . import executors
 from .fingerprint import completed_frames, job_fingerprint
 from .jobs import Job

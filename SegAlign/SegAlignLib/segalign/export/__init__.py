@@ -11,7 +11,7 @@
 Layout of an export folder::
 
     labels/<index>_i<InstanceNumber>[_f<frame>].png   one label image per frame, Rows x Columns, like pixel_array
-    masks/, images/, overlays/, index.html            what the options ask for (see :mod:`segalign.writers.png_folder`)
+    masks/, images/, overlays/, index.html            what the options ask for (see :mod:`segalign.writers.images`)
     seg.dcm                                           (options.dicom_seg) the DICOM SEG on the source frames
     rtstruct.dcm                                      (options.rtstruct) the RT Structure Set, pixel-edge contours
     labels.json                                       value, name, colour (and voxel and frame counts) per label
@@ -27,7 +27,7 @@ beside the output (``.NAME.lock``) keeps two exports from writing into the same 
 
 from __future__ import annotations
 
-from ..writers.png_folder import safe_name  # the Slicer logic imports it from here
+
 from .all_series import SERIES_COLUMNS, SeriesOutcome, export_all_series, series_folders
 from .core import ExportCancelled, ExportResult, ProgressCallback, export_segmentation, label_counts
 from .folders import (
@@ -47,5 +47,5 @@ __all__ = [
     "EXPORT_ENTRIES", "FILE_MANAGER_METADATA", "FOLDER_SUFFIXES", "PARTIAL_MARKER", "SERIES_COLUMNS", "WRITTEN_BY",
     "ExportCancelled", "ExportResult", "OutputLock", "ProgressCallback", "SeriesOutcome", "export_all_series",
     "export_problem", "export_segmentation", "label_counts", "pid_running", "read_owner", "remove_stale_partials",
-    "safe_name", "series_folders",
+    "series_folders",
 ]

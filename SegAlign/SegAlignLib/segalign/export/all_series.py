@@ -27,7 +27,7 @@ from ..dicom import DicomScan, Series
 from ..errors import MESSAGE_LIMIT, NoOverlapError, SegAlignError, short
 from ..options import ExportOptions
 from ..segmentation import FrameSampler, Segmentation
-from ..writers.png_folder import has_csv_header, unique_safe_names
+from ..files import has_csv_header, unique_safe_names
 from .core import ExportResult, export_segmentation
 
 #: The columns of series.csv.

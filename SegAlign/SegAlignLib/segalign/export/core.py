@@ -29,7 +29,9 @@ from ..dicom import PixelReader
 from ..segmentation import FrameSampler
 from ..segmentation import Segmentation
 from ..signals import Interrupted, signal_number, signals_held
-from ..writers import Writer, png_folder, writers_for
+from .. import files
+from ..writers import Writer, writers_for
+from ..writers.images.folder import read_pixels
 from ..writers.base import ExportContext, FrameLabels
 from . import folders, locks, report
 
@@ -248,7 +250,7 @@ class _Export:
         self.begun.clear()
         warnings += summary.warnings  # the same list object export.json holds: written below
         summary.provenance["outputs"] = outputs
-        png_folder.write_json(self.temporary / "export.json", summary.provenance)
+        files.write_json(self.temporary / "export.json", summary.provenance)
         return outputs
 
     def abort(self, created_parents: list[Path]) -> None:
@@ -322,7 +324,7 @@ class _FrameSampling:
         if self.needs_pixels:
             reader = getattr(self._local, "reader", None) or PixelReader()
             self._local.reader = reader
-            pixels = png_folder.read_pixels(reader, frame)
+            pixels = read_pixels(reader, frame)
         item = FrameLabels(index, frame, labels, counts, present, tiles_present, pixels)
         for writer in self.writers:
             writer.add(item)

@@ -33,7 +33,8 @@ import uuid
 from pathlib import Path
 
 from ..errors import SegAlignError
-from ..writers import png_folder
+from .. import files
+from ..writers.images import ENTRIES as PNG_ENTRIES
 from ..writers.dicom_seg import ENTRIES as DICOM_SEG_ENTRIES
 from ..writers.rtstruct import ENTRIES as RTSTRUCT_ENTRIES
 from . import locks
@@ -49,7 +50,7 @@ __all__ = [
 #: images: masks/<segment>/), any other name a file. A folder is taken for an earlier SegAlign export, which
 #: ``overwrite`` may replace, only if its export.json says SegAlign wrote it and it holds nothing but these; a
 #: writer adds the names it writes here (its ``ENTRIES``).
-EXPORT_ENTRIES = frozenset({"export.json"}) | png_folder.ENTRIES | DICOM_SEG_ENTRIES | RTSTRUCT_ENTRIES
+EXPORT_ENTRIES = frozenset({"export.json"}) | PNG_ENTRIES | DICOM_SEG_ENTRIES | RTSTRUCT_ENTRIES
 #: Inside the hidden temporary folder of an export being written: who writes it (pid, host, start time), so a
 #: later export can tell a folder left by a killed one (removed) from one still being written (left alone).
 PARTIAL_MARKER = ".segalign-partial.json"
@@ -223,7 +224,7 @@ def make_partial(output_dir: Path) -> Path:
         except FileExistsError:
             continue
         try:
-            png_folder.write_json(folder / PARTIAL_MARKER, locks.owner())
+            files.write_json(folder / PARTIAL_MARKER, locks.owner())
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from ..errors import SegAlignError
-from ..export import safe_name
+from ..files import safe_name
 from ..segmentation import Segmentation
 from .matrices import array_to_matrix
 

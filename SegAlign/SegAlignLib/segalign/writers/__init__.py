@@ -1,11 +1,12 @@
-"""Writers: the outputs of an export, each behind the small protocol of :mod:`.base` (begin, add, end).
+"""Writers: the outputs of an export, each a :class:`~.base.Writer` (check, begin, add, end, abort).
 
-* :class:`~.png_folder.PngFolderWriter`: label images (and masks, images, overlays with the preview page),
-  manifest, label table: always written.
+* :class:`~.images.PngFolderWriter` (:mod:`.images`): label images (and masks, images, overlays with the preview
+  page), manifest, label table: always written.
 * :class:`~.dicom_seg.DicomSegWriter`: ``seg.dcm``, a DICOM Segmentation on the source frames
-  (``ExportOptions.dicom_seg``).
+  (``ExportOptions.dicom_seg``); with :mod:`.rle` (its LABELMAP's pixel data) and :mod:`.segment_codes`.
 * :class:`~.rtstruct.RtStructWriter`: ``rtstruct.dcm``, an RT Structure Set with pixel-edge contours
-  (``ExportOptions.rtstruct``).
+  (``ExportOptions.rtstruct``, :mod:`.contours`).
+* :class:`~.dicom_base.DicomWriter`: what the two DICOM writers share.
 
 :func:`writers_for` gives the writers an :class:`~segalign.options.ExportOptions` asks for, in the order their
 ``end`` runs.
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 from ..options import ExportOptions
 from .base import ExportContext, ExportSummary, FrameLabels, Writer
+from .dicom_base import DicomWriter
 from .dicom_seg import DicomSegWriter
-from .png_folder import PngFolderWriter
+from .images import PngFolderWriter
 from .rtstruct import RtStructWriter
 
 __all__ = [
-    "DicomSegWriter", "ExportContext", "ExportSummary", "FrameLabels", "PngFolderWriter", "RtStructWriter", "Writer",
-    "writers_for",
+    "DicomSegWriter", "DicomWriter", "ExportContext", "ExportSummary", "FrameLabels", "PngFolderWriter",
+    "RtStructWriter", "Writer", "writers_for",
 ]
 
 

@@ -3,7 +3,7 @@
 The core (:func:`segalign.export.export_segmentation`) samples the segmentation on each frame once and gives the
 frame's labels to every writer; a writer never samples, never resamples and never sees a whole volume:
 
-0. ``check(series, frames, options)`` (optional): before anything is written, refuse (raise
+0. ``check(series, frames, options)``: before anything is written, refuse (raise
    :class:`~segalign.errors.SegAlignError`) a series the writer cannot write on.
 1. ``begin(context)``: once, before any frame, with the export's :class:`ExportContext`.
 2. ``add(frame)``: once per frame, with its :class:`FrameLabels`. Calls come from several threads at once, for
@@ -14,13 +14,17 @@ frame's labels to every writer; a writer never samples, never resamples and neve
 ``abort()`` is called instead of ``end`` when the export fails or is cancelled: close what is open (the core
 deletes the temporary folder the writer wrote into). Everything a writer writes goes under ``context.folder``, and
 every name it writes there must be one of :data:`segalign.export.EXPORT_ENTRIES`.
+
+Every writer derives from :class:`Writer`, whose ``check`` and ``abort`` do nothing: the core calls all five
+methods of every writer.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -68,16 +72,25 @@ class ExportSummary:
     warnings: list[str] = field(default_factory=list)  #: for the user; a writer may append its own
 
 
-class Writer(Protocol):
-    """An output of an export (see the module documentation for the call order)."""
+class Writer(ABC):
+    """An output of an export (see the module documentation for the call order): a writer implements ``begin``,
+    ``add`` and ``end``, and ``check`` and ``abort`` where it has something to refuse or to close."""
 
     #: Whether ``add`` needs the frame's pixel data (``FrameLabels.pixels``): reading it costs more than sampling.
-    needs_pixels: bool
+    needs_pixels: bool = False
 
+    def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions) -> None:
+        """Refuse (raise :class:`~segalign.errors.SegAlignError`), before anything is written, a series this
+        writer cannot write on; the default refuses nothing."""
+
+    @abstractmethod
     def begin(self, context: ExportContext) -> None: ...
 
+    @abstractmethod
     def add(self, frame: FrameLabels) -> None: ...
 
+    @abstractmethod
     def end(self, summary: ExportSummary) -> dict[str, str]: ...
 
-    def abort(self) -> None: ...
+    def abort(self) -> None:
+        """Close what is open after a failed or cancelled export; the default has nothing open."""

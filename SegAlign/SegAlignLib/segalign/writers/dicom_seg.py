@@ -17,19 +17,20 @@ the number of frames. The result is read back by highdicom, pydicom and dcmqi in
   normal; uncompressed (explicit VR little endian), as every SEG reader reads.
 * LABELMAP: Label Map Segmentation Storage (2024), one frame per source frame with a label, pixel value = segment
   number (8-bit, or 16-bit beyond 255 segments), RLE Lossless (see :mod:`.rle`).
+
+Where the frames lie and what each frame's functional groups say is :mod:`.seg_frames`; what this writer shares with
+the RTSTRUCT writer, :mod:`.dicom_base`.
 """
 
 from __future__ import annotations
 
-import datetime
 import struct
-import threading
 from typing import BinaryIO, Iterable, Sequence
 
 import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
@@ -40,16 +41,16 @@ from ..options import DicomSegOptions, ExportOptions, SegmentationType
 from ..version import __version__
 from . import rle
 from .base import ExportContext, ExportSummary, FrameLabels
-from .dicom_common import (
-    Encoder,
-    SourceSeries,
-    Spool,
-    check_source,
-    copy_patient_study,
-    ds,
-    limit,
-    no_label_error,
-    raw_sequence,
+from .dicom_base import DicomWriter, dataset_item, limit, raw_sequence
+from .seg_frames import (
+    ENCODER,
+    POSITION_TOLERANCE_MM,
+    derivation,
+    even_spacing,
+    plane,
+    position_indices,
+    shared_groups,
+    slice_thickness,
 )
 from .segment_codes import Code, codes_for, rgb_to_dicom_lab
 
@@ -59,34 +60,29 @@ ENTRIES = frozenset({FILE_NAME})
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
-PURPOSE_SOURCE_IMAGE = Code("121322", "DCM", "Source image for image processing operation")
-DERIVATION_SEGMENTATION = Code("113076", "DCM", "Segmentation")
 ALGORITHM_FAMILY = Code("123110", "DCM", "Artificial Intelligence")
-#: Positions along the normal closer than this (mm) are one slice position; spacings that differ by less than
-#: this are one spacing (SpacingBetweenSlices is written only for evenly spaced series).
-POSITION_TOLERANCE_MM = 1e-3
-SPACING_TOLERANCE_MM = 1e-2
 
 
-
-class DicomSegWriter:
+class DicomSegWriter(DicomWriter):
     """Writes ``seg.dcm`` (see the module documentation); ``options`` say BINARY or LABELMAP."""
 
-    needs_pixels = False
+    FILE_NAME = FILE_NAME
+    OUTPUT = "dicom_seg"
+    FLAG = "--dicom-seg"
+    PRODUCT = "a DICOM SEG"
+    NEEDS = "a DICOM SEG needs at least one segment"
+    SERIES_NUMBER_OFFSET = 1000
 
     def __init__(self, options: DicomSegOptions) -> None:
-        self.options = options
+        super().__init__(options)
         self.labelmap = options.segmentation_type is SegmentationType.LABELMAP
-        self._spool: Spool | None = None
-        self._lock = threading.Lock()
-        self._source: SourceSeries | None = None
 
     # ------------------------------------------------------------------ protocol
 
     def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions) -> None:
         """Refuse, before anything is written, a series a SEG cannot be written on: no frame of reference, no SOP
         instance or class UIDs, mosaic frames, or frames of different sizes."""
-        self._source = check_source(series, frames, "a DICOM SEG", FILE_NAME)
+        super().check(series, frames, options)
         sizes = sorted({(f.rows, f.columns) for f in frames})
         if len(sizes) > 1:
             raise SegAlignError(
@@ -95,78 +91,53 @@ class DicomSegWriter:
             )
 
     def begin(self, context: ExportContext) -> None:
-        self.context = context
-        if self._source is None:  # the core calls check() first; a writer used on its own checks here
-            self.check(context.series, context.frames, context.options)
+        super().begin(context)
         values = context.segmentation.values
         # LABELMAP frames are encoded as they come, with segment numbers for every label of the volume; if some
         # label falls on no frame, end() numbers the segments again and encodes those frames anew.
         self._provisional = values
         self._lut = _lookup(values)
-        self._spool = Spool(context.folder)
         self._binary: dict[int, dict[int, tuple[int, int]]] = {}  # label -> frame index -> (offset, length)
         self._labelmap: dict[int, tuple[int, int]] = {}  # frame index -> (offset, length)
         self._empty: set[int] = set()  # frames with no label: left out when SpacingBetweenSlices can place them
 
     def add(self, item: FrameLabels) -> None:
         if not item.present:
-            with self._lock:
+            with self.lock:
                 self._empty.add(item.index)
             return
         if self.labelmap:
             fragment = rle.encode_frame(_segment_numbers(item.labels, self._lut, len(self._provisional)))
-            with self._lock:
+            with self.lock:
                 self._labelmap[item.index] = self._append(fragment)
             return
         packed = [(value, np.packbits(item.labels == value, axis=None, bitorder="little").tobytes()) for value in item.present]
-        with self._lock:
+        with self.lock:
             for value, bits in packed:
                 self._binary.setdefault(value, {})[item.index] = self._append(bits)
-
-    def end(self, summary: ExportSummary) -> dict[str, str]:
-        context = self.context
-        values = sorted(summary.frames_with_label)
-        if not values:
-            raise no_label_error(
-                context.segmentation.name, context.series.uid, "a DICOM SEG needs at least one segment", "dicom_seg",
-                "--dicom-seg",
-            )
-        path = context.folder / FILE_NAME
-        summary.warnings.extend(self._source.notes)
-        try:
-            with path.open("wb") as stream:
-                self._write(stream, values, summary)
-        finally:
-            self.abort()
-        return {"dicom_seg": FILE_NAME}
-
-    def abort(self) -> None:
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
 
     # ------------------------------------------------------------------ writing
 
     def _append(self, data: bytes) -> tuple[int, int]:
-        assert self._spool is not None
-        return self._spool.append(data)
+        assert self.spool is not None
+        return self.spool.append(data)
 
     def _read(self, offset: int, length: int) -> bytes:
-        assert self._spool is not None
-        return self._spool.read(offset, length)
+        assert self.spool is not None
+        return self.spool.read(offset, length)
 
-    def _write(self, stream: BinaryIO, values: list[int], summary: ExportSummary) -> None:
+    def write(self, stream: BinaryIO, values: list[int], summary: ExportSummary) -> None:
         context = self.context
         frames = context.frames
         normal = context.normal
         segment_of = {value: number for number, value in enumerate(values, start=1)}
         along = {index: position_along(frames[index], normal) for index in range(len(frames))}
-        position_index = _position_indices(along.values())
+        position_index = position_indices(along.values())
 
         def spatial(indices: Iterable[int]) -> list[int]:
             return sorted(indices, key=lambda index: (along[index], index))
 
-        if self._empty and _even_spacing(list(along.values()), frames) is None:
+        if self._empty and even_spacing(list(along.values()), frames) is None:
             self._keep_empty_frames(values)
 
         if self.labelmap:
@@ -183,9 +154,9 @@ class DicomSegWriter:
             pydicom.dcmwrite(stream, dataset, enforce_file_format=True)
 
         # The per-frame functional groups, encoded directly (see the module documentation).
-        references = {index: _derivation(frames[index]) for _, index in frame_list}
+        references = {index: derivation(frames[index]) for _, index in frame_list}
         planes = {
-            index: _plane(frames[index], not shared_orientation, not shared_spacing, self._thickness)
+            index: plane(frames[index], not shared_orientation, not shared_spacing, self._thickness)
             for _, index in frame_list
         }
         items = []
@@ -258,7 +229,7 @@ class DicomSegWriter:
         else:  # some label fell on no frame: number the segments again, encode the frames anew
             lut = _lookup(values)
             renumbered: dict[int, tuple[int, int]] = {}
-            with self._lock:
+            with self.lock:
                 for _, index in frame_list:
                     renumbered[index] = self._append(rle.encode_frame(_segment_numbers(context.resample(index), lut, len(values))))
             fragments = [renumbered[index] for _, index in frame_list]
@@ -278,90 +249,60 @@ class DicomSegWriter:
         shared_spacing: bool, along: dict[int, float],
     ) -> Dataset:
         """The top-level dataset: everything but the per-frame functional groups and the pixel data."""
-        context, source = self.context, self._source
+        context, source = self.context, self.source
         assert source is not None
         frames, series = context.frames, context.series
         labelmap = self.labelmap
-        now = datetime.datetime.now()
         sop_class = LABEL_MAP_SEGMENTATION_STORAGE if labelmap else SEGMENTATION_STORAGE
-        sop_instance = generate_uid()
-
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = sop_instance
-        meta.TransferSyntaxUID = RLELossless if labelmap else ExplicitVRLittleEndian
-        meta.ImplementationVersionName = f"SEGALIGN_{__version__}"[:16]
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = sop_instance
-        ds.InstanceCreationDate = ds.ContentDate = ds.SeriesDate = now.strftime("%Y%m%d")
-        ds.InstanceCreationTime = ds.ContentTime = ds.SeriesTime = now.strftime("%H%M%S")
-        copy_patient_study(ds, source)
-        ds.Modality = "SEG"
-        ds.SeriesInstanceUID = generate_uid()
-        ds.SeriesNumber = self._series_number(series)
-        ds.SeriesDescription = _limit(self.options.series_description, 64)
-        ds.InstanceNumber = 1
-        ds.FrameOfReferenceUID = frames[0].frame_of_reference_uid
-        ds.PositionReferenceIndicator = source.header.get("PositionReferenceIndicator", "") or ""
-        ds.Manufacturer = "SegAlign"
-        ds.ManufacturerModelName = "SegAlign"
-        ds.DeviceSerialNumber = "0"
-        ds.SoftwareVersions = __version__
-        ds.ImageType = ["DERIVED", "PRIMARY"]
-        ds.ContentLabel = "SEGALIGN"
-        ds.ContentDescription = _limit(f"{context.segmentation.name} on {series.description or source.series_uid}", 64)
-        ds.ContentCreatorName = ""
-        ds.SegmentationType = "LABELMAP" if labelmap else "BINARY"
-        ds.LossyImageCompression = "00"
-        ds.SegmentsOverlap = "NO"  # one label per pixel: segments never overlap
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = frames[0].rows, frames[0].columns
+        syntax = RLELossless if labelmap else ExplicitVRLittleEndian
+        dataset = self.new_dataset(sop_class, syntax, "SEG")
+        dataset.ContentDate, dataset.ContentTime = dataset.InstanceCreationDate, dataset.InstanceCreationTime
+        dataset.DeviceSerialNumber = "0"
+        dataset.ImageType = ["DERIVED", "PRIMARY"]
+        dataset.ContentLabel = "SEGALIGN"
+        described = f"{context.segmentation.name} on {series.description or source.series_uid}"
+        dataset.ContentDescription = limit(described, 64)
+        dataset.ContentCreatorName = ""
+        dataset.SegmentationType = "LABELMAP" if labelmap else "BINARY"
+        dataset.LossyImageCompression = "00"
+        dataset.SegmentsOverlap = "NO"  # one label per pixel: segments never overlap
+        dataset.SamplesPerPixel = 1
+        dataset.PhotometricInterpretation = "MONOCHROME2"
+        dataset.Rows, dataset.Columns = frames[0].rows, frames[0].columns
         bits = (8 if len(values) <= 255 else 16) if labelmap else 1
-        ds.BitsAllocated = ds.BitsStored = bits
-        ds.HighBit = bits - 1
-        ds.PixelRepresentation = 0
-        ds.NumberOfFrames = number_of_frames
+        dataset.BitsAllocated = dataset.BitsStored = bits
+        dataset.HighBit = bits - 1
+        dataset.PixelRepresentation = 0
+        dataset.NumberOfFrames = number_of_frames
         # The two long sequences (a segment per label, an instance per source file) are encoded here directly:
         # pydicom's writer takes about a millisecond per nested dataset, and these hold a thousand.
         segments = [self._segment(number, value) for number, value in enumerate(values, 1)]
         if labelmap:  # every pixel value a LABELMAP holds is described (PS3.3 C.8.20.2.3): 0 is the background
             segments.insert(0, _background_segment())
-            ds.PixelPaddingValue = 0
-        ds[0x00620002] = _raw_sequence(0x00620002, segments)
-        ds.SharedFunctionalGroupsSequence = DicomSequence(
-            [self._shared(written, shared_orientation, shared_spacing, along)]
+            dataset.PixelPaddingValue = 0
+        dataset[0x00620002] = _raw_sequence(0x00620002, segments)
+        spacing = even_spacing(list(along.values()), frames)
+        dataset.SharedFunctionalGroupsSequence = DicomSequence(
+            [shared_groups(written[0], shared_orientation, shared_spacing, self._thickness, spacing)]
         )
         organisation = generate_uid()
-        ds.DimensionOrganizationSequence = DicomSequence([_dataset(DimensionOrganizationUID=organisation)])
+        dataset.DimensionOrganizationSequence = DicomSequence([dataset_item(DimensionOrganizationUID=organisation)])
         dimensions = []
         if not labelmap:
-            dimensions.append(_dataset(
+            dimensions.append(dataset_item(
                 DimensionOrganizationUID=organisation, DimensionIndexPointer=0x0062000B,
                 FunctionalGroupPointer=0x0062000A, DimensionDescriptionLabel="Segment Number",
             ))
-        dimensions.append(_dataset(
+        dimensions.append(dataset_item(
             DimensionOrganizationUID=organisation, DimensionIndexPointer=0x00200032,
             FunctionalGroupPointer=0x00209113, DimensionDescriptionLabel="Image Position Patient",
         ))
-        ds.DimensionIndexSequence = DicomSequence(dimensions)
-        referenced = [
-            _text(0x0008, 0x1150, b"UI", sop_class_uid) + _text(0x0008, 0x1155, b"UI", uid)
-            for uid, sop_class_uid in source.instances.items()
-        ]
-        ds[0x00081115] = _raw_sequence(0x00081115, [  # ReferencedSeriesSequence > ReferencedInstanceSequence
+        dataset.DimensionIndexSequence = DicomSequence(dimensions)
+        referenced = [ENCODER.reference(sop_class_uid, uid) for uid, sop_class_uid in source.instances.items()]
+        dataset[0x00081115] = _raw_sequence(0x00081115, [  # ReferencedSeriesSequence > ReferencedInstanceSequence
             _sq(0x0008, 0x114A, referenced) + _text(0x0020, 0x000E, b"UI", source.series_uid)
         ])
-        return ds
-
-    def _series_number(self, series: Series) -> int:
-        if self.options.series_number is not None:
-            return int(self.options.series_number)
-        number = (series.series_number or 0) + 1000
-        return number if number < 2**31 else 1000
+        return dataset
 
     def _segment(self, number: int, value: int) -> bytes:
         """One item of the SegmentSequence, encoded (elements in tag order)."""
@@ -379,7 +320,7 @@ class DicomSegWriter:
         return (
             _sq(0x0062, 0x0003, [_code_bytes(codes.category)])  # SegmentedPropertyCategoryCodeSequence
             + _us(0x0062, 0x0004, [number])  # SegmentNumber
-            + _text(0x0062, 0x0005, b"LO", _limit(label.name, 64))  # SegmentLabel
+            + _text(0x0062, 0x0005, b"LO", limit(label.name, 64))  # SegmentLabel
             + _text(0x0062, 0x0006, b"ST", f"label value {value}")  # SegmentDescription
             + _sq(0x0062, 0x0007, [algorithm])  # SegmentationAlgorithmIdentificationSequence
             + _text(0x0062, 0x0008, b"CS", "AUTOMATIC")  # SegmentAlgorithmType
@@ -389,44 +330,14 @@ class DicomSegWriter:
         )
 
     def _slice_thickness(self, positions: list[float], summary: ExportSummary) -> float:
-        """SliceThickness for the pixel measures (Type 1C, which highdicom and dcmqi need): the source's, else the
-        even spacing between slices, else the smallest gap between slice positions, else (one slice) the larger
-        pixel spacing; the last two with a warning that says so."""
-        thickness = _source_thickness(self._source.header)
-        if thickness is not None:
-            return thickness
-        spacing = _even_spacing(positions, self.context.frames)
-        if spacing is not None:
-            return spacing
-        distinct = np.unique(np.round(np.array(positions) / POSITION_TOLERANCE_MM)) * POSITION_TOLERANCE_MM
-        if distinct.size > 1:
-            thickness = float(np.diff(distinct).min())
-            why = "the smallest gap between slice positions"
-        else:
-            thickness = float(max(self.context.frames[0].pixel_spacing))
-            why = "one slice: the larger pixel spacing"
-        summary.warnings.append(
-            f"the series has no SliceThickness; {FILE_NAME} gives {thickness:.4g} mm ({why}), which readers need"
-        )
+        """SliceThickness for the pixel measures (see :func:`.seg_frames.slice_thickness`), with a warning when the
+        series has none and it is not the even spacing between slices."""
+        thickness, why = slice_thickness(self.source.header, positions, self.context.frames)
+        if why is not None:
+            summary.warnings.append(
+                f"the series has no SliceThickness; {FILE_NAME} gives {thickness:.4g} mm ({why}), which readers need"
+            )
         return thickness
-
-    def _shared(
-        self, written: list[Frame], shared_orientation: bool, shared_spacing: bool, along: dict[int, float]
-    ) -> Dataset:
-        """The shared functional groups: pixel measures and orientation where every frame agrees."""
-        shared = Dataset()
-        first = written[0]
-        if shared_spacing:
-            measures = _dataset(PixelSpacing=[_ds(v) for v in first.pixel_spacing], SliceThickness=_ds(self._thickness))
-            spacing = _even_spacing(list(along.values()), self.context.frames)
-            if spacing is not None:
-                measures.SpacingBetweenSlices = _ds(spacing)
-            shared.PixelMeasuresSequence = DicomSequence([measures])
-        if shared_orientation:
-            shared.PlaneOrientationSequence = DicomSequence([
-                _dataset(ImageOrientationPatient=[_ds(v) for v in first.orientation])
-            ])
-        return shared
 
 
 # ---------------------------------------------------------------------- helpers
@@ -465,92 +376,13 @@ def _segment_numbers(labels: np.ndarray, lut: np.ndarray | None, segments: int) 
     return np.take(lut, labels)
 
 
-def _position_indices(positions: Iterable[float]) -> dict[int, int]:
-    """Slice position (rounded to :data:`POSITION_TOLERANCE_MM` steps) -> its 1-based rank along the normal."""
-    keys = sorted({round(p / POSITION_TOLERANCE_MM) for p in positions})
-    return {key: rank for rank, key in enumerate(keys, start=1)}
+# Explicit VR little endian encoding of the long sequences and the per-frame functional groups (a few element
+# kinds, written directly).
 
-
-def _even_spacing(positions: list[float], frames: Sequence[Frame]) -> float | None:
-    """The spacing between slice positions when the series is one evenly spaced stack of parallel frames (no
-    repeated positions, one orientation); else None (SpacingBetweenSlices is then left out)."""
-    if len({f.orientation for f in frames}) != 1 or len(positions) < 2:
-        return None
-    ordered = np.sort(np.array(positions))
-    gaps = np.diff(ordered)
-    if gaps.min() < POSITION_TOLERANCE_MM or gaps.max() - gaps.min() > SPACING_TOLERANCE_MM:
-        return None
-    return float(np.median(gaps))
-
-
-def _source_thickness(source: Dataset | None) -> float | None:
-    """The source's SliceThickness (top level, or in its shared pixel measures), if it is a positive number."""
-    if source is None:
-        return None
-    candidates = [source.get("SliceThickness")]
-    with_groups = source.get("SharedFunctionalGroupsSequence")
-    if with_groups:
-        measures = with_groups[0].get("PixelMeasuresSequence")
-        if measures:
-            candidates.append(measures[0].get("SliceThickness"))
-    for value in candidates:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if np.isfinite(number) and number > 0:
-            return number
-    return None
-
-
-def _dataset(**elements: object) -> Dataset:
-    item = Dataset()
-    for keyword, value in elements.items():
-        setattr(item, keyword, value)
-    return item
-
-
-def _code(code: Code) -> Dataset:
-    return _dataset(CodeValue=code.value, CodingSchemeDesignator=code.scheme, CodeMeaning=code.meaning[:64])
-
-
-# Explicit VR little endian encoding of the per-frame functional groups: a few element kinds, written directly.
-
-_ENCODER = Encoder(implicit=False)
 _header, _text, _us, _ul, _item, _sq, _code_bytes = (
-    _ENCODER.header, _ENCODER.text, _ENCODER.us, _ENCODER.ul, _ENCODER.item, _ENCODER.sq, _ENCODER.code,
+    ENCODER.header, ENCODER.text, ENCODER.us, ENCODER.ul, ENCODER.item, ENCODER.sq, ENCODER.code,
 )
-_ds, _limit = ds, limit
 
 
 def _raw_sequence(tag: int, items: Sequence[bytes]) -> RawDataElement:
-    return raw_sequence(tag, _ENCODER.items(items), implicit=False)
-
-
-
-_PURPOSE = _sq(0x0040, 0xA170, [_code_bytes(PURPOSE_SOURCE_IMAGE)])
-#: SpatialLocationsPreserved YES: every SEG frame lies on its source frame's pixel grid (readers index by it).
-_SPATIAL_LOCATIONS_PRESERVED = _text(0x0028, 0x135A, b"CS", "YES")
-_DERIVATION_CODE = _sq(0x0008, 0x9215, [_code_bytes(DERIVATION_SEGMENTATION)])
-
-
-def _derivation(frame: Frame) -> bytes:
-    """DerivationImageSequence: the frame's source instance (and frame number for a multi-frame source)."""
-    source = _text(0x0008, 0x1150, b"UI", frame.sop_class_uid) + _text(0x0008, 0x1155, b"UI", frame.sop_instance_uid)
-    if frame.number_of_frames > 1:
-        source += _text(0x0008, 0x1160, b"IS", str(frame.frame_number))
-    source += _SPATIAL_LOCATIONS_PRESERVED + _PURPOSE
-    return _sq(0x0008, 0x9124, [_sq(0x0008, 0x2112, [source]) + _DERIVATION_CODE])
-
-
-def _plane(frame: Frame, orientation: bool, spacing: bool, thickness: float) -> bytes:
-    """PlanePositionSequence, and PlaneOrientation / PixelMeasures when they are not shared."""
-    data = _sq(0x0020, 0x9113, [_text(0x0020, 0x0032, b"DS", "\\".join(_ds(v) for v in frame.position))])
-    if orientation:
-        data += _sq(0x0020, 0x9116, [_text(0x0020, 0x0037, b"DS", "\\".join(_ds(v) for v in frame.orientation))])
-    if spacing:
-        data += _sq(0x0028, 0x9110, [  # PixelMeasuresSequence: SliceThickness, PixelSpacing
-            _text(0x0018, 0x0050, b"DS", _ds(thickness))
-            + _text(0x0028, 0x0030, b"DS", "\\".join(_ds(v) for v in frame.pixel_spacing))
-        ])
-    return data
+    return raw_sequence(tag, ENCODER.items(items), implicit=False)

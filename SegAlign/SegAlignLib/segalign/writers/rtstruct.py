@@ -1,7 +1,7 @@
 """``rtstruct.dcm``: an RT Structure Set whose contours are exact on every source frame.
 
 One ROI per label present on the frames (numbered from 1 in label order, named and coloured from the label table).
-On each frame, each ROI's contours are the outlines of its labelled pixel squares (:mod:`segalign.contours`),
+On each frame, each ROI's contours are the outlines of its labelled pixel squares (:mod:`.contours`),
 placed in patient space from that frame's own ImagePositionPatient, ImageOrientationPatient and PixelSpacing, so
 they lie in the frame's plane and reference that frame's SOP instance (and frame number for a multi-frame source).
 Filled by the even-odd rule, as planning systems combine a ROI's contours on one plane, they give back the frame's
@@ -15,33 +15,20 @@ memory does not grow with the series; the long sequences are written from the sp
 
 from __future__ import annotations
 
-import datetime
 import struct
-import threading
-from typing import BinaryIO, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ImplicitVRLittleEndian
 
-from ..contours import trace_edges, vertices_to_patient
-from ..dicom import Frame, Series, position_along
+from ..dicom import position_along
 from ..errors import quiet_warnings
-from ..options import ExportOptions, RtStructOptions
 from ..version import __version__
 from .base import ExportContext, ExportSummary, FrameLabels
-from .dicom_common import (
-    Encoder,
-    SourceSeries,
-    Spool,
-    check_source,
-    copy_patient_study,
-    ds,
-    limit,
-    no_label_error,
-    raw_sequence,
-)
+from .contours import trace_edges, vertices_to_patient
+from .dicom_base import DicomWriter, Encoder, ds, limit, raw_sequence
 
 FILE_NAME = "rtstruct.dcm"
 #: The entries of an export folder this writer may write (see :data:`segalign.export.EXPORT_ENTRIES`).
@@ -59,35 +46,27 @@ _text, _sq, _item = _ENCODER.text, _ENCODER.sq, _ENCODER.item
 _CLOSED_PLANAR = _text(0x3006, 0x0042, b"CS", "CLOSED_PLANAR")
 
 
-class RtStructWriter:
+class RtStructWriter(DicomWriter):
     """Writes ``rtstruct.dcm`` (see the module documentation)."""
 
-    needs_pixels = False
-
-    def __init__(self, options: RtStructOptions) -> None:
-        self.options = options
-        self._lock = threading.Lock()
-        self._spool: Spool | None = None
-        self._source: SourceSeries | None = None
+    FILE_NAME = FILE_NAME
+    OUTPUT = "rtstruct"
+    FLAG = "--rtstruct"
+    PRODUCT = "an RTSTRUCT"
+    NEEDS = "an RTSTRUCT needs at least one structure"
+    SERIES_NUMBER_OFFSET = 2000
 
     # ------------------------------------------------------------------ protocol
 
-    def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions) -> None:
-        """Refuse, before anything is written, a series the structure set cannot reference exactly."""
-        self._source = check_source(series, frames, "an RTSTRUCT", FILE_NAME)
-
     def begin(self, context: ExportContext) -> None:
-        self.context = context
-        if self._source is None:
-            self.check(context.series, context.frames, context.options)
-        self._spool = Spool(context.folder)
+        super().begin(context)
         self._contours: dict[int, dict[int, tuple[int, int]]] = {}  # label -> frame index -> (offset, length)
 
     def add(self, item: FrameLabels) -> None:
         if not item.present:
             return
         frame = item.frame
-        reference = _contour_image(frame)
+        reference = _ENCODER.frame_reference(frame)
         position = np.asarray(frame.position, dtype=np.float64)
         orientation = np.asarray(frame.orientation, dtype=np.float64)
         spacing = np.asarray(frame.pixel_spacing, dtype=np.float64)
@@ -103,36 +82,14 @@ class RtStructWriter:
                     + _text(0x3006, 0x0050, b"DS", data)  # ContourData
                 )
             encoded.append((value, b"".join(_item(c) for c in contours)))
-        places = [(value, self._spool.append(data)) for value, data in encoded]
-        with self._lock:
+        places = [(value, self.spool.append(data)) for value, data in encoded]
+        with self.lock:
             for value, place in places:
                 self._contours.setdefault(value, {})[item.index] = place
 
-    def end(self, summary: ExportSummary) -> dict[str, str]:
-        context = self.context
-        values = sorted(summary.frames_with_label)
-        if not values:
-            raise no_label_error(
-                context.segmentation.name, context.series.uid, "an RTSTRUCT needs at least one structure", "rtstruct",
-                "--rtstruct",
-            )
-        summary.warnings.extend(self._source.notes)
-        try:
-            with (context.folder / FILE_NAME).open("wb") as stream:
-                self._write(stream, values)
-        finally:
-            self.abort()
-        return {"rtstruct": FILE_NAME}
-
-    def abort(self) -> None:
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-
     # ------------------------------------------------------------------ writing
 
-
-    def _write(self, stream: BinaryIO, values: list[int]) -> None:
+    def write(self, stream: BinaryIO, values: list[int], summary: ExportSummary) -> None:
         """The dataset up to the ROI contours with pydicom, then the contours from the spool, then the ROI
         observations (the elements after them, in tag order)."""
         context = self.context
@@ -159,7 +116,7 @@ class RtStructWriter:
             stream.write(struct.pack("<HHI", 0xFFFE, 0xE000, size))  # the ROI's item, of defined length
             stream.write(head)
             for offset, length in pieces:
-                stream.write(self._spool.read(offset, length))
+                stream.write(self.spool.read(offset, length))
             stream.write(tail)
         observations = [
             _text(0x3006, 0x0082, b"IS", str(number))  # ObservationNumber
@@ -172,54 +129,29 @@ class RtStructWriter:
 
     def _head(self, values: list[int]) -> Dataset:
         """Everything before the ROI contours: SOP common, patient, study, RT series, equipment, structure set."""
-        context, source = self.context, self._source
+        context, source = self.context, self.source
         assert source is not None
         series = context.series
-        now = datetime.datetime.now()
-        sop_instance = generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
-        meta.MediaStorageSOPInstanceUID = sop_instance
-        meta.TransferSyntaxUID = ImplicitVRLittleEndian
-        meta.ImplementationVersionName = f"SEGALIGN_{__version__}"[:16]
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.InstanceCreationDate = ds.StructureSetDate = ds.SeriesDate = now.strftime("%Y%m%d")
-        ds.InstanceCreationTime = ds.StructureSetTime = ds.SeriesTime = now.strftime("%H%M%S")
-        ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
-        ds.SOPInstanceUID = sop_instance
-        copy_patient_study(ds, source)
-        ds.Modality = "RTSTRUCT"
-        ds.Manufacturer = "SegAlign"
-        ds.ManufacturerModelName = "SegAlign"
-        ds.SoftwareVersions = __version__
-        ds.OperatorsName = ""
-        ds.SeriesInstanceUID = generate_uid()
-        ds.SeriesNumber = self._series_number(series)
-        ds.SeriesDescription = limit(self.options.series_description, 64)
-        ds.InstanceNumber = 1
-        ds.FrameOfReferenceUID = source.frame_of_reference_uid  # the Frame of Reference module, as dciodvfy expects
-        ds.PositionReferenceIndicator = source.header.get("PositionReferenceIndicator", "") or ""
-        ds.StructureSetLabel = limit(self.options.structure_set_label, 16)
-        ds.StructureSetName = limit(context.segmentation.name, 64)
-        ds.StructureSetDescription = limit(
+        dataset = self.new_dataset(RT_STRUCTURE_SET_STORAGE, ImplicitVRLittleEndian, "RTSTRUCT")
+        dataset.StructureSetDate, dataset.StructureSetTime = dataset.InstanceCreationDate, dataset.InstanceCreationTime
+        dataset.OperatorsName = ""
+        dataset.StructureSetLabel = limit(self.options.structure_set_label, 16)
+        dataset.StructureSetName = limit(context.segmentation.name, 64)
+        dataset.StructureSetDescription = limit(
             f"{context.segmentation.name} on {series.description or source.series_uid}, by SegAlign {__version__}",
             1024,
         )
-        images = []
-        for uid, sop_class in source.instances.items():
-            images.append(_text(0x0008, 0x1150, b"UI", sop_class) + _text(0x0008, 0x1155, b"UI", uid))
+        images = [_ENCODER.reference(sop_class, uid) for uid, sop_class in source.instances.items()]
         series_item = _text(0x0020, 0x000E, b"UI", source.series_uid) + _sq(0x3006, 0x0016, images)
         study_item = (
-            _text(0x0008, 0x1150, b"UI", STUDY_SOP_CLASS) + _text(0x0008, 0x1155, b"UI", source.study_uid)
+            _ENCODER.reference(STUDY_SOP_CLASS, source.study_uid)
             + _sq(0x3006, 0x0014, [series_item])  # RTReferencedSeriesSequence
         )
         frame_of_reference = (
             _text(0x0020, 0x0052, b"UI", source.frame_of_reference_uid)
             + _sq(0x3006, 0x0012, [study_item])  # RTReferencedStudySequence
         )
-        ds[0x30060010] = raw_sequence(0x30060010, _ENCODER.items([frame_of_reference]), implicit=True)
+        dataset[0x30060010] = raw_sequence(0x30060010, _ENCODER.items([frame_of_reference]), implicit=True)
         table = context.segmentation.label_table
         rois = [
             _text(0x3006, 0x0022, b"IS", str(number))  # ROINumber
@@ -229,22 +161,8 @@ class RtStructWriter:
             + _text(0x3006, 0x0036, b"CS", "AUTOMATIC")  # ROIGenerationAlgorithm
             for number, value in enumerate(values, start=1)
         ]
-        ds[0x30060020] = raw_sequence(0x30060020, _ENCODER.items(rois), implicit=True)  # StructureSetROISequence
-        return ds
-
-    def _series_number(self, series: Series) -> int:
-        if self.options.series_number is not None:
-            return int(self.options.series_number)
-        number = (series.series_number or 0) + 2000
-        return number if number < 2**31 else 2000
-
-
-def _contour_image(frame: Frame) -> bytes:
-    """A ContourImageSequence item: the frame's SOP instance (and frame number for a multi-frame source)."""
-    data = _text(0x0008, 0x1150, b"UI", frame.sop_class_uid) + _text(0x0008, 0x1155, b"UI", frame.sop_instance_uid)
-    if frame.number_of_frames > 1:
-        data += _text(0x0008, 0x1160, b"IS", str(frame.frame_number))
-    return data
+        dataset[0x30060020] = raw_sequence(0x30060020, _ENCODER.items(rois), implicit=True)  # StructureSetROISequence
+        return dataset
 
 
 def contour_data(points: np.ndarray) -> str:

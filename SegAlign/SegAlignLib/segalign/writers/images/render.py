@@ -15,8 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
-from .dicom import HALF_TOLERANCE
-from .segmentation import MAX_LABEL, Label
+from ...dicom import HALF_TOLERANCE
+from ...segmentation import MAX_LABEL, Label
 
 
 def color_lookup(labels: Mapping[int, Label], largest: int) -> np.ndarray:

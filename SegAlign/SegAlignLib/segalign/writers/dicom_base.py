@@ -1,5 +1,7 @@
-"""What SegAlign's DICOM writers (SEG, RTSTRUCT) share: the checks a source series must pass, the patient and
-study attributes they copy, value formatting within VR limits, and a small encoder of little endian elements.
+"""What SegAlign's DICOM writers (SEG, RTSTRUCT) share: :class:`DicomWriter`, their base (the source check, the
+spool of encoded frames, the end that writes the file, the attributes every such object starts with), the checks a
+source series must pass, the patient and study attributes they copy, value formatting within VR limits, and a small
+encoder of little endian elements.
 
 The encoder exists because these objects hold thousands of small, identical-in-shape items (a functional-groups
 item per SEG frame, a contour per RTSTRUCT plane): pydicom writes one nested Dataset in about a millisecond, the
@@ -9,24 +11,29 @@ dcmqi or dicompyler-core in the tests.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import struct
 import tempfile
 import threading
+from abc import abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, ClassVar, Sequence
 
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
 from ..dicom import Frame, Series
 from ..errors import SegAlignError, describe, quiet_warnings, short, short_path
+from ..options import DicomSegOptions, ExportOptions, RtStructOptions
+from ..version import __version__
+from .base import ExportContext, ExportSummary, Writer
 from .segment_codes import Code
 
 #: Copied from the first source instance; written empty when the source lacks them (Type 2), as anonymised
@@ -52,6 +59,102 @@ class SourceSeries:
     frame_of_reference_uid: str
     instances: dict[str, str]  #: SOPInstanceUID -> SOPClassUID of every source instance, in export order
     notes: list[str] = field(default_factory=list)  #: warnings for the user (UIDs SegAlign had to make up)
+
+
+class DicomWriter(Writer):
+    """A writer of one DICOM object on the source frames (:class:`~.dicom_seg.DicomSegWriter`,
+    :class:`~.rtstruct.RtStructWriter`): ``check`` refuses a series it cannot reference (:func:`check_source`),
+    ``begin`` opens the :class:`Spool` that ``add`` puts each frame's encoded content in, ``end`` refuses an object
+    without a label and writes the file with :meth:`write`, ``abort`` closes the spool. The class attributes say
+    what the object is called."""
+
+    FILE_NAME: ClassVar[str]  #: the file in the export folder (``"seg.dcm"``)
+    OUTPUT: ClassVar[str]  #: its key in export.json's outputs, and the library's option (``"dicom_seg"``)
+    FLAG: ClassVar[str]  #: the command line's option (``"--dicom-seg"``)
+    PRODUCT: ClassVar[str]  #: the object in a message (``"a DICOM SEG"``)
+    NEEDS: ClassVar[str]  #: why no label on any frame is refused (``"a DICOM SEG needs at least one segment"``)
+    SERIES_NUMBER_OFFSET: ClassVar[int]  #: the default SeriesNumber is the source's plus this
+
+    def __init__(self, options: DicomSegOptions | RtStructOptions) -> None:
+        self.options = options
+        self.lock = threading.Lock()  #: guards what ``add`` keeps (it is called from several threads)
+        self.spool: Spool | None = None
+        self.source: SourceSeries | None = None
+        self.context: ExportContext | None = None
+
+    def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions) -> None:
+        """Refuse, before anything is written, a series the object cannot reference exactly."""
+        self.source = check_source(series, frames, self.PRODUCT, self.FILE_NAME)
+
+    def begin(self, context: ExportContext) -> None:
+        self.context = context
+        if self.source is None:  # the core calls check() first; a writer used on its own checks here
+            self.check(context.series, context.frames, context.options)
+        self.spool = Spool(context.folder)
+
+    def end(self, summary: ExportSummary) -> dict[str, str]:
+        context = self.context
+        values = sorted(summary.frames_with_label)
+        if not values:
+            raise no_label_error(context.segmentation.name, context.series.uid, self.NEEDS, self.OUTPUT, self.FLAG)
+        summary.warnings.extend(self.source.notes)
+        try:
+            with (context.folder / self.FILE_NAME).open("wb") as stream:
+                self.write(stream, values, summary)
+        finally:
+            self.abort()
+        return {self.OUTPUT: self.FILE_NAME}
+
+    def abort(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+    @abstractmethod
+    def write(self, stream: BinaryIO, values: list[int], summary: ExportSummary) -> None:
+        """Write the object, with a segment or ROI for each of ``values`` (the labels on some frame), to
+        ``stream``."""
+
+    def new_dataset(self, sop_class: str, transfer_syntax: str, modality: str) -> Dataset:
+        """A new object's dataset with what every SegAlign DICOM object holds: file meta, SOP common (a new SOP
+        instance, created now), the source's patient and study, a new series, its frame of reference, and the
+        equipment (SegAlign)."""
+        source = self.source
+        assert source is not None
+        now = datetime.datetime.now()
+        sop_instance = generate_uid()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = sop_class
+        meta.MediaStorageSOPInstanceUID = sop_instance
+        meta.TransferSyntaxUID = transfer_syntax
+        meta.ImplementationVersionName = f"SEGALIGN_{__version__}"[:16]
+        dataset = Dataset()
+        dataset.file_meta = meta
+        dataset.SpecificCharacterSet = "ISO_IR 192"
+        dataset.SOPClassUID = sop_class
+        dataset.SOPInstanceUID = sop_instance
+        dataset.InstanceCreationDate = dataset.SeriesDate = now.strftime("%Y%m%d")
+        dataset.InstanceCreationTime = dataset.SeriesTime = now.strftime("%H%M%S")
+        copy_patient_study(dataset, source)
+        dataset.Modality = modality
+        dataset.SeriesInstanceUID = generate_uid()
+        dataset.SeriesNumber = self.series_number(self.context.series)
+        dataset.SeriesDescription = limit(self.options.series_description, 64)
+        dataset.InstanceNumber = 1
+        dataset.FrameOfReferenceUID = source.frame_of_reference_uid  # the Frame of Reference module
+        dataset.PositionReferenceIndicator = source.header.get("PositionReferenceIndicator", "") or ""
+        dataset.Manufacturer = "SegAlign"
+        dataset.ManufacturerModelName = "SegAlign"
+        dataset.SoftwareVersions = __version__
+        return dataset
+
+    def series_number(self, series: Series) -> int:
+        """The option's SeriesNumber, else the source's plus :attr:`SERIES_NUMBER_OFFSET` (the offset alone when
+        that does not fit IS)."""
+        if self.options.series_number is not None:
+            return int(self.options.series_number)
+        number = (series.series_number or 0) + self.SERIES_NUMBER_OFFSET
+        return number if number < 2**31 else self.SERIES_NUMBER_OFFSET
 
 
 def check_source(series: Series, frames: Sequence[Frame], product: str, file_name: str) -> SourceSeries:
@@ -206,6 +309,14 @@ def limit(text: str, characters: int) -> str:
     return text
 
 
+def dataset_item(**elements: object) -> Dataset:
+    """A dataset of these elements (keyword=value), for a sequence written by pydicom."""
+    item = Dataset()
+    for keyword, value in elements.items():
+        setattr(item, keyword, value)
+    return item
+
+
 def raw_sequence(tag: int, body: bytes, implicit: bool) -> RawDataElement:
     """A sequence whose items are already encoded (``Encoder.items``), for pydicom to write as it is."""
     return RawDataElement(Tag(tag), "SQ", len(body), body, 0, implicit, True)
@@ -256,6 +367,18 @@ class Encoder:
     def sq(self, group: int, element: int, contents: Sequence[bytes]) -> bytes:
         body = self.items(contents)
         return self.header(group, element, b"SQ", len(body)) + body
+
+    def reference(self, sop_class: str, sop_instance: str, frame_number: int | None = None) -> bytes:
+        """An image reference: ReferencedSOPClassUID, ReferencedSOPInstanceUID (and ReferencedFrameNumber)."""
+        data = self.text(0x0008, 0x1150, b"UI", sop_class) + self.text(0x0008, 0x1155, b"UI", sop_instance)
+        if frame_number is not None:
+            data += self.text(0x0008, 0x1160, b"IS", str(frame_number))
+        return data
+
+    def frame_reference(self, frame: Frame) -> bytes:
+        """The reference of a source frame: its SOP instance, and its frame number for a multi-frame source."""
+        number = frame.frame_number if frame.number_of_frames > 1 else None
+        return self.reference(frame.sop_class_uid, frame.sop_instance_uid, number)
 
     def code(self, code: Code) -> bytes:
         """The Code Sequence Macro's three elements (value, scheme, meaning)."""
