@@ -315,7 +315,7 @@ def test_overlapping_masks_refused(case):
     masks = case.root / "masks"
     _overlapping_masks(masks)
     refused(
-        case.root, "export", case.dicom, masks, "-o", case.out,
+        case.root, "export", case.dicom, masks, "-o", case.out, "--overlap", "error",
         words=("a_first.nii.gz", "b_second.nii.gz", "overlap", "--overlap later-wins"),
     )
 

@@ -191,7 +191,7 @@ def _two_layers(root: Path) -> tuple[Path, Path, np.ndarray]:
 
 def test_layered_seg_nrrd_overlap_is_named_or_later_wins(tmp_path: Path) -> None:
     dicom, path, twin = _two_layers(tmp_path)
-    run = run_cli("export", dicom, path, "-o", tmp_path / "refused")
+    run = run_cli("export", dicom, path, "-o", tmp_path / "refused", "--overlap", "error")
     assert run.code == 1
     assert "segments 'big' and 'left_blob' overlap" in run.stderr and "--overlap later-wins" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and not (tmp_path / "refused").exists()

@@ -18,6 +18,7 @@ from segalign import export_segmentation, scan_folder
 from segalign.cli import build_parser, export_options
 from segalign.errors import SegAlignError
 from segalign.options import DicomSegOptions, ExportOptions, OverlayOptions, SegmentationType
+from segalign.segmentation import Segmentation
 from segalign.dicom import Window
 from segalign.readers import load_segmentation, sniff
 from segalign.synthetic import stack, write_series
@@ -276,7 +277,8 @@ def test_a_mosaic_is_refused_for_a_seg_before_anything_is_written(testdata: Path
         pytest.skip(f"no Siemens mosaic series found under {mosaic}")
     writer = DicomSegWriter(DicomSegOptions())
     with pytest.raises(SegAlignError, match="Siemens mosaic"):
-        writer.check(mosaics[0], mosaics[0].frames, ExportOptions())
+        writer.check(mosaics[0], mosaics[0].frames, ExportOptions(),
+                     Segmentation(np.ones((2, 2, 2), np.uint8), np.eye(4), {}, None))
 
 
 def test_repeated_sop_instance_uids_are_refused_for_a_seg(tmp_path: Path):

@@ -26,7 +26,7 @@ _PUBLIC = {
     "ExportCancelled": "export", "ExportResult": "export", "export_segmentation": "export",
     "Label": "segmentation", "read_label_file": "segmentation",
     "FrameSampler": "segmentation",
-    "load_segmentation": "readers",
+    "load_segmentation": "readers", "load_segmentations": "readers",
     "Segmentation": "segmentation",
 }
 
@@ -45,6 +45,7 @@ __all__ = [  # the keys of _PUBLIC
     "diagnose",
     "export_segmentation",
     "load_segmentation",
+    "load_segmentations",
     "read_label_file",
     "scan_folder",
 ]
@@ -70,5 +71,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .dicom.scan import scan_folder
     from .errors import NoOverlapError, SegAlignError
     from .export import ExportCancelled, ExportResult, export_segmentation
-    from .readers import load_segmentation
+    from .readers import load_segmentation, load_segmentations
     from .segmentation import FrameSampler, Label, Segmentation, read_label_file

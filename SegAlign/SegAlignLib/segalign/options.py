@@ -24,7 +24,7 @@ from typing import Any, get_args
 
 from .dicom import Order, Window, parse_window
 from .errors import SegAlignError
-from .segmentation import Overlap
+from .segmentation import OVERLAPS, Overlap
 
 #: The export orders (``Order`` is defined with the frames it orders, in :mod:`segalign.dicom.model`).
 ORDERS: tuple[str, ...] = get_args(Order)
@@ -233,17 +233,17 @@ class ReadOptions:
     ships to its workers with the :class:`ExportOptions`.
 
     ``label_table`` is a label file's path (kept absolute, so that workers with another working folder find it) or
-    ``"totalsegmentator"``; ``overlap`` is what to do where masks of a folder overlap (``"error"`` or
-    ``"later-wins"``); ``allow_many_labels`` accepts a segmentation that looks like an intensity image.
+    ``"totalsegmentator"``; ``overlap`` is what to do where segments overlap (``"keep"``,
+    ``"later-wins"`` or ``"error"``, see :func:`segalign.load_segmentation`); ``allow_many_labels`` accepts a segmentation that looks like an intensity image.
     """
 
     label_table: str | None = None
-    overlap: Overlap = "error"
+    overlap: Overlap = "keep"
     allow_many_labels: bool = False
 
     def __post_init__(self) -> None:
-        if self.overlap not in ("error", "later-wins"):
-            raise SegAlignError(f"overlap must be 'error' or 'later-wins', got {self.overlap!r}")
+        if self.overlap not in OVERLAPS:
+            raise SegAlignError(f"overlap must be one of {', '.join(map(repr, OVERLAPS))}, got {self.overlap!r}")
         if self.label_table is not None:
             table = str(self.label_table)
             if table.lower() != "totalsegmentator" and not os.path.isabs(table):

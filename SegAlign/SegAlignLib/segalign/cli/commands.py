@@ -22,7 +22,8 @@ from ..dicom import diagnose
 from ..dicom import DicomScan, scan_folder
 from ..errors import SegAlignError, one_line
 from ..export import export_segmentation
-from ..readers import SEGMENTATION_SUFFIXES, load_segmentation
+from ..readers import SEGMENTATION_SUFFIXES, load_segmentations
+from ..segmentation import Segmentation
 from ..signals import Interrupted, signal_number
 from .output import CommandInterrupted, Reporter, print_error, write_line
 from .parser import export_options, read_options
@@ -33,16 +34,14 @@ def run_export(args: argparse.Namespace) -> int:
     """``segalign export``: scan, load, export, then report warnings and a summary."""
     bar = ProgressBar("frames", quiet=args.quiet)
     report = Reporter(args.quiet)
-    _refuse_swapped(args.dicom_dir, args.segmentation)
+    _refuse_swapped(args.dicom_dir, args.segmentation[0])
     scan = scan_folder(args.dicom_dir)
     if args.all_series:
         if args.series is not None:
             raise SegAlignError("give --series or --all-series, not both")
         return _run_all_series(args, scan, bar, report)
     series = scan.select(args.series)
-    segmentation = load_segmentation(
-        args.segmentation, label_table=args.labels, overlap=args.overlap, allow_many_labels=args.allow_many_labels
-    )
+    segmentation = _load(args)
     result = export_segmentation(
         series,
         segmentation,
@@ -80,9 +79,7 @@ def _run_all_series(args: argparse.Namespace, scan: DicomScan, bar: ProgressBar,
     none was exported."""
     from ..export import export_all_series
 
-    segmentation = load_segmentation(
-        args.segmentation, label_table=args.labels, overlap=args.overlap, allow_many_labels=args.allow_many_labels
-    )
+    segmentation = _load(args)
     outcomes = export_all_series(
         scan, segmentation, args.output, export_options(args), overwrite=args.overwrite,
         other_inputs=[args.labels] if args.labels and Path(args.labels).exists() else [],
@@ -111,6 +108,13 @@ def _run_all_series(args: argparse.Namespace, scan: DicomScan, bar: ProgressBar,
 
 #: Segmentation file names that are never a DICOM file (a .dcm may be either).
 NOT_DICOM_SUFFIXES = tuple(suffix for suffix in SEGMENTATION_SUFFIXES if suffix != ".dcm")
+
+
+def _load(args: argparse.Namespace) -> Segmentation:
+    """The segmentation (or several, as one) of ``segalign export``."""
+    return load_segmentations(
+        args.segmentation, label_table=args.labels, overlap=args.overlap, allow_many_labels=args.allow_many_labels
+    )
 
 
 def _refuse_swapped(dicom_dir: Path, segmentation: Path) -> None:

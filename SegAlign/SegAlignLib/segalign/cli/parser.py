@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("dicom_dir", metavar="DICOM_DIR", type=Path,
                         help="folder with the DICOM series (searched recursively)")
     export.add_argument(
-        "segmentation", metavar="SEGMENTATION", type=Path,
-        help=f"the segmentation: {ACCEPTED} (chosen by content)",
+        "segmentation", metavar="SEGMENTATION", type=Path, nargs="+",
+        help=f"the segmentation: {ACCEPTED} (chosen by content); several at once become one segmentation whose "
+        "segments may overlap (label values and names made unique)",
     )
     export.add_argument("-o", "--output", required=True, type=Path, metavar="OUT_DIR", help="output folder")
     export.add_argument(
@@ -193,8 +194,9 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
         "(the built-in TotalSegmentator v2 'total' classes)",
     )
     parser.add_argument(
-        "--overlap", choices=["error", "later-wins"], default="error",
-        help="where masks of a folder overlap: refuse (default) or let the later file in name order win",
+        "--overlap", choices=["keep", "later-wins", "error"], default="keep",
+        help="where segments overlap (masks of a folder, segments of a SEG or .seg.nrrd, several files): keep every "
+        "segment whole (default), flatten them to one label map letting the later one win, or refuse",
     )
     parser.add_argument(
         "--allow-many-labels", action="store_true",

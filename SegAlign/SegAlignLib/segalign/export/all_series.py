@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 from ..dicom import DicomScan, Series
 from ..errors import MESSAGE_LIMIT, NoOverlapError, SegAlignError, short
 from ..options import ExportOptions
-from ..segmentation import FrameSampler, Segmentation
+from ..segmentation import Segmentation, SegmentationSampler
 from ..files import has_csv_header, unique_safe_names
 from .core import ExportResult, export_segmentation
 
@@ -85,7 +85,7 @@ def export_all_series(
     table = output_dir / "series.csv"
     if table.is_symlink() or (table.exists() and not has_csv_header(table, SERIES_COLUMNS)):
         raise SegAlignError(f"{table} exists and was not written by SegAlign; choose another output folder")
-    sampler = FrameSampler(segmentation.labels, segmentation.affine)
+    sampler = SegmentationSampler(segmentation)
     outcomes: list[SeriesOutcome] = []
     for index, (series, folder) in enumerate(zip(scan.series, series_folders(scan.series))):
         outcome = _one(scan, series, folder, segmentation, sampler, output_dir, options, overwrite, other_inputs)
@@ -103,7 +103,7 @@ def export_all_series(
 
 
 def _one(
-    scan: DicomScan, series: Series, folder: str, segmentation: Segmentation, sampler: FrameSampler,
+    scan: DicomScan, series: Series, folder: str, segmentation: Segmentation, sampler: SegmentationSampler,
     output_dir: Path, options: ExportOptions | None, overwrite: bool, other_inputs: Sequence,
 ) -> SeriesOutcome:
     if "LOCALIZER" in series.image_type:

@@ -26,8 +26,7 @@ from ..dicom import Frame, Series, position_along
 from ..errors import SegAlignError
 from ..options import ExportOptions
 from ..dicom import PixelReader
-from ..segmentation import FrameSampler
-from ..segmentation import Segmentation
+from ..segmentation import Segmentation, SegmentationSampler
 from ..signals import Interrupted, signal_number, signals_held
 from .. import files
 from ..writers import Writer, writers_for
@@ -110,7 +109,7 @@ class _Plan:
     frames: list[Frame]  #: in export order (with ``split_mosaics``, a mosaic's tiles)
     root: Path  #: the folder source files are named relative to
     inputs: list[Path]  #: never an output location: the DICOM folder, the segmentation, other inputs
-    sampler: FrameSampler
+    sampler: SegmentationSampler  #: every layer of the segmentation
     writers: list[Writer]
 
 
@@ -140,16 +139,16 @@ def _check_inputs(
     root = Path(dicom_root).absolute() if dicom_root is not None else Path(os.path.commonpath(series.files)).absolute()
     if root.is_file():
         root = root.parent
-    source = [segmentation.source.absolute()] if segmentation.source else []
+    source = [path.absolute() for path in ([segmentation.source] if segmentation.source else []) + segmentation.also_from]
     inputs = [root, *source, *(Path(p).absolute() for p in other_inputs)]
     folders.check_output_dir(output_dir, overwrite, protected=inputs)
 
-    sampler = FrameSampler(segmentation.labels, segmentation.affine)
+    sampler = SegmentationSampler(segmentation)
     if not any(sampler.may_overlap(frame) for frame in frames):
         raise report.no_overlap_error(series, segmentation)
     writers = writers_for(options)
     for writer in writers:
-        writer.check(series, frames, options)
+        writer.check(series, frames, options, segmentation)
     return _Plan(series, segmentation, options, output_dir, frames, root, inputs, sampler, writers)
 
 
@@ -223,7 +222,7 @@ class _Export:
     def sample_frames(self) -> _FrameSampling:
         """The frame loop: every frame sampled once and handed to every writer, with progress after each."""
         plan = self.plan
-        sampling = _FrameSampling(plan.sampler, plan.frames, plan.writers, self.threads)
+        sampling = _FrameSampling(plan.sampler, plan.frames, plan.writers, self.threads, plan.segmentation.layer_of)
         with contextlib.closing(sampling.run()) as results:  # closing stops the worker threads on any exit
             for done, _ in enumerate(results, start=1):
                 if self.progress is not None:
@@ -277,9 +276,11 @@ class _FrameSampling:
     IN_FLIGHT = 4
 
     def __init__(
-        self, sampler: FrameSampler, frames: list[Frame], writers: Sequence[Writer], threads: int = 2
+        self, sampler: SegmentationSampler, frames: list[Frame], writers: Sequence[Writer], threads: int = 2,
+        layer_of: Callable[[int], int] = lambda value: 0,
     ) -> None:
         self.sampler, self.frames, self.writers, self.threads = sampler, frames, writers, threads
+        self.layer_of = layer_of
         self.needs_pixels = any(writer.needs_pixels for writer in writers)
         self._local = threading.local()  # one PixelReader per thread (it caches a header)
         self.outside = [False] * len(frames)  #: per frame: no pixel inside the segmentation's extent
@@ -316,16 +317,17 @@ class _FrameSampling:
     def process(self, index: int) -> list[int]:
         """Sample frame ``index``, give its labels to every writer; returns the label values on it."""
         frame = self.frames[index]
-        labels, inside = self.sampler.sample_counted(frame)
-        counts = label_counts(labels)
+        layers, inside = self.sampler.sample_counted(frame)
+        counts = layer_counts(layers)
         present = [int(value) for value in np.flatnonzero(counts)]
-        tiles_present = [[int(v) for v in np.flatnonzero(label_counts(labels[tile.region()]))] for tile in frame.tiles]
+        tiles_present = [[int(v) for v in np.flatnonzero(layer_counts([layer[tile.region()] for layer in layers]))]
+                         for tile in frame.tiles]
         pixels = None
         if self.needs_pixels:
             reader = getattr(self._local, "reader", None) or PixelReader()
             self._local.reader = reader
             pixels = read_pixels(reader, frame)
-        item = FrameLabels(index, frame, labels, counts, present, tiles_present, pixels)
+        item = FrameLabels(index, frame, layers[0], counts, present, tiles_present, pixels, layers, self.layer_of)
         for writer in self.writers:
             writer.add(item)
         self.outside[index] = inside == 0
@@ -336,3 +338,14 @@ def label_counts(labels: np.ndarray) -> np.ndarray:
     """Pixel count of every label value on a frame (index = value; background not counted)."""
     labelled = labels[labels != 0]
     return np.bincount(labelled) if labelled.size else np.zeros(1, dtype=np.int64)
+
+
+def layer_counts(layers: Sequence[np.ndarray]) -> np.ndarray:
+    """:func:`label_counts` of a frame's layers together (a value is in one layer only)."""
+    if len(layers) == 1:
+        return label_counts(layers[0])
+    counts = [label_counts(layer) for layer in layers]
+    total = np.zeros(max(len(c) for c in counts), dtype=np.int64)
+    for c in counts:
+        total[:len(c)] += c
+    return total

@@ -125,12 +125,16 @@ def _index_ranges(indices: list[int], limit: int = 6) -> str:
 
 
 def label_entries(segmentation: Segmentation, frames_with_label: dict[int, int]) -> list[dict]:
-    """labels.json's entries: every label of the table (value, name, colour, codes), its voxels and its frames."""
+    """labels.json's entries: every label of the table (value, name, colour, codes), its voxels and its frames;
+    where segments overlap, also the layer (1, 2...) that holds each: its label images are in ``labels/`` for
+    layer 1 and ``layers/<n>/`` for the others."""
+    layered = segmentation.overlapping
     return [
         {
             **label.as_dict(),
             "voxels": segmentation.voxel_counts.get(value, 0),
             "frames": frames_with_label.get(value, 0),
+            **({"layer": segmentation.layer_of(value) + 1} if layered else {}),
         }
         for value, label in sorted(segmentation.label_table.items())
     ]
@@ -148,6 +152,7 @@ def provenance(
         "series_description": series.description,
         "modality": series.modality,
         "segmentation": str(segmentation.source.absolute()) if segmentation.source else segmentation.description,
+        **({"also_from": [str(path.absolute()) for path in segmentation.also_from]} if segmentation.also_from else {}),
         "segmentation_shape": list(segmentation.labels.shape),
         "affine_source": segmentation.affine_source,
         "affine_ras": np.round(segmentation.affine, 6).tolist(),
@@ -174,10 +179,12 @@ def no_overlap_error(series: Series, segmentation: Segmentation, boxes_meet: boo
 
 
 def _ras_box(segmentation: Segmentation) -> str:
-    shape = np.array(segmentation.labels.shape) - 1
-    corners = np.array([[i, j, k, 1] for i in (0, shape[0]) for j in (0, shape[1]) for k in (0, shape[2])], float)
-    ras = (corners @ segmentation.affine.T)[:, :3]
-    return _box_text(ras)
+    boxes = []
+    for layer in segmentation.layers:
+        shape = np.array(layer.labels.shape) - 1
+        corners = np.array([[i, j, k, 1] for i in (0, shape[0]) for j in (0, shape[1]) for k in (0, shape[2])], float)
+        boxes.append((corners @ layer.affine.T)[:, :3])
+    return _box_text(np.concatenate(boxes))
 
 
 def _series_box(series: Series) -> str:

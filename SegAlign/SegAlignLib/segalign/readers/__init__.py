@@ -10,6 +10,8 @@ table the file holds, and the warnings the user should see), which the registry 
 """
 
 from .base import Reader, Reading
-from .registry import ACCEPTED, READERS, SEGMENTATION_SUFFIXES, load_segmentation, sniff
+from .combine import combine
+from .registry import ACCEPTED, READERS, SEGMENTATION_SUFFIXES, load_segmentation, load_segmentations, sniff
 
-__all__ = ["load_segmentation", "sniff", "ACCEPTED", "SEGMENTATION_SUFFIXES", "READERS", "Reader", "Reading"]
+__all__ = ["load_segmentation", "load_segmentations", "combine", "sniff", "ACCEPTED", "SEGMENTATION_SUFFIXES",
+           "READERS", "Reader", "Reading"]

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import SegAlignError
-from ..segmentation import Label, Overlap
+from ..segmentation import Label, Layer, Overlap
 
 
 @dataclass
@@ -35,6 +35,9 @@ class Reading:
     label_table: dict[int, Label] = field(default_factory=dict)  #: the names and colours the file holds, if any
     warnings: list[str] = field(default_factory=list)
     frame_of_reference_uid: str | None = None  #: a DICOM SEG's FrameOfReferenceUID (other formats have none)
+    #: Where the file's segments overlap (and overlaps are kept): the layers after ``labels`` (see
+    #: :mod:`segalign.segmentation.layers`); a label value is in one layer only.
+    more_layers: list[Layer] = field(default_factory=list)
 
 
 class Reader(Protocol):

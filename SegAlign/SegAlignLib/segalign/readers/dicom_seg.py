@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SegAlignError, describe, quiet_warnings, short, short_path
-from ..segmentation import Label, Overlap, default_color
+from ..segmentation import Label, Layer, LayerPacker, Overlap, crop, default_color, label_dtype
 from .base import Reading
 
 NAME = "dicom"
@@ -66,22 +66,33 @@ def read(path: Path, overlap: Overlap) -> Reading:
     if max(numbers) > 65535:
         raise SegAlignError(f"{short_path(path)}: segment number {max(numbers)} exceeds 65535")
     warnings: list[str] = []
+    more: list[np.ndarray] = []  # with overlap "keep", the layers after the first
     try:
         with quiet_warnings():
             if kind == "FRACTIONAL":
                 volume = segmentation.get_volume(combine_segments=False, rescale_fractional=True)
-                labels = _threshold(volume.array, numbers, overlap, path)
+                labels, *more = _threshold(volume.array, numbers, overlap, path)
                 lps = np.asarray(volume.affine, dtype=float)
                 warnings.append(
                     f"{path.name} is a FRACTIONAL SEG: each segment is taken where its value is at least "
                     f"{FRACTIONAL_THRESHOLD}"
                 )
             else:
-                volume = segmentation.get_volume(
-                    combine_segments=True, relabel=False, skip_overlap_checks=overlap == "later-wins",
-                    dtype=np.uint16,
-                )
-                labels, lps = np.asarray(volume.array), np.asarray(volume.affine, dtype=float)
+                overlapping = False
+                try:
+                    volume = segmentation.get_volume(
+                        combine_segments=True, relabel=False, skip_overlap_checks=overlap == "later-wins",
+                        dtype=np.uint16,
+                    )
+                    labels = np.asarray(volume.array)
+                except Exception as error:
+                    if overlap != "keep" or "overlap" not in describe(error).lower():
+                        raise
+                    overlapping = True  # (the second read after this block: the error holds highdicom's cursor)
+                if overlapping:  # segments kept whole: one volume per segment, packed in layers
+                    volume = segmentation.get_volume(combine_segments=False, dtype=np.uint8)
+                    labels, *more = _packed(np.asarray(volume.array), numbers)
+                lps = np.asarray(volume.affine, dtype=float)
         omitted = omitted_sources(dataset)
         if omitted and labels.shape[0] > 1 and not spacing_between_slices(dataset):
             raise SegAlignError(_omitted_message(path, omitted))
@@ -93,14 +104,15 @@ def read(path: Path, overlap: Overlap) -> Reading:
         if "regularly" in text.lower() and kind in ("BINARY", "LABELMAP"):  # not one regular volume for highdicom
             stacked = stacked_frames(dataset, kind, overlap, path)
         if stacked is not None:
-            labels, lps = stacked
+            labels, lps, more = stacked
         elif "overlap" in text.lower():
             raise _overlap_error(path) from None
         else:
             raise SegAlignError(
                 f"{short_path(path)}: the SEG's frames do not form one volume that can be placed ({text})"
             ) from None
-    labels = labels.astype(np.uint8 if max(numbers) <= 255 else np.uint16)
+    dtype = label_dtype(max(numbers))
+    labels = labels.astype(dtype)
     if labels.ndim != 3:
         raise SegAlignError(f"{short_path(path)}: the SEG's volume has shape {labels.shape}, not 3D")
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
@@ -109,7 +121,8 @@ def read(path: Path, overlap: Overlap) -> Reading:
         description = segmentation.get_segment_description(number)
         name = str(description.segment_label or f"Segment_{number}")
         table[number] = Label(number, name, _color(description, number))
-    return Reading(np.asfortranarray(labels), affine, "dicom-seg", table, warnings, frame_of_reference)
+    layers = [crop(Layer(np.asfortranarray(layer.astype(dtype)), affine)) for layer in more]
+    return Reading(np.asfortranarray(labels), affine, "dicom-seg", table, warnings, frame_of_reference, layers)
 
 
 #: Frames whose positions are closer than this (mm) lie in one plane.
@@ -119,7 +132,9 @@ PLANE_TOLERANCE = 1e-3
 POSITION_TOLERANCE = 0.01
 
 
-def stacked_frames(dataset: object, kind: str, overlap: Overlap, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+def stacked_frames(
+    dataset: object, kind: str, overlap: Overlap, path: Path
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None:
     """A BINARY or LABELMAP SEG's frames as one label volume, read from each frame's own plane: ``(labels (slices,
     rows, columns) of segment numbers, LPS affine mapping (slice, row, column) indices)`` as highdicom's volumes are,
     when every frame has the same orientation, spacing and size and the distinct plane positions lie on one line
@@ -218,22 +233,33 @@ def stacked_frames(dataset: object, kind: str, overlap: Overlap, path: Path) -> 
     with quiet_warnings():
         pixels = np.asarray(dataset.pixel_array)  # type: ignore[attr-defined]
     pixels = pixels.reshape(frames, int(dataset.Rows), int(dataset.Columns))  # type: ignore[attr-defined]
-    labels = np.zeros((slices, pixels.shape[1], pixels.shape[2]), dtype=np.uint16)
+    shape = (slices, pixels.shape[1], pixels.shape[2])
+    labels = np.zeros(shape, dtype=np.uint16)
+    plane_index = [int(index_of_plane[rank[plane_of_frame[index]]]) for index in range(frames)]
+    overlapping = False
     for index in range(frames):
-        target = labels[index_of_plane[rank[plane_of_frame[index]]]]
+        target = labels[plane_index[index]]
         if kind == "BINARY":
             mask = pixels[index] != 0
             clash = mask & (target != 0) & (target != segments[index])
             if clash.any() and overlap == "error":
                 raise _overlap_error(path)
+            overlapping = overlapping or bool(clash.any())
             target[mask] = np.maximum(target[mask], segments[index])
         else:
             target[...] = np.where(pixels[index] != 0, pixels[index], target)
+    more: list[np.ndarray] = []
+    if overlapping and overlap == "keep":  # again, each segment whole in the first layer it fits
+        numbers = sorted(set(int(s) for s in segments))
+        masks = np.zeros((*shape, len(numbers)), dtype=bool)
+        for index in range(frames):
+            masks[plane_index[index], :, :, numbers.index(int(segments[index]))] |= pixels[index] != 0
+        labels, *more = _packed(masks, numbers)
     dr, dc = spacing
     affine = np.eye(4)
     affine[:3, 0], affine[:3, 1], affine[:3, 2] = step, column_direction * dr, row_direction * dc
     affine[:3, 3] = origin
-    return labels, affine
+    return labels, affine, more
 
 
 def _overlap_error(path: Path) -> SegAlignError:
@@ -291,8 +317,20 @@ def _text(vector: np.ndarray) -> str:
     return "(" + ", ".join(f"{v:.3f}" for v in vector) + ")"
 
 
-def _threshold(array: np.ndarray, numbers: list[int], overlap: Overlap, path: Path) -> np.ndarray:
-    """FRACTIONAL ``(slices, rows, columns, segments)`` values as one label map (segment number where >= 0.5)."""
+def _packed(masks: np.ndarray, numbers: list[int]) -> list[np.ndarray]:
+    """``(slices, rows, columns, segments)`` masks as layers of segment numbers (see
+    :class:`~segalign.segmentation.LayerPacker`): segments that overlap are kept whole."""
+    packer = LayerPacker(masks.shape[:3], max(numbers))
+    for index, number in enumerate(numbers):
+        packer.add(number, masks[..., index] != 0)
+    return packer.layers or [np.zeros(masks.shape[:3], dtype=label_dtype(max(numbers)))]
+
+
+def _threshold(array: np.ndarray, numbers: list[int], overlap: Overlap, path: Path) -> list[np.ndarray]:
+    """FRACTIONAL ``(slices, rows, columns, segments)`` values as label layers (segment number where >= 0.5): one
+    layer unless ``overlap`` keeps overlapping segments."""
+    if overlap == "keep":
+        return _packed(array >= FRACTIONAL_THRESHOLD, numbers)
     labels = np.zeros(array.shape[:3], dtype=np.uint16)
     for index, number in enumerate(numbers):
         mask = array[..., index] >= FRACTIONAL_THRESHOLD
@@ -305,7 +343,7 @@ def _threshold(array: np.ndarray, numbers: list[int], overlap: Overlap, path: Pa
                 "thresholding at 0.5; use --overlap later-wins to give the pixels to the higher segment number",
             )
         labels[mask] = number
-    return labels
+    return [labels]
 
 
 def _color(description: object, number: int) -> tuple[int, int, int]:

@@ -1,7 +1,9 @@
 """The folder reader: a folder of binary NIfTI masks, one structure per file (TotalSegmentator's default output).
 
 Label values are 1..N in file-name order and names come from the file names, unless a user label table names the
-files. Masks must share one grid; overlaps are refused unless the later file in name order may win. A folder is
+files. Masks must share one grid. Where masks overlap, every mask is kept whole, in as few layers as the overlaps
+need (see :mod:`segalign.segmentation.layers`), unless overlaps are to be flattened (the later file in name order
+wins) or refused. A folder is
 not a file the registry can recognise by its first bytes, and the user's table chooses its values, not only their
 names: so :func:`load_mask_folder` is called for every folder, before the file readers, and gives a whole
 :class:`~segalign.segmentation.Segmentation`.
@@ -19,10 +21,14 @@ from ..segmentation import (
     AFFINE_TOLERANCE_MM,
     MAX_LABEL,
     Label,
+    Layer,
+    LayerPacker,
     Overlap,
     Segmentation,
     complete_table,
+    crop,
     default_color,
+    label_dtype,
     max_corner_difference,
 )
 from .nifti import NIFTI_SUFFIXES, load_image, nifti_stem, resolve_affine, volume_data
@@ -62,6 +68,7 @@ def load_mask_folder(folder: Path, user: Mapping[int, Label], overlap: Overlap) 
             Label(value, nifti_stem(path), default_color(value)) for value, path in enumerate(files, start=1)
         ]
     largest = max(label.value for label in labels_for_files)
+    packer: LayerPacker | None = None
     combined: np.ndarray | None = None
     first_image: "nib.Nifti1Image | None" = None
     affine = np.eye(4)
@@ -75,7 +82,10 @@ def load_mask_folder(folder: Path, user: Mapping[int, Label], overlap: Overlap) 
         if first_image is None:
             first_image = image
             affine, source, warnings = resolve_affine(image, path)
-            combined = np.zeros(mask.shape, dtype=np.uint8 if largest <= 255 else np.uint16, order="F")
+            combined = np.zeros(mask.shape, dtype=label_dtype(largest), order="F")
+            if overlap == "keep":
+                packer = LayerPacker(mask.shape, largest)
+                packer.layers.append(combined)
         else:
             this_affine, _, _ = resolve_affine(image, path)
             if mask.shape != combined.shape or max_corner_difference(affine, this_affine, mask.shape) > AFFINE_TOLERANCE_MM:
@@ -83,6 +93,9 @@ def load_mask_folder(folder: Path, user: Mapping[int, Label], overlap: Overlap) 
                     f"{path.name} and {files[0].name} are on different grids "
                     f"(shape {mask.shape} vs {combined.shape} or different affines); masks of one folder must share a grid"
                 )
+        if packer is not None:
+            packer.add(label.value, mask)
+            continue
         taken = combined[mask]
         clash = taken != 0
         if clash.any():
@@ -100,4 +113,6 @@ def load_mask_folder(folder: Path, user: Mapping[int, Label], overlap: Overlap) 
         warnings.append(f"{overlapping} voxels are in more than one mask; the later file in name order won")
     table = {label.value: label for label in labels_for_files}
     assert combined is not None
-    return Segmentation(combined, affine, complete_table(table, table), folder, source, warnings=warnings)
+    more = [crop(Layer(layer, affine)) for layer in packer.layers[1:]] if packer is not None else []
+    return Segmentation(combined, affine, complete_table(table, table), folder, source, warnings=warnings,
+                        more_layers=more)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SegAlignError, describe, short, short_path
-from ..segmentation import Label, Overlap, default_color
+from ..segmentation import Label, Layer, LayerPacker, Overlap, crop, default_color, label_dtype
 from .base import Reading, integer_labels
 
 NAME = "nrrd"
@@ -105,8 +105,9 @@ def load_slicer_segmentation(path: Path, overlap: Overlap) -> Reading:
     """A Slicer ``.seg.nrrd``: labels, RAS affine, the label table from its segments, warnings.
 
     Segments keep their label values when the file has one layer. With several layers (segments that overlap),
-    segments are numbered 1..N in the file's order; a voxel in two segments is refused, naming them, unless
-    ``overlap`` is ``"later-wins"`` (the later segment gets it).
+    segments are numbered 1..N in the file's order and, with ``overlap`` ``"keep"``, kept whole in as few layers as
+    their overlaps need; ``"later-wins"`` flattens them (the later segment gets a voxel in two), ``"error"``
+    refuses a voxel in two segments, naming them.
     """
     try:
         import slicerio
@@ -142,8 +143,10 @@ def load_slicer_segmentation(path: Path, overlap: Overlap) -> Reading:
             value = int(segment["labelValue"])
             table[value] = Label(value, _name(segment), _color(segment))
         return Reading(labels, affine, "seg.nrrd", table, warnings)
-    labels = np.zeros(layers.shape[1:], dtype=np.uint8 if len(segments) <= 255 else np.uint16)
-    owner = np.zeros(layers.shape[1:], dtype=np.int32)  # 1 + index of the segment that has the voxel
+    labels = np.zeros(layers.shape[1:], dtype=label_dtype(len(segments)), order="F")
+    owner = np.zeros(layers.shape[1:], dtype=np.int32) if overlap != "keep" else None  # 1 + the voxel's segment
+    packer = LayerPacker(labels.shape, len(segments))
+    packer.layers.append(labels)
     overlapping = 0
     for index, segment in enumerate(segments, start=1):
         layer = int(segment.get("layer", 0))
@@ -151,6 +154,10 @@ def load_slicer_segmentation(path: Path, overlap: Overlap) -> Reading:
             raise SegAlignError(f"{short_path(path)}: segment {short(_name(segment), 60)!r} is in layer {layer}, but "
                                 f"the file has {layers.shape[0]} layers")
         mask = layers[layer] == int(segment["labelValue"])
+        table[index] = Label(index, _name(segment), _color(segment))
+        if owner is None:
+            packer.add(index, mask)
+            continue
         clash = mask & (owner > 0)
         if clash.any() and overlap == "error":
             other = segments[int(owner[clash].flat[0]) - 1]
@@ -164,12 +171,12 @@ def load_slicer_segmentation(path: Path, overlap: Overlap) -> Reading:
         overlapping += int(clash.sum())
         labels[mask] = index
         owner[mask] = index
-        table[index] = Label(index, _name(segment), _color(segment))
     warnings.append(f"{path.name} holds its segments in {layers.shape[0]} layers; they are numbered 1..{len(segments)} "
                     "in the file's order")
     if overlapping:
         warnings.append(f"{overlapping} voxels are in more than one segment; the later segment in the file won")
-    return Reading(labels, affine, "seg.nrrd", table, warnings)
+    more = [crop(Layer(layer, affine)) for layer in packer.layers[1:]]
+    return Reading(labels, affine, "seg.nrrd", table, warnings, more_layers=more)
 
 
 def _name(segment: dict) -> str:

@@ -14,7 +14,7 @@ import gzip
 import os
 import zlib
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..errors import SegAlignError, describe, short_path
 from ..segmentation import (
@@ -29,6 +29,7 @@ from ..segmentation import (
 )
 from . import dicom_seg, metaimage, nifti, nrrd
 from .base import Reader
+from .combine import combine
 from .mask_folder import load_mask_folder
 
 #: The file readers, in the order they are asked: the first whose ``matches`` is true reads the file.
@@ -74,10 +75,26 @@ def sniff(path: Path) -> Reader:
     raise SegAlignError(f"segmentation {short_path(path)} is not a format SegAlign reads; give {ACCEPTED}")
 
 
+def load_segmentations(
+    paths: Sequence[str | os.PathLike[str]],
+    label_table: str | os.PathLike[str] | Mapping[int, Label] | None = None,
+    overlap: Overlap = "keep",
+    allow_many_labels: bool = False,
+) -> Segmentation:
+    """Several segmentation files (or folders of masks) given at once, as one segmentation whose segments may
+    overlap (see :mod:`.combine`); one path is :func:`load_segmentation`. ``label_table`` names the first file's
+    labels; the others keep their own names (prefixed where they would clash)."""
+    if not paths:
+        raise SegAlignError("no segmentation given")
+    loaded = [load_segmentation(path, label_table if index == 0 else None, overlap, allow_many_labels)
+              for index, path in enumerate(paths)]
+    return combine(loaded, overlap)
+
+
 def load_segmentation(
     path: str | os.PathLike[str],
     label_table: str | os.PathLike[str] | Mapping[int, Label] | None = None,
-    overlap: Overlap = "error",
+    overlap: Overlap = "keep",
     allow_many_labels: bool = False,
 ) -> Segmentation:
     """Load a segmentation: a multilabel NIfTI, NRRD, Slicer ``.seg.nrrd``, ITK ``.mha``/``.mhd`` or DICOM SEG
@@ -85,8 +102,10 @@ def load_segmentation(
 
     ``label_table`` (a path or a ready mapping) names labels; it wins over a table embedded in the NIfTI.
     ``overlap`` decides what happens where masks of a folder (or segments of a multi-layer ``.seg.nrrd`` or of a
-    DICOM SEG) overlap: ``"error"`` refuses, naming them; ``"later-wins"`` gives the voxel to the mask that comes
-    later in file-name order (the later segment of the file, the higher segment number).
+    DICOM SEG) overlap: ``"keep"`` keeps every segment whole, in as few layers as the overlaps need (see
+    :mod:`segalign.segmentation.layers`); ``"later-wins"`` flattens them to one label map, giving the voxel to the
+    mask that comes later in file-name order (the later segment of the file, the higher segment number);
+    ``"error"`` refuses, naming two of them.
 
     A volume that looks like an intensity image rather than a label map (see :func:`looks_like_image`) is refused
     unless ``allow_many_labels`` is true.
@@ -105,6 +124,8 @@ def load_segmentation(
         raise SegAlignError(f"segmentation not found: {short_path(path)}")
     reading = sniff(path).read(path, overlap)
     counts = count_labels(reading.labels)
+    for layer in reading.more_layers:
+        counts.update(count_labels(layer.labels))
     reason = looks_like_image(counts, reading.labels)
     if reason and not allow_many_labels:
         raise SegAlignError(
@@ -122,4 +143,4 @@ def load_segmentation(
         )
     table = complete_table(counts, user, reading.label_table, guessed)
     return Segmentation(reading.labels, reading.affine, table, path, reading.source, counts, warnings,
-                        frame_of_reference_uid=reading.frame_of_reference_uid)
+                        frame_of_reference_uid=reading.frame_of_reference_uid, more_layers=reading.more_layers)

@@ -4,7 +4,9 @@
   and the checks that hold whatever the file format (a placeable affine, a label map rather than an image);
 - :mod:`.labels`: label tables (:class:`Label`; user tables, the table TotalSegmentator embeds, the tables shipped
   in ``data/``);
-- :mod:`.sampling`: :class:`FrameSampler`, nearest neighbour at every pixel centre of a DICOM frame.
+- :mod:`.layers`: segments that overlap, kept in a few label volumes in which they do not (:class:`Layer`);
+- :mod:`.sampling`: :class:`FrameSampler`, nearest neighbour at every pixel centre of a DICOM frame, and
+  :class:`SegmentationSampler`, every layer of a segmentation on a frame.
 
 The names other packages use are importable from here.
 """
@@ -25,6 +27,7 @@ from .labels import (
 from .model import (
     AFFINE_TOLERANCE_MM,
     MAX_AFFINE_ENTRY,
+    OVERLAPS,
     Overlap,
     Segmentation,
     check_affine,
@@ -32,7 +35,8 @@ from .model import (
     looks_like_image,
     max_corner_difference,
 )
-from .sampling import FrameSampler
+from .layers import Layer, LayerPacker, crop, first_overlap, label_dtype, merge_layers
+from .sampling import FrameSampler, SegmentationSampler
 
 __all__ = [
     "AFFINE_TOLERANCE_MM",
@@ -40,18 +44,26 @@ __all__ = [
     "MAX_LABEL",
     "FrameSampler",
     "Label",
+    "Layer",
+    "LayerPacker",
+    "OVERLAPS",
     "Overlap",
     "Segmentation",
+    "SegmentationSampler",
     "builtin_table",
     "check_affine",
     "complete_table",
+    "crop",
     "count_labels",
     "default_color",
     "default_name",
     "embedded_label_table",
+    "first_overlap",
     "guess_totalsegmentator",
+    "label_dtype",
     "looks_like_image",
     "max_corner_difference",
+    "merge_layers",
     "parse_caret_label_table",
     "read_label_file",
     "shipped_text",

@@ -8,6 +8,7 @@ live here with it.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,12 @@ import numpy as np
 
 from ..errors import SegAlignError, describe, short
 from .labels import MAX_LABEL, Label, complete_table
+from .layers import Layer
 
-Overlap = Literal["error", "later-wins"]
+#: What a reader does where segments overlap: ``"keep"`` them (in layers, see :mod:`.layers`), ``"later-wins"``
+#: (flatten to one label map, the later segment getting the voxel) or ``"error"`` (refuse, naming two of them).
+Overlap = Literal["keep", "later-wins", "error"]
+OVERLAPS: tuple[str, ...] = ("keep", "later-wins", "error")
 
 #: Two affines (sform and qform, or two masks of a folder) that differ by more than this anywhere in the volume
 #: are reported.
@@ -43,17 +48,27 @@ class Segmentation:
     warnings: list[str] = field(default_factory=list)
     description: str = "segmentation"  #: used in messages and provenance when there is no source file
     frame_of_reference_uid: str | None = None  #: a DICOM SEG's FrameOfReferenceUID (other formats have none)
+    #: Where segments overlap, the layers after the first (``labels`` and ``affine``): each a label volume of its
+    #: own whose segments overlap segments of earlier layers. A label value is in one layer only. Empty for a
+    #: segmentation whose segments do not overlap (a label map file), which is then exactly one label volume.
+    more_layers: list[Layer] = field(default_factory=list)
+    #: The other files it was combined from, when several were given at once (``source`` is the first).
+    also_from: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.labels.ndim != 3:
-            raise SegAlignError(f"{self.name}: a label volume must be 3D, got shape {self.labels.shape}")
-        if self.labels.dtype not in (np.uint8, np.uint16):
-            raise SegAlignError(f"{self.name}: labels must be uint8 or uint16, got {self.labels.dtype}")
-        if not (self.labels.flags.c_contiguous or self.labels.flags.f_contiguous):
-            self.labels = np.asfortranarray(self.labels)
+        self.labels = self._checked_labels(self.labels)
         self.affine = check_affine(self.affine, self.name)
-        if not self.voxel_counts:
-            self.voxel_counts = count_labels(self.labels)
+        self.more_layers = [Layer(self._checked_labels(layer.labels), check_affine(layer.affine, self.name))
+                            for layer in self.more_layers]
+        counts = [count_labels(layer.labels) for layer in self.layers] if self.more_layers or not self.voxel_counts \
+            else [self.voxel_counts]
+        self._layer_of = {value: index for index, layer_counts in enumerate(counts) for value in layer_counts}
+        if len(self._layer_of) != sum(len(layer_counts) for layer_counts in counts):
+            seen = Counter(value for layer_counts in counts for value in layer_counts)
+            twice = min(value for value, times in seen.items() if times > 1)
+            raise SegAlignError(f"{self.name}: label value {twice} is in two layers; each segment has a value of its own")
+        if not self.voxel_counts or self.more_layers:
+            self.voxel_counts = {value: n for layer_counts in counts for value, n in layer_counts.items()}
         outside = sorted(value for value in self.label_table if not 0 <= value <= MAX_LABEL)
         if outside:  # a label volume holds at most 65535: such entries name nothing, and would size lookups
             self.label_table = {v: label for v, label in self.label_table.items() if 0 <= v <= MAX_LABEL}
@@ -64,9 +79,10 @@ class Segmentation:
         self.label_table = complete_table(self.voxel_counts, self.label_table)  # every value present has a label
 
     def __repr__(self) -> str:
+        layers = f", {len(self.layers)} layers (segments overlap)" if self.more_layers else ""
         return (
             f"<Segmentation {self.name}: {'x'.join(map(str, self.labels.shape))} {self.labels.dtype}, "
-            f"{len(self.voxel_counts)} labels, affine from {self.affine_source}>"
+            f"{len(self.voxel_counts)} labels{layers}, affine from {self.affine_source}>"
         )
 
     @property
@@ -78,6 +94,29 @@ class Segmentation:
     def values(self) -> list[int]:
         """Non-zero label values present in the volume."""
         return sorted(self.voxel_counts)
+
+    @property
+    def layers(self) -> list[Layer]:
+        """Every label volume: the first (``labels``, ``affine``), then :attr:`more_layers`."""
+        return [Layer(self.labels, self.affine), *self.more_layers]
+
+    @property
+    def overlapping(self) -> bool:
+        """Whether segments may overlap (the segmentation has more than one layer)."""
+        return bool(self.more_layers)
+
+    def layer_of(self, value: int) -> int:
+        """The index in :attr:`layers` of the layer holding label ``value`` (0 for a value not present)."""
+        return self._layer_of.get(value, 0)
+
+    def _checked_labels(self, labels: np.ndarray) -> np.ndarray:
+        if labels.ndim != 3:
+            raise SegAlignError(f"{self.name}: a label volume must be 3D, got shape {labels.shape}")
+        if labels.dtype not in (np.uint8, np.uint16):
+            raise SegAlignError(f"{self.name}: labels must be uint8 or uint16, got {labels.dtype}")
+        if not (labels.flags.c_contiguous or labels.flags.f_contiguous):
+            labels = np.asfortranarray(labels)
+        return labels
 
 
 

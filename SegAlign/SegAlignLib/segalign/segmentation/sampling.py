@@ -14,11 +14,15 @@ cost one gather.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..dicom import Frame, Tile
 from ..geometry import IndexMapping, frame_index_mapping
+
+if TYPE_CHECKING:
+    from .model import Segmentation
 
 #: An axis index that drifts less than this (in voxels) across a whole frame is treated as constant there.
 CONSTANT_DRIFT_VOXELS = 1e-7
@@ -160,3 +164,30 @@ def _axis_indices(origin: float, per_row: float, per_column: float, rows: int, c
     else:
         continuous = np.array([[origin + 0.5]])
     return np.floor(continuous).astype(np.intp)
+
+
+class SegmentationSampler:
+    """Samples every layer of a segmentation (see :mod:`.layers`) on a frame, each through its own affine: a
+    segmentation whose segments do not overlap is one layer, sampled exactly as :class:`FrameSampler` samples it.
+    """
+
+    def __init__(self, segmentation: "Segmentation") -> None:
+        self.samplers = [FrameSampler(layer.labels, layer.affine) for layer in segmentation.layers]
+
+    @property
+    def pixels_inside(self) -> int:
+        """Pixels sampled inside a layer's volume so far (summed over layers)."""
+        return sum(sampler.pixels_inside for sampler in self.samplers)
+
+    def may_overlap(self, frame: Frame) -> bool:
+        """False when the frame lies wholly outside every layer's volume (see :meth:`FrameSampler.may_overlap`)."""
+        return any(sampler.may_overlap(frame) for sampler in self.samplers)
+
+    def sample(self, frame: Frame) -> list[np.ndarray]:
+        """The frame's labels in each layer, each ``(Rows, Columns)`` laid out like its ``pixel_array``."""
+        return self.sample_counted(frame)[0]
+
+    def sample_counted(self, frame: Frame) -> tuple[list[np.ndarray], int]:
+        """:meth:`sample`, and how many of the frame's pixels lie inside some layer's volume (the most of any)."""
+        sampled = [sampler.sample_counted(frame) for sampler in self.samplers]
+        return [labels for labels, _ in sampled], max(inside for _, inside in sampled)

@@ -3,8 +3,8 @@
 The core (:func:`segalign.export.export_segmentation`) samples the segmentation on each frame once and gives the
 frame's labels to every writer; a writer never samples, never resamples and never sees a whole volume:
 
-0. ``check(series, frames, options)``: before anything is written, refuse (raise
-   :class:`~segalign.errors.SegAlignError`) a series the writer cannot write on.
+0. ``check(series, frames, options, segmentation)``: before anything is written, refuse (raise
+   :class:`~segalign.errors.SegAlignError`) a series, or a segmentation, the writer cannot write.
 1. ``begin(context)``: once, before any frame, with the export's :class:`ExportContext`.
 2. ``add(frame)``: once per frame, with its :class:`FrameLabels`. Calls come from several threads at once, for
    different frames, in any order: a writer keeps what it needs by ``frame.index``, thread-safely.
@@ -45,21 +45,37 @@ class ExportContext:
     options: ExportOptions
     dicom_root: Path  #: the folder source files are named relative to
     normal: np.ndarray  #: the series' reference slice normal (LPS), along which slice positions are measured
-    #: The labels of frame ``index`` sampled again (for a writer that learns only at the end what it must write).
-    resample: Callable[[int], np.ndarray]
+    #: The labels of frame ``index`` sampled again, one array per layer (for a writer that learns only at the end
+    #: what it must write).
+    resample: Callable[[int], list[np.ndarray]]
 
 
 @dataclass
 class FrameLabels:
-    """One frame's labels, as the core sampled them, with what writers commonly need from them."""
+    """One frame's labels, as the core sampled them, with what writers commonly need from them.
+
+    Where segments overlap, the segmentation has several layers (see :mod:`segalign.segmentation.layers`) and
+    so does the frame: ``layers[n]`` is layer ``n`` sampled on it, ``labels`` the first. A writer that writes
+    segments one by one takes each one's pixels with :meth:`mask`, which is right whatever the layers.
+    """
 
     index: int  #: position in export order
     frame: Frame
     labels: np.ndarray  #: ``(rows, columns)`` uint8/uint16 label values, laid out like the frame's pixel_array
-    counts: np.ndarray  #: pixel count per label value (index = value; background not counted)
-    present: list[int]  #: label values on the frame, ascending
+    counts: np.ndarray  #: pixel count per label value (index = value; background not counted; every layer)
+    present: list[int]  #: label values on the frame, ascending (every layer)
     tiles_present: list[list[int]]  #: for a mosaic frame, the label values on each tile
     pixels: FramePixels | None = None  #: the frame's pixel data, read only when a writer says it needs it
+    layers: list[np.ndarray] = field(default_factory=list)  #: every layer on the frame (``[labels]`` when one)
+    layer_of: Callable[[int], int] = lambda value: 0  #: the layer holding a label value
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            self.layers = [self.labels]
+
+    def mask(self, value: int) -> np.ndarray:
+        """The pixels of segment ``value`` on the frame (booleans, ``(rows, columns)``)."""
+        return self.layers[self.layer_of(value)] == value
 
 
 @dataclass
@@ -79,9 +95,10 @@ class Writer(ABC):
     #: Whether ``add`` needs the frame's pixel data (``FrameLabels.pixels``): reading it costs more than sampling.
     needs_pixels: bool = False
 
-    def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions) -> None:
-        """Refuse (raise :class:`~segalign.errors.SegAlignError`), before anything is written, a series this
-        writer cannot write on; the default refuses nothing."""
+    def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions,
+              segmentation: Segmentation) -> None:
+        """Refuse (raise :class:`~segalign.errors.SegAlignError`), before anything is written, a series or a
+        segmentation this writer cannot write; the default refuses nothing."""
 
     @abstractmethod
     def begin(self, context: ExportContext) -> None: ...

@@ -32,6 +32,7 @@ from pydicom.uid import generate_uid
 from ..dicom import Frame, Series
 from ..errors import SegAlignError, describe, quiet_warnings, short, short_path
 from ..options import DicomSegOptions, ExportOptions, RtStructOptions
+from ..segmentation import Segmentation
 from ..version import __version__
 from .base import ExportContext, ExportSummary, Writer
 from .segment_codes import Code
@@ -82,14 +83,15 @@ class DicomWriter(Writer):
         self.source: SourceSeries | None = None
         self.context: ExportContext | None = None
 
-    def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions) -> None:
+    def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions,
+              segmentation: Segmentation) -> None:
         """Refuse, before anything is written, a series the object cannot reference exactly."""
         self.source = check_source(series, frames, self.PRODUCT, self.FILE_NAME)
 
     def begin(self, context: ExportContext) -> None:
         self.context = context
         if self.source is None:  # the core calls check() first; a writer used on its own checks here
-            self.check(context.series, context.frames, context.options)
+            self.check(context.series, context.frames, context.options, context.segmentation)
         self.spool = Spool(context.folder)
 
     def end(self, summary: ExportSummary) -> dict[str, str]:

@@ -36,7 +36,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 from ..dicom import Frame, Series, position_along
 from ..errors import SegAlignError, quiet_warnings
-from ..segmentation import Label
+from ..segmentation import Label, Segmentation
 from ..options import DicomSegOptions, ExportOptions, SegmentationType
 from ..version import __version__
 from . import rle
@@ -79,10 +79,11 @@ class DicomSegWriter(DicomWriter):
 
     # ------------------------------------------------------------------ protocol
 
-    def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions) -> None:
+    def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions,
+              segmentation: Segmentation) -> None:
         """Refuse, before anything is written, a series a SEG cannot be written on: no frame of reference, no SOP
         instance or class UIDs, mosaic frames, or frames of different sizes."""
-        super().check(series, frames, options)
+        super().check(series, frames, options, segmentation)
         sizes = sorted({(f.rows, f.columns) for f in frames})
         if len(sizes) > 1:
             raise SegAlignError(
@@ -231,7 +232,7 @@ class DicomSegWriter(DicomWriter):
             renumbered: dict[int, tuple[int, int]] = {}
             with self.lock:
                 for _, index in frame_list:
-                    renumbered[index] = self._append(rle.encode_frame(_segment_numbers(context.resample(index), lut, len(values))))
+                    renumbered[index] = self._append(rle.encode_frame(_segment_numbers(context.resample(index)[0], lut, len(values))))
             fragments = [renumbered[index] for _, index in frame_list]
             read = self._read
         offsets, position = [], 0
