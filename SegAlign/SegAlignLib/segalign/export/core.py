@@ -148,6 +148,11 @@ def _check_inputs(
         raise report.no_overlap_error(series, segmentation)
     writers = writers_for(options)
     for writer in writers:
+        if segmentation.overlapping and not writer.writes_overlaps:
+            raise SegAlignError(
+                f"segments of {segmentation.name} overlap, and the {type(writer).__name__} output cannot hold them; "
+                "pass overlap='later-wins' to flatten them", cli_message=f"segments of {segmentation.name} overlap, "
+                f"and the {type(writer).__name__} output cannot hold them; use --overlap later-wins to flatten them")
         writer.check(series, frames, options, segmentation)
     return _Plan(series, segmentation, options, output_dir, frames, root, inputs, sampler, writers)
 

@@ -94,6 +94,9 @@ class Writer(ABC):
 
     #: Whether ``add`` needs the frame's pixel data (``FrameLabels.pixels``): reading it costs more than sampling.
     needs_pixels: bool = False
+    #: Whether the writer writes every segment of a segmentation whose segments overlap (several layers): the core
+    #: refuses such a segmentation for a writer that does not, rather than let it write the first layer only.
+    writes_overlaps: bool = False
 
     def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions,
               segmentation: Segmentation) -> None:
