@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pydicom
@@ -111,3 +111,99 @@ def near_boundary(points: np.ndarray, phantom: Phantom, radius: float) -> np.nda
             shifted = points + offset / np.linalg.norm(offset) * radius * fraction
             changed |= phantom.labels_at(shifted) != centre
     return changed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Nested and crossing structures: segments that overlap (the BODY around every organ, a tumour in its organ...)
+# ---------------------------------------------------------------------------------------------------------------
+
+#: The structures of :func:`nested_phantom`, by value, and the pairs of them that overlap. A BODY holds every other
+#: structure but the two slabs (which stick out of it); liver > tumour (nested three deep); a ring crosses a tube
+#: (two small crossings); a one-voxel dot lies inside the kidney; the two slabs overlap on one frame only.
+NESTED_NAMES = {1: "body", 2: "liver", 3: "kidney", 4: "tumour", 5: "tube", 6: "ring", 7: "dot", 8: "slab_lower",
+                9: "slab_upper"}
+NESTED_OVERLAPS = {(1, 2), (1, 3), (1, 4), (1, 5), (1, 6), (1, 7), (1, 8), (1, 9), (2, 4), (3, 7), (5, 6), (8, 9)}
+
+
+def nested_phantom(centre: Sequence[float], orientation: Sequence[float], half_width: float,
+                   depths: Sequence[float], affine: np.ndarray) -> Phantom:
+    """Nine structures that overlap as :data:`NESTED_OVERLAPS` says, laid out in a stack's own frame: ``u`` along
+    its rows (IOP[0:3]), ``v`` along its columns (IOP[3:6]), ``w`` along the normal, around ``centre`` (LPS mm),
+    sized by the stack's in-plane ``half_width`` (mm) and its planes' ``depths`` (their offsets from ``centre``
+    along ``w``, mm). The two slabs overlap within 0.3 plane gaps of the plane three quarters along (so on that
+    frame only); the dot is a sphere of 0.3 voxels around the voxel centre of the segmentation grid (``affine``:
+    voxel to RAS) nearest the kidney's centre (one voxel). Sizes are fractions chosen so that no pixel centre of a
+    regular stack falls on a boundary."""
+    from segalign.synthetic import Box, Cylinder, Ellipsoid, Torus
+
+    u, v = np.asarray(orientation[:3], dtype=float), np.asarray(orientation[3:6], dtype=float)
+    w = np.cross(u, v)
+    axes = (tuple(u), tuple(v), tuple(w))
+    ordered = np.sort(np.asarray(depths, dtype=float))
+    a, b = half_width, float(ordered[-1] - ordered[0]) / 2
+    gap = float(np.min(np.diff(ordered)))
+    plane = float(ordered[round(0.75 * (len(ordered) - 1))])
+
+    def at(x: float, y: float, z: float) -> np.ndarray:
+        return np.asarray(centre, dtype=float) + x * a * u + y * a * v + z * b * w
+
+    def slab(value: int, low: float, high: float) -> Box:
+        middle = at(-0.447, 0.523, 0.0) + w * (plane + (low + high) / 2 * gap)
+        return Box(value, NESTED_NAMES[value], tuple(middle), (0.171 * a, 0.103 * a, (high - low) / 2 * gap),
+                   axes=axes)
+
+    dot = snap_to_voxel(at(0.353, 0.253, -0.297), affine)
+    voxel = float(np.min(np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)))
+    return Phantom(shapes=[
+        Ellipsoid(1, "body", tuple(at(0.013, -0.011, 0.007)), (0.853 * a, 0.707 * a, 0.803 * b), axes=axes),
+        Ellipsoid(2, "liver", tuple(at(-0.351, -0.103, 0.051)), (0.303 * a, 0.297 * a, 0.453 * b), axes=axes),
+        Ellipsoid(3, "kidney", tuple(at(0.353, 0.253, -0.297)), (0.183 * a, 0.203 * a, 0.403 * b), axes=axes),
+        Ellipsoid(4, "tumour", tuple(at(-0.403, -0.053, 0.101)), (0.103 * a, 0.083 * a, 0.203 * b), axes=axes),
+        Cylinder(5, "tube", tuple(at(0.303, -0.397, 0.013)), 0.331 * a, (0.053 * a, 0.187 * b), axes=axes),
+        Torus(6, "ring", tuple(at(0.307, -0.403, 0.009)), 0.143 * a, 0.047 * a, 0.153 * b, axes=axes),
+        Ellipsoid(7, "dot", tuple(float(c) for c in dot), (0.3 * voxel,) * 3),
+        slab(8, -4.07, 0.31),
+        slab(9, -0.29, 3.93),
+    ])  # type: ignore[arg-type]
+
+
+def nested_phantom_on(specs: Sequence[FrameSpec], affine: np.ndarray) -> Phantom:
+    """:func:`nested_phantom` on a stack of frames (``specs``, before any is left out), centred on it, whose
+    segmentation grid is ``affine`` (voxel to RAS)."""
+    first = specs[0]
+    u, v = np.asarray(first.orientation[:3], dtype=float), np.asarray(first.orientation[3:6], dtype=float)
+    middles = [np.asarray(s.position, dtype=float) + (s.columns - 1) / 2 * s.spacing[1] * u
+               + (s.rows - 1) / 2 * s.spacing[0] * v for s in specs]
+    centre = np.mean(middles, axis=0)
+    depths = [(np.asarray(s.position, dtype=float) - centre) @ np.cross(u, v) for s in specs]
+    half_width = min(first.columns * first.spacing[1], first.rows * first.spacing[0]) / 2
+    return nested_phantom(centre, first.orientation, half_width, depths, affine)
+
+
+def snap_to_voxel(point_lps: Sequence[float], affine: np.ndarray) -> np.ndarray:
+    """The voxel centre (LPS) of a grid (``affine``: voxel to RAS) nearest a point."""
+    ras = RAS_FROM_LPS @ np.asarray(point_lps, dtype=float)
+    index = np.round(np.linalg.solve(affine[:3, :3], ras - affine[:3, 3]))
+    return RAS_FROM_LPS @ (affine[:3, :3] @ index + affine[:3, 3])
+
+
+def masks_here(phantom: Phantom, shape: Sequence[int], affine: np.ndarray) -> dict[int, np.ndarray]:
+    """Each structure's mask at every voxel centre of a grid, computed here (as :func:`rasterize_here` does)."""
+    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    ras = np.stack([i, j, k], axis=-1) @ affine[:3, :3].T + affine[:3, 3]
+    return phantom.masks_at(ras @ RAS_FROM_LPS.T)
+
+
+def fewest_layers(overlaps: Iterable[tuple[int, int]], values: Iterable[int]) -> int:
+    """The fewest layers segments that overlap as ``overlaps`` says can be kept in (the graph's chromatic
+    number, by trying every colouring: for the few segments of a test)."""
+    import itertools
+
+    values = sorted(values)
+    pairs = {tuple(sorted(pair)) for pair in overlaps}
+    for count in range(1, len(values) + 1):
+        for colours in itertools.product(range(count), repeat=len(values)):
+            given = dict(zip(values, colours))
+            if all(given[a] != given[b] for a, b in pairs if a in given and b in given):
+                return count
+    return len(values)

@@ -19,6 +19,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from .geometry import LPS_TO_RAS
+from .shapes import Box, Cylinder, Ellipsoid, Shape, Torus
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -29,34 +30,16 @@ CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 
 
-@dataclass(frozen=True)
-class Ellipsoid:
-    """A labelled ellipsoid: ``|R^T (x - centre) / radii| <= 1`` in LPS millimetres."""
-
-    value: int
-    name: str
-    centre: tuple[float, float, float]
-    radii: tuple[float, float, float]
-    hu: float = 50.0
-    axes: tuple[tuple[float, float, float], ...] = ((1, 0, 0), (0, 1, 0), (0, 0, 1))  #: columns of R, in LPS
-    color: tuple[int, int, int] = (200, 80, 80)
-
-    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """The LPS box holding the ellipsoid: lowest and highest corner."""
-        axes = np.asarray(self.axes, dtype=float)  # rows: the ellipsoid's axes in LPS
-        half = np.sqrt(((axes * np.asarray(self.radii, dtype=float)[:, None]) ** 2).sum(axis=0))
-        return np.asarray(self.centre) - half, np.asarray(self.centre) + half
-
-    def contains(self, points: np.ndarray) -> np.ndarray:
-        local = (points - np.asarray(self.centre)) @ np.asarray(self.axes, dtype=float).T
-        return np.sum((local / np.asarray(self.radii)) ** 2, axis=-1) <= 1.0
-
-
 @dataclass
 class Phantom:
-    """Shapes in patient space; where shapes overlap, the later one wins. ``body`` sets the CT values only."""
+    """Shapes in patient space; where shapes overlap, the later one wins. ``body`` sets the CT values only.
 
-    shapes: list[Ellipsoid]
+    A shape is an :class:`Ellipsoid`, :class:`Box`, :class:`Cylinder` or :class:`Torus` (each has ``value``,
+    ``name``, ``hu``, ``color``, ``bounds()`` and ``contains(points)``). Where shapes stand for segments that may
+    overlap, :meth:`masks_at` gives each one whole.
+    """
+
+    shapes: list[Shape]
     body: Ellipsoid | None = None
 
     def labels_at(self, points: np.ndarray) -> np.ndarray:
@@ -65,6 +48,14 @@ class Phantom:
         for shape in self.shapes:
             labels[shape.contains(points)] = shape.value
         return labels
+
+    def masks_at(self, points: np.ndarray) -> dict[int, np.ndarray]:
+        """Each shape's own mask (booleans) at each LPS point of an array shaped ``(..., 3)``, by value: segments
+        that overlap are each whole (shapes must have values of their own)."""
+        values = [shape.value for shape in self.shapes]
+        if len(set(values)) != len(values):
+            raise ValueError(f"shapes share values: {sorted(values)}")
+        return {shape.value: shape.contains(points) for shape in self.shapes}
 
     def hu_at(self, points: np.ndarray) -> np.ndarray:
         """CT value at each LPS point: air, soft-tissue body, organs."""
@@ -328,21 +319,39 @@ def rasterize(phantom: Phantom, shape: Sequence[int], affine: np.ndarray, dtype=
     large grids with many small shapes are quick.
     """
     labels = np.zeros(tuple(shape), dtype=dtype, order="F")
+    for ellipsoid in phantom.shapes:
+        found = _shape_in_box(ellipsoid, shape, affine)
+        if found is not None:
+            box, inside = found
+            labels[box][inside] = ellipsoid.value
+    return labels
+
+
+def rasterize_shape(shape_of: Shape, shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
+    """One shape's mask (booleans, Fortran order) at every voxel centre of a grid (``affine``: voxel to RAS), as
+    :func:`rasterize` evaluates it: for a mask file of one structure, whatever the other shapes cover."""
+    mask = np.zeros(tuple(shape), dtype=bool, order="F")
+    found = _shape_in_box(shape_of, shape, affine)
+    if found is not None:
+        box, inside = found
+        mask[box] = inside
+    return mask
+
+
+def _shape_in_box(shape_of: Shape, shape: Sequence[int], affine: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """The grid's voxels in the box around a shape (as slices) and which of them it holds; None off the grid."""
     index_from_lps = np.linalg.inv(affine)[:3, :3] @ LPS_TO_RAS
     index_offset = np.linalg.inv(affine)[:3, 3]
-    for ellipsoid in phantom.shapes:
-        low, high = ellipsoid.bounds()
-        corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
-        index = corners @ index_from_lps.T + index_offset
-        start = np.clip(np.floor(index.min(axis=0)).astype(int), 0, np.array(shape))
-        stop = np.clip(np.ceil(index.max(axis=0)).astype(int) + 1, 0, np.array(shape))
-        if np.any(stop <= start):
-            continue
-        grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(start, stop)], indexing="ij"), axis=-1)
-        lps = (grid @ affine[:3, :3].T + affine[:3, 3]) @ LPS_TO_RAS.T
-        block = labels[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]]
-        block[ellipsoid.contains(lps)] = ellipsoid.value
-    return labels
+    low, high = shape_of.bounds()
+    corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
+    index = corners @ index_from_lps.T + index_offset
+    start = np.clip(np.floor(index.min(axis=0)).astype(int), 0, np.array(shape))
+    stop = np.clip(np.ceil(index.max(axis=0)).astype(int) + 1, 0, np.array(shape))
+    if np.any(stop <= start):
+        return None
+    grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(start, stop)], indexing="ij"), axis=-1)
+    lps = (grid @ affine[:3, :3].T + affine[:3, 3]) @ LPS_TO_RAS.T
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop)), shape_of.contains(lps)
 
 
 def write_nifti(
@@ -403,15 +412,19 @@ __all__ = [
     "AXIAL",
     "CORONAL",
     "SAGITTAL",
+    "Box",
+    "Cylinder",
     "Ellipsoid",
     "FrameSpec",
     "Phantom",
     "SeriesIdentity",
+    "Torus",
     "abdomen_phantom",
     "expected_labels",
     "grid_affine",
     "las_affine",
     "rasterize",
+    "rasterize_shape",
     "shuffled_names",
     "stack",
     "write_enhanced",
