@@ -255,7 +255,7 @@ def test_overlapping_masks_name_the_argument_or_the_flag(tmp_path: Path) -> None
     for name in ("a", "b"):
         write_nifti(masks / f"{name}.nii.gz", volume, grid_affine(ORIGIN, (1, 1, 1)))
     with pytest.raises(SegAlignError) as error:
-        load_segmentation(masks)
+        load_segmentation(masks, overlap="error")  # the default keeps both, in two layers
     assert "overlap='later-wins'" in str(error.value) and "--overlap later-wins" in error.value.cli_message
     assert len(load_segmentation(masks, overlap="later-wins").values) == 1
 

@@ -3,79 +3,146 @@ one segmentation whose segments may overlap.
 
 Each file's labels become segments. The first file keeps its label values; a later file's value already taken is
 given the next free value, and a name already taken is prefixed with its file's name (``body: body``), so every
-segment stays told apart in labels.json and every output. Each file's layers are kept as they are, on their own
-grids (nothing is resampled); layers on one grid whose labelled voxels never meet are then merged, so that total,
-body and a tumour model on the CT's grid are as few label volumes as their overlaps need.
+segment stays told apart in labels.json and every output. Each file's layers are kept on their own grids (nothing
+is resampled), cropped to their segments as soon as the file is read, so that reading many files costs little
+more memory than the first; layers whose labelled voxels never meet are then merged when they lie on one lattice
+(the same grid, or boxes cropped from one grid), so that total, body and tumour models on the CT's grid are as few
+label volumes as their overlaps need. The first file's first layer stays whole: it is the segmentation's grid.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..errors import SegAlignError
+from ..errors import SegAlignError, short
 from ..segmentation import (
     AFFINE_TOLERANCE_MM,
     MAX_LABEL,
     Label,
     Layer,
+    LayerMerger,
     Overlap,
     Segmentation,
     crop,
     first_overlap,
     label_dtype,
     max_corner_difference,
-    merge_layers,
 )
 from .nifti import nifti_stem
 
 
 def combine(segmentations: Sequence[Segmentation], overlap: Overlap = "keep") -> Segmentation:
     """The segmentations as one (see the module's documentation). ``overlap`` ``"later-wins"`` flattens them into
-    one label map (they must then share a grid), ``"error"`` refuses voxels in segments of two files, naming them."""
+    one label map (they must then share a grid), ``"error"`` refuses voxels in segments of two files, naming them.
+    The segmentations given are not changed."""
     if len(segmentations) == 1:
         return segmentations[0]
-    first = segmentations[0]
-    frames_of_reference = {s.frame_of_reference_uid for s in segmentations if s.frame_of_reference_uid}
-    if len(frames_of_reference) > 1:
-        raise SegAlignError(f"the segmentations lie in {len(frames_of_reference)} frames of reference (DICOM SEGs of "
-                            "different series); give segmentations of one series")
-    table: dict[int, Label] = {}
-    names: set[str] = set()
-    layers: list[Layer] = []
-    warnings: list[str] = []
-    for index, segmentation in enumerate(segmentations):
+    combination = Combination(overlap)
+    for segmentation in segmentations:
+        combination.add(segmentation)
+    return combination.result()
+
+
+class Combination:
+    """Segmentations added one at a time (:meth:`add`) and combined into one (:meth:`result`). Only what the result
+    needs is kept of each (its layers cropped and relabelled), so a caller that reads the files one by one and
+    drops each after adding it holds one file's full volume at a time."""
+
+    def __init__(self, overlap: Overlap = "keep") -> None:
+        self.overlap = overlap
+        self.table: dict[int, Label] = {}
+        self.file_of: dict[int, str] = {}  #: label value -> the name of the file it comes from
+        self.layers: list[Layer] = []  # overlap "keep": merged as they come; else every layer, flattened at the end
+        self.merger = LayerMerger(keep_first=True)
+        self.warnings: list[str] = []
+        self.names: list[str] = []
+        self.sources: list[Path] = []
+        self.first: Segmentation | None = None
+        self.frame_of_reference: tuple[str, str] | None = None  # (FrameOfReferenceUID, the first file that has it)
+
+    def add(self, segmentation: Segmentation) -> None:
+        """Take in one more segmentation: its values and names made unique, its layers cropped and kept."""
+        uid = segmentation.frame_of_reference_uid
+        if uid and self.frame_of_reference is None:
+            self.frame_of_reference = (uid, segmentation.name)
+        elif uid and uid != self.frame_of_reference[0]:  # type: ignore[index]
+            raise SegAlignError(
+                f"{short(self.frame_of_reference[1], 60)} and {short(segmentation.name, 60)} lie in different frames "  # type: ignore[index]
+                "of reference (DICOM SEGs of different series); give segmentations of one series"
+            )
+        first = self.first is None
+        if first:
+            self.first = segmentation
+        stem = _stem(segmentation)
         remap: dict[int, int] = {}
+        taken = {label.name for label in self.table.values()}
         for value in sorted(segmentation.label_table):
             label = segmentation.label_table[value]
-            new = value if value not in table else _next_free(table)
-            name = label.name if label.name not in names else f"{_stem(segmentation)}: {label.name}"
-            table[new] = Label(new, name, label.color)
-            names.add(name)
+            new = value if value not in self.table else _next_free(self.table)
+            name = label.name if label.name not in taken else f"{stem}: {label.name}"
+            self.table[new] = Label(new, name, label.color)
+            self.file_of[new] = segmentation.name
+            taken.add(name)
             remap[value] = new
         changed = {old: new for old, new in remap.items() if old != new}
         if changed:
-            warnings.append(
-                f"{_stem(segmentation)}: {len(changed)} label values were taken by an earlier segmentation and are "
-                f"renumbered (e.g. {next(iter(changed))} -> {next(iter(changed.values()))}); labels.json lists them"
+            self.warnings.append(
+                f"{stem}: {len(changed)} label values were taken by an earlier segmentation and are renumbered (e.g. "
+                f"{next(iter(changed))} -> {next(iter(changed.values()))}); labels.json lists them"
             )
-        for layer_index, layer in enumerate(segmentation.layers):
-            relabelled = Layer(_relabel(layer.labels, remap), layer.affine)
-            layers.append(relabelled if index == 0 and layer_index == 0 else crop(relabelled))
-        warnings += [f"{_stem(segmentation)}: {warning}" for warning in segmentation.warnings]
-    if overlap == "keep":
-        layers = [layers[0], *merge_layers(layers[1:])]
-        layers = merge_layers(layers)  # a later layer may fit into the first too
-    else:
-        layers = [_flattened(layers, table, overlap)]
-    base = layers[0]
-    return Segmentation(
-        base.labels, base.affine, table, first.source, first.affine_source, warnings=warnings,
-        description=" + ".join(s.name for s in segmentations),
-        frame_of_reference_uid=next(iter(frames_of_reference), None), more_layers=layers[1:],
-        also_from=[s.source for s in segmentations[1:] if s.source is not None],
-    )
+        for index, layer in enumerate(segmentation.layers):
+            kept = layer if first and index == 0 else crop(layer)
+            relabelled = Layer(relabel(kept.labels, remap), kept.affine)
+            if self.overlap == "keep":
+                self.merger.add(relabelled)
+            else:
+                self.layers.append(relabelled)
+        self.warnings += [f"{stem}: {warning}" for warning in segmentation.warnings]
+        self.names.append(segmentation.name)
+        if segmentation.source is not None:
+            self.sources.append(segmentation.source)
+
+    def result(self) -> Segmentation:
+        """The segmentations added, as one."""
+        if self.first is None:
+            raise SegAlignError("no segmentation given")
+        layers = self.merger.layers if self.overlap == "keep" else [self._flattened()]
+        base = layers[0]
+        return Segmentation(
+            base.labels, base.affine, self.table, self.first.source, self.first.affine_source,
+            warnings=self.warnings, description=" + ".join(self.names),
+            frame_of_reference_uid=self.frame_of_reference[0] if self.frame_of_reference else None,
+            more_layers=layers[1:], also_from=self.sources[1:] if self.first.source is not None else self.sources,
+        )
+
+    def _flattened(self) -> Layer:
+        """Every layer in one label map on the first layer's grid (``later-wins``: a later layer's voxel wins;
+        ``error``: a voxel in two is refused). Layers cropped from the same grid are put back in place."""
+        base = self.layers[0]
+        flat = base.labels.astype(label_dtype(max(self.table, default=0)), order="F")
+        for layer in self.layers[1:]:
+            offset = _offset_on(base, layer)
+            target = flat[tuple(slice(o, o + n) for o, n in zip(offset, layer.labels.shape))]
+            if self.overlap == "error":
+                pair = first_overlap([target, layer.labels])
+                if pair is not None:
+                    raise self._overlap_error(*pair)
+            labelled = layer.labels != 0
+            target[labelled] = layer.labels[labelled]
+        return Layer(flat, base.affine)
+
+    def _overlap_error(self, first: int, second: int, shared: int) -> SegAlignError:
+        def segment(value: int) -> str:
+            return f"{short(self.table[value].name, 60)!r} of {short(self.file_of[value], 60)}"
+
+        what = f"segments {segment(first)} and {segment(second)} overlap ({shared} voxel{'s' if shared != 1 else ''})"
+        return SegAlignError(
+            f"{what}; pass overlap='keep' to keep both, or 'later-wins' to flatten them",
+            cli_message=f"{what}; use --overlap keep to keep both, or --overlap later-wins to flatten them",
+        )
 
 
 def _next_free(table: dict[int, Label]) -> int:
@@ -89,38 +156,19 @@ def _stem(segmentation: Segmentation) -> str:
     return nifti_stem(segmentation.source) if segmentation.source is not None else segmentation.name
 
 
-def _relabel(labels: np.ndarray, remap: dict[int, int]) -> np.ndarray:
-    """``labels`` with each value ``v`` replaced by ``remap[v]`` (the same array where nothing changes)."""
+def relabel(labels: np.ndarray, remap: dict[int, int]) -> np.ndarray:
+    """``labels`` with each value ``v`` replaced by ``remap[v]`` (other values kept): the same array where nothing
+    changes, else a new one (Fortran order) of the smallest label type that holds the result, made through a lookup
+    table of that type, so no wider temporary of the volume's size is made."""
     if all(old == new for old, new in remap.items()) and max(remap.values(), default=0) <= np.iinfo(labels.dtype).max:
         return labels
     lookup = np.arange(max(int(labels.max(initial=0)), max(remap, default=0)) + 1, dtype=np.int64)
     for old, new in remap.items():
         lookup[old] = new
-    return np.asfortranarray(lookup[labels].astype(label_dtype(int(lookup.max(initial=0)))))
-
-
-def _flattened(layers: list[Layer], table: dict[int, Label], overlap: Overlap) -> Layer:
-    """Every layer in one label map on the first layer's grid (``later-wins``: a later layer's voxel wins;
-    ``error``: a voxel in two is refused). Layers cropped from the same grid are put back in place."""
-    base = layers[0]
-    flat = base.labels.astype(label_dtype(max(table, default=0)), order="F")
-    for layer in layers[1:]:
-        offset = _offset_on(base, layer)
-        box = tuple(slice(o, o + n) for o, n in zip(offset, layer.labels.shape))
-        target = flat[box]
-        labelled = layer.labels != 0
-        if overlap == "error":
-            pair = first_overlap([target, layer.labels])
-            if pair is not None:
-                a, b = table[pair[0]].name, table[pair[1]].name
-                raise SegAlignError(
-                    f"segments {a!r} and {b!r} of different files overlap; pass overlap='keep' to keep both, or "
-                    "'later-wins' to flatten them",
-                    cli_message=f"segments {a!r} and {b!r} of different files overlap; use --overlap keep to keep "
-                    "both, or --overlap later-wins to flatten them",
-                )
-        target[labelled] = layer.labels[labelled]
-    return Layer(flat, base.affine)
+    lookup = lookup.astype(label_dtype(int(lookup.max(initial=0))))
+    if labels.flags.f_contiguous and not labels.flags.c_contiguous:
+        return np.take(lookup, labels.T).T  # the transpose is C-ordered: the result, transposed back, is Fortran
+    return np.asfortranarray(np.take(lookup, labels))
 
 
 def _offset_on(base: Layer, layer: Layer) -> tuple[int, int, int]:

@@ -13,6 +13,7 @@ other SEG is refused with the numbers; it is never resampled onto a guess.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -65,13 +66,15 @@ def read(path: Path, overlap: Overlap) -> Reading:
         raise SegAlignError(f"{short_path(path)}: the DICOM SEG has no segments")
     if max(numbers) > 65535:
         raise SegAlignError(f"{short_path(path)}: segment number {max(numbers)} exceeds 65535")
+    names = {number: str(segmentation.get_segment_description(number).segment_label or f"Segment_{number}")
+             for number in numbers}
     warnings: list[str] = []
     more: list[np.ndarray] = []  # with overlap "keep", the layers after the first
     try:
         with quiet_warnings():
             if kind == "FRACTIONAL":
                 volume = segmentation.get_volume(combine_segments=False, rescale_fractional=True)
-                labels, *more = _threshold(volume.array, numbers, overlap, path)
+                labels, *more = _threshold(volume.array, numbers, overlap, path, names)
                 lps = np.asarray(volume.affine, dtype=float)
                 warnings.append(
                     f"{path.name} is a FRACTIONAL SEG: each segment is taken where its value is at least "
@@ -86,11 +89,13 @@ def read(path: Path, overlap: Overlap) -> Reading:
                     )
                     labels = np.asarray(volume.array)
                 except Exception as error:
-                    if overlap != "keep" or "overlap" not in describe(error).lower():
+                    if overlap == "later-wins" or "overlap" not in describe(error).lower():
                         raise
                     overlapping = True  # (the second read after this block: the error holds highdicom's cursor)
-                if overlapping:  # segments kept whole: one volume per segment, packed in layers
+                if overlapping:  # one volume per segment: kept whole, packed in layers, or the overlap named
                     volume = segmentation.get_volume(combine_segments=False, dtype=np.uint8)
+                    if overlap == "error":
+                        raise _overlap_error(path, names, *first_overlap_of(np.asarray(volume.array), numbers))
                     labels, *more = _packed(np.asarray(volume.array), numbers)
                 lps = np.asarray(volume.affine, dtype=float)
         omitted = omitted_sources(dataset)
@@ -102,11 +107,11 @@ def read(path: Path, overlap: Overlap) -> Reading:
         text = describe(error)
         stacked = None
         if "regularly" in text.lower() and kind in ("BINARY", "LABELMAP"):  # not one regular volume for highdicom
-            stacked = stacked_frames(dataset, kind, overlap, path)
+            stacked = stacked_frames(dataset, kind, overlap, path, names)
         if stacked is not None:
             labels, lps, more = stacked
         elif "overlap" in text.lower():
-            raise _overlap_error(path) from None
+            raise _overlap_error(path, names) from None
         else:
             raise SegAlignError(
                 f"{short_path(path)}: the SEG's frames do not form one volume that can be placed ({text})"
@@ -116,11 +121,8 @@ def read(path: Path, overlap: Overlap) -> Reading:
     if labels.ndim != 3:
         raise SegAlignError(f"{short_path(path)}: the SEG's volume has shape {labels.shape}, not 3D")
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    table = {}
-    for number in numbers:
-        description = segmentation.get_segment_description(number)
-        name = str(description.segment_label or f"Segment_{number}")
-        table[number] = Label(number, name, _color(description, number))
+    table = {number: Label(number, names[number], _color(segmentation.get_segment_description(number), number))
+             for number in numbers}
     layers = [crop(Layer(np.asfortranarray(layer.astype(dtype)), affine)) for layer in more]
     return Reading(np.asfortranarray(labels), affine, "dicom-seg", table, warnings, frame_of_reference, layers)
 
@@ -133,7 +135,7 @@ POSITION_TOLERANCE = 0.01
 
 
 def stacked_frames(
-    dataset: object, kind: str, overlap: Overlap, path: Path
+    dataset: object, kind: str, overlap: Overlap, path: Path, names: Mapping[int, str] | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None:
     """A BINARY or LABELMAP SEG's frames as one label volume, read from each frame's own plane: ``(labels (slices,
     rows, columns) of segment numbers, LPS affine mapping (slice, row, column) indices)`` as highdicom's volumes are,
@@ -141,7 +143,8 @@ def stacked_frames(
     at whole multiples of one step, fitted to all of them. The step's component along the normal is the SEG's
     SpacingBetweenSlices when it gives one, so planes it leaves out (they were empty) are empty; a SEG that leaves
     out frames of its source images and gives no SpacingBetweenSlices is refused, since its empty planes cannot be
-    placed. Any SEG whose frames are not so is refused, with the frame or plane and the numbers."""
+    placed. Any SEG whose frames are not so is refused, with the frame or plane and the numbers. ``names`` (segment
+    number -> SegmentLabel) name the segments an ``overlap`` ``"error"`` refuses."""
     frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
     shared = _first(getattr(dataset, "SharedFunctionalGroupsSequence", None))
     per_frame = list(getattr(dataset, "PerFrameFunctionalGroupsSequence", []) or [])
@@ -243,7 +246,9 @@ def stacked_frames(
             mask = pixels[index] != 0
             clash = mask & (target != 0) & (target != segments[index])
             if clash.any() and overlap == "error":
-                raise _overlap_error(path)
+                other = int(target[clash].flat[0])
+                raise _overlap_error(path, names or {}, other, segments[index],
+                                     int(np.count_nonzero(clash & (target == other))))
             overlapping = overlapping or bool(clash.any())
             target[mask] = np.maximum(target[mask], segments[index])
         else:
@@ -262,13 +267,38 @@ def stacked_frames(
     return labels, affine, more
 
 
-def _overlap_error(path: Path) -> SegAlignError:
+def _overlap_error(path: Path, names: Mapping[int, str], first: int | None = None, second: int | None = None,
+                   shared: int = 0) -> SegAlignError:
+    """Segments of the SEG overlap: the two named (number and SegmentLabel) with the pixels they share, when known."""
+    what = "segments of the SEG overlap"
+    if first is not None and second is not None:
+        what = (f"segments {_segment(first, names)} and {_segment(second, names)} of the SEG overlap ({shared} "
+                f"pixel{'s' if shared != 1 else ''})")
     return SegAlignError(
-        f"{short_path(path)}: segments of the SEG overlap; pass overlap='later-wins' to give overlapping pixels to the "
-        "higher segment number",
-        cli_message=f"{short_path(path)}: segments of the SEG overlap; use --overlap later-wins to give overlapping "
-        "pixels to the higher segment number",
+        f"{short_path(path)}: {what}; pass overlap='later-wins' to give overlapping pixels to the higher segment "
+        "number",
+        cli_message=f"{short_path(path)}: {what}; use --overlap later-wins to give overlapping pixels to the higher "
+        "segment number",
     )
+
+
+def _segment(number: int, names: Mapping[int, str]) -> str:
+    return f"{number} {short(names[number], 60)!r}" if number in names else str(number)
+
+
+def first_overlap_of(masks: np.ndarray, numbers: list[int]) -> tuple[int, int, int]:
+    """Two segments of ``(slices, rows, columns, segments)`` masks that share a pixel, in segment order: the earlier
+    one's number, the later one's, and how many pixels they share; ``(0, 0, 0)`` where none do."""
+    owner = np.zeros(masks.shape[:3], dtype=np.uint16)
+    for index, number in enumerate(numbers):
+        mask = masks[..., index] != 0
+        taken = owner[mask]
+        clash = taken != 0
+        if clash.any():
+            other = int(taken[clash][0])
+            return other, number, int(np.count_nonzero(taken == other))
+        owner[mask] = number
+    return 0, 0, 0
 
 
 def _omitted_message(path: Path, omitted: int) -> str:
@@ -326,7 +356,8 @@ def _packed(masks: np.ndarray, numbers: list[int]) -> list[np.ndarray]:
     return packer.layers or [np.zeros(masks.shape[:3], dtype=label_dtype(max(numbers)))]
 
 
-def _threshold(array: np.ndarray, numbers: list[int], overlap: Overlap, path: Path) -> list[np.ndarray]:
+def _threshold(array: np.ndarray, numbers: list[int], overlap: Overlap, path: Path,
+               names: Mapping[int, str]) -> list[np.ndarray]:
     """FRACTIONAL ``(slices, rows, columns, segments)`` values as label layers (segment number where >= 0.5): one
     layer unless ``overlap`` keeps overlapping segments."""
     if overlap == "keep":
@@ -336,11 +367,13 @@ def _threshold(array: np.ndarray, numbers: list[int], overlap: Overlap, path: Pa
         mask = array[..., index] >= FRACTIONAL_THRESHOLD
         clash = mask & (labels != 0)
         if clash.any() and overlap == "error":
+            other = int(labels[clash].flat[0])
+            pair = f"segments {_segment(other, names)} and {_segment(number, names)}"
             raise SegAlignError(
-                f"{short_path(path)}: segments {int(labels[clash].flat[0])} and {number} overlap after thresholding "
-                "at 0.5; pass overlap='later-wins' to give the pixels to the higher segment number",
-                cli_message=f"{short_path(path)}: segments {int(labels[clash].flat[0])} and {number} overlap after "
-                "thresholding at 0.5; use --overlap later-wins to give the pixels to the higher segment number",
+                f"{short_path(path)}: {pair} overlap after thresholding at 0.5; pass overlap='later-wins' to give the "
+                "pixels to the higher segment number",
+                cli_message=f"{short_path(path)}: {pair} overlap after thresholding at 0.5; use --overlap later-wins "
+                "to give the pixels to the higher segment number",
             )
         labels[mask] = number
     return [labels]

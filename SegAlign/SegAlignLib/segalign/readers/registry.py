@@ -29,7 +29,7 @@ from ..segmentation import (
 )
 from . import dicom_seg, metaimage, nifti, nrrd
 from .base import Reader
-from .combine import combine
+from .combine import Combination
 from .mask_folder import load_mask_folder
 
 #: The file readers, in the order they are asked: the first whose ``matches`` is true reads the file.
@@ -86,9 +86,12 @@ def load_segmentations(
     labels; the others keep their own names (prefixed where they would clash)."""
     if not paths:
         raise SegAlignError("no segmentation given")
-    loaded = [load_segmentation(path, label_table if index == 0 else None, overlap, allow_many_labels)
-              for index, path in enumerate(paths)]
-    return combine(loaded, overlap)
+    if len(paths) == 1:
+        return load_segmentation(paths[0], label_table, overlap, allow_many_labels)
+    combination = Combination(overlap)
+    for index, path in enumerate(paths):  # one file's full volume at a time: each is cropped as it is added
+        combination.add(load_segmentation(path, label_table if index == 0 else None, overlap, allow_many_labels))
+    return combination.result()
 
 
 def load_segmentation(

@@ -35,7 +35,7 @@ from .model import (
     looks_like_image,
     max_corner_difference,
 )
-from .layers import Layer, LayerPacker, crop, first_overlap, label_dtype, merge_layers
+from .layers import Layer, LayerMerger, LayerPacker, crop, first_overlap, label_dtype, lattice_offset, merge_layers
 from .sampling import FrameSampler, SegmentationSampler
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "FrameSampler",
     "Label",
     "Layer",
+    "LayerMerger",
     "LayerPacker",
     "OVERLAPS",
     "Overlap",
@@ -61,6 +62,7 @@ __all__ = [
     "first_overlap",
     "guess_totalsegmentator",
     "label_dtype",
+    "lattice_offset",
     "looks_like_image",
     "max_corner_difference",
     "merge_layers",

@@ -71,23 +71,86 @@ def crop(layer: Layer) -> Layer:
     return Layer(np.asfortranarray(layer.labels[box]), affine)
 
 
-def merge_layers(layers: Iterable[Layer]) -> list[Layer]:
-    """Layers on the same grid (shape and affine) whose labelled voxels never meet, combined into one: fewer layers
-    to sample, the segments unchanged. The order is kept (a layer goes into the first earlier one it fits)."""
-    merged: list[Layer] = []
+#: Two layers lie on one lattice when one's voxel axes, taken into the other's index space, are the identity within
+#: this, and its origin a whole number of voxels within it.
+LATTICE_TOLERANCE_VOXELS = 1e-4
+
+
+def lattice_offset(base: Layer, layer: Layer) -> np.ndarray | None:
+    """Where ``layer``'s voxel (0, 0, 0) lies on ``base``'s grid, in whole voxels, when both lie on one lattice (the
+    same axes and spacing, origins whole voxels apart: a layer cropped from the other's grid); else None."""
+    index = np.linalg.solve(np.asarray(base.affine, dtype=float), np.asarray(layer.affine, dtype=float))
+    offset = np.round(index[:3, 3])
+    if (np.abs(index[:3, :3] - np.eye(3)).max() > LATTICE_TOLERANCE_VOXELS / max(max(layer.labels.shape), 1)
+            or np.abs(index[:3, 3] - offset).max() > LATTICE_TOLERANCE_VOXELS):
+        return None
+    return offset.astype(np.int64)
+
+
+def merge_layers(layers: Iterable[Layer], keep_first: bool = False) -> list[Layer]:
+    """Layers whose labelled voxels never meet, combined (see :class:`LayerMerger`): fewer layers to sample, the
+    segments unchanged. The layers given are never changed."""
+    merger = LayerMerger(keep_first)
     for layer in layers:
-        for index, earlier in enumerate(merged):
-            if (earlier.labels.shape == layer.labels.shape and np.array_equal(earlier.affine, layer.affine)
-                    and not np.any((earlier.labels != 0) & (layer.labels != 0))):
-                combined = earlier.labels.copy(order="K") if earlier.labels.dtype.itemsize >= layer.labels.dtype.itemsize \
-                    else earlier.labels.astype(layer.labels.dtype)
-                labelled = layer.labels != 0
-                combined[labelled] = layer.labels[labelled]
-                merged[index] = Layer(combined, earlier.affine)
-                break
-        else:
-            merged.append(layer)
-    return merged
+        merger.add(layer)
+    return merger.layers
+
+
+class LayerMerger:
+    """Layers given one at a time, each put into the first earlier one it fits, else kept as a layer of its own.
+
+    A layer fits an earlier one when both lie on one lattice (the same grid, or boxes cropped from one grid) and
+    their labelled voxels never meet; the two become one layer over the box around both. With ``keep_first`` the
+    first layer keeps its grid (it is the segmentation's): a layer goes into it only if it lies inside it. The
+    layers given are never changed: a merged layer is a new array, made once and then filled in place.
+    """
+
+    def __init__(self, keep_first: bool = False) -> None:
+        self.keep_first = keep_first
+        self.layers: list[Layer] = []
+        self._made: set[int] = set()  # indices of layers whose arrays were made here (and may be filled in place)
+
+    def add(self, layer: Layer) -> int:
+        """Put ``layer`` in; returns the index of the layer it is now part of."""
+        for index, earlier in enumerate(self.layers):
+            joined = _joined(earlier, layer, index in self._made, self.keep_first and index == 0)
+            if joined is not None:
+                self.layers[index] = joined
+                self._made.add(index)
+                return index
+        self.layers.append(layer)
+        return len(self.layers) - 1
+
+
+def _joined(earlier: Layer, layer: Layer, owned: bool, fixed: bool) -> Layer | None:
+    """``layer`` put into ``earlier`` (into the box around both unless ``fixed``), or None where they lie on different
+    lattices or their labelled voxels meet. ``owned``: ``earlier``'s array may be filled in place."""
+    offset = lattice_offset(earlier, layer)
+    if offset is None:
+        return None
+    shape, size = np.array(earlier.labels.shape), np.array(layer.labels.shape)
+    low, high = np.minimum(offset, 0), np.maximum(shape, offset + size)
+    grows = bool(np.any(low < 0) or np.any(high > shape))
+    if fixed and grows:
+        return None
+    meet_low, meet_high = np.maximum(offset, 0), np.minimum(shape, offset + size)
+    if np.all(meet_high > meet_low):  # the boxes meet: the labelled voxels must not
+        here = earlier.labels[tuple(slice(a, b) for a, b in zip(meet_low, meet_high))]
+        there = layer.labels[tuple(slice(a - o, b - o) for a, b, o in zip(meet_low, meet_high, offset))]
+        if np.any((here != 0) & (there != 0)):
+            return None
+    dtype = np.promote_types(earlier.labels.dtype, layer.labels.dtype)
+    if grows or not owned or dtype != earlier.labels.dtype:
+        combined = np.zeros(tuple(high - low), dtype=dtype, order="F")
+        combined[tuple(slice(-a, -a + n) for a, n in zip(low, shape))] = earlier.labels
+    else:
+        combined = earlier.labels
+    target = combined[tuple(slice(o - a, o - a + n) for o, a, n in zip(offset, low, size))]
+    labelled = layer.labels != 0
+    target[labelled] = layer.labels[labelled]
+    affine = np.array(earlier.affine, dtype=float)
+    affine[:3, 3] = affine[:3, :3] @ low + affine[:3, 3]
+    return Layer(combined, affine)
 
 
 def first_overlap(frame_layers: Sequence[np.ndarray]) -> tuple[int, int, int] | None:
