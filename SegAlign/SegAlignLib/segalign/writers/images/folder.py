@@ -24,12 +24,16 @@ from .render import color_lookup, overlay
 
 #: The entries of an export folder this writer may write (see :data:`segalign.export.EXPORT_ENTRIES`).
 ENTRIES = frozenset({
-    "labels/", "masks/", "overlays/", "images/", "viewer/", "index.html", "manifest.csv", "labels.json", "tiles.csv",
+    "labels/", "layers/", "masks/", "overlays/", "images/", "viewer/", "index.html", "manifest.csv", "labels.json",
+    "tiles.csv",
 })
 
 
 class PngFolderWriter(Writer):
     """Writes the PNG folder (always part of an export: the label images and the manifest are its core)."""
+
+    #: Every label layer has its images (``labels/``, ``layers/<n>/``); masks, overlays and the page see them all.
+    writes_overlaps = True
 
     def __init__(self) -> None:
         self.context: ExportContext | None = None
@@ -43,6 +47,8 @@ class PngFolderWriter(Writer):
         self.context = context
         options, segmentation = context.options, context.segmentation
         self.names = manifest.frame_file_names(list(context.frames))
+        #: Where segments overlap, the folders of the layers after the first: ``layers/2``, ``layers/3``...
+        self.layer_folders = [f"layers/{number}" for number in range(2, len(segmentation.layers) + 1)]
         self.segments = [segmentation.label_table[v] for v in segmentation.values if v in segmentation.label_table]
         self.mask_folders = files.unique_safe_names([label.name for label in self.segments]) if options.masks else []
         overlays = options.overlays
@@ -55,6 +61,8 @@ class PngFolderWriter(Writer):
         self.pages: list[dict[str, Any]] = [{} for _ in context.frames]  #: the preview page's data of each frame
         root = context.folder
         (root / "labels").mkdir()
+        for folder in self.layer_folders:
+            (root / folder).mkdir(parents=True)
         for folder in self.mask_folders:
             (root / "masks" / folder).mkdir(parents=True)
         if overlays:
@@ -69,9 +77,12 @@ class PngFolderWriter(Writer):
         assert context is not None
         options, root, name, frame = context.options, context.folder, self.names[item.index], item.frame
         png.write_png(root / "labels" / name, item.labels)
+        for folder, layer in zip(self.layer_folders, item.layers[1:]):
+            png.write_png(root / folder / name, layer)
         for label, folder in zip(self.segments, self.mask_folders):
-            png.write_png(root / "masks" / folder / name, item.labels == label.value)
+            png.write_png(root / "masks" / folder / name, item.mask(label.value))
         row = manifest.manifest_row(item.index, frame, name, context.dicom_root, context.normal, item.present)
+        row.update(manifest.layer_columns(self.layer_folders, name))
         if item.pixels is not None:
             if options.images:
                 stored, slope, intercept = image_values(item.pixels, frame)
@@ -79,17 +90,21 @@ class PngFolderWriter(Writer):
                 row.update(image_png=f"images/{name}", image_slope=f"{slope:.10g}", image_intercept=f"{intercept:.10g}")
             if self.style is not None:
                 gray = item.pixels.display(self.style.window)
-                picture = overlay(gray, item.labels, self.lookup, self.style.alpha, self.style.outline)
+                picture = overlay(gray, item.labels, self.lookup, self.style.alpha, self.style.outline,
+                                  more=item.layers[1:])
                 png.write_png(root / "overlays" / name, picture)
                 row["overlay_png"] = f"overlays/{name}"
             if self.preview:
                 self.pages[item.index] = preview.write_frame(
-                    root, item.index, frame, item.pixels, item.labels, item.counts, item.present
+                    root, item.index, frame, item.pixels, item.layers, item.counts, item.present
                 )
         if options.stats:
             row.update(manifest.stats_columns(frame, item.counts, item.present))
         self.rows[item.index] = row
-        self.tile_rows[item.index] = manifest.tile_rows(item.index, frame, name, context.normal, item.tiles_present)
+        self.tile_rows[item.index] = [
+            {**tile, **manifest.layer_columns(self.layer_folders, name)}
+            for tile in manifest.tile_rows(item.index, frame, name, context.normal, item.tiles_present)
+        ]
 
     def end(self, summary: ExportSummary) -> dict[str, str]:
         context = self.context

@@ -5,6 +5,10 @@ The rows are built here from a frame alone (:func:`manifest_row`, :func:`stats_c
 PNG folder writer adds the columns of the images it wrote (``image_png``, ``overlay_png``...). A documented seam:
 tests inject disk faults by patching :func:`write_manifest`, which the writer calls module-qualified
 (``manifest.write_manifest(...)``); both tables are written with :func:`segalign.files.write_csv`.
+
+Where segments overlap, the segmentation has several label layers (see :mod:`segalign.writers.images`): the
+``label_png`` column is layer 1's image, and a column ``label_png_<n>`` per further layer (:func:`layer_columns`)
+comes after every other column, in both tables.
 """
 
 from __future__ import annotations
@@ -125,18 +129,31 @@ def tile_rows(index: int, frame: Frame, name: str, normal: np.ndarray, present: 
     ]
 
 
+def layer_columns(folders: Sequence[str], name: str) -> dict[str, str]:
+    """``label_png_<n>``: the label image of layer ``n`` (2, 3...) of a frame, from the layers' folders
+    (``layers/<n>``) and the frame's file name; none for a segmentation of one layer."""
+    return {f"label_png_{number}": f"{folder}/{name}" for number, folder in enumerate(folders, start=2)}
+
+
+def extra_layer_columns(rows: Sequence[dict]) -> list[str]:
+    """The ``label_png_<n>`` columns the rows have, by layer number."""
+    present = {column for row in rows for column in row if column.startswith("label_png_")}
+    return sorted(present, key=lambda column: int(column.rsplit("_", 1)[1]))
+
+
 def values_text(values: Sequence[int]) -> str:
     """Label values as the tables spell them: ascending as given, separated by spaces (``"1 4 17"``)."""
     return " ".join(str(value) for value in values)
 
 
 def write_manifest(path: Path, rows: list[dict]) -> None:
-    """manifest.csv: the fixed columns, then the optional ones any row has."""
+    """manifest.csv: the fixed columns, then the optional ones any row has, then the further layers' label images."""
     present = {column for row in rows for column in row}
     optional = [column for column in OPTIONAL_COLUMNS if column in present]
-    files.write_csv(path, MANIFEST_COLUMNS + optional, rows)
+    files.write_csv(path, MANIFEST_COLUMNS + optional + extra_layer_columns(rows), rows)
 
 
 def write_tiles(path: Path, rows: list[dict]) -> None:
-    """tiles.csv, from the :func:`tile_rows` of every mosaic frame in export order."""
-    files.write_csv(path, TILE_COLUMNS, rows)
+    """tiles.csv, from the :func:`tile_rows` of every mosaic frame in export order (with the further layers' label
+    images, where segments overlap)."""
+    files.write_csv(path, TILE_COLUMNS + extra_layer_columns(rows), rows)

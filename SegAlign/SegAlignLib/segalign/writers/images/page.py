@@ -3,7 +3,9 @@
 It is a :meth:`str.format` template: ``{title}``, ``{heading}``, ``{summary}``, ``{provenance}`` (escaped HTML) and
 ``{payload}`` (the frames, legend and style as inert JSON, see :func:`.preview.script_json`) are filled in; every
 other brace of the style and script is doubled. The script draws each frame from ``viewer/NNNNN.js`` (see
-:func:`.preview.frame_script`), with the same windowing and blending as the overlay PNGs (:mod:`.render`).
+:func:`.preview.frame_script`), with the same windowing and blending as the overlay PNGs (:mod:`.render`): where
+segments overlap, the first label layer blended (or outlined), the further layers outlined on top; the readout
+names every segment under the cursor.
 """
 
 PAGE = """<!DOCTYPE html>
@@ -95,9 +97,9 @@ slider.max = Math.max(frames.length - 1, 0);
 
 // ---------------------------------------------------------------- frame data: one script file per frame
 const cache = new Map(), waiting = new Map();
-window.segalignFrame = (index, kind, values, labelKind, labels) => {{
+window.segalignFrame = (index, kind, values, labelKind, labels, more) => {{  // more: further layers' [kind, data]
   const resolve = waiting.get(index);
-  if (resolve) {{ waiting.delete(index); resolve({{kind, values, labelKind, labels}}); }}
+  if (resolve) {{ waiting.delete(index); resolve({{kind, values, labelKind, labels, more: more || []}}); }}
 }};
 const fromBase64 = Uint8Array.fromBase64 ? text => Uint8Array.fromBase64(text) : text => {{  // older browsers
   const binary = atob(text), bytes = new Uint8Array(binary.length);
@@ -130,8 +132,11 @@ function load(index) {{
     script.onload = () => script.remove();
     script.onerror = () => {{ script.remove(); reject(new Error("cannot load " + frames[index].data)); }};
     document.head.appendChild(script);
-  }}).then(async raw => ({{values: await inflate(raw.values, raw.kind, true),
-                           labels: await inflate(raw.labels, raw.labelKind, false)}}));
+  }}).then(async raw => {{
+    const labels = await inflate(raw.labels, raw.labelKind, false);
+    const more = await Promise.all(raw.more.map(([kind, text]) => inflate(text, kind, false)));
+    return {{values: await inflate(raw.values, raw.kind, true), labels, layers: [labels, ...more]}};
+  }});
   cache.set(index, promise);
   if (cache.size > 32) cache.delete(cache.keys().next().value);
   return promise;
@@ -140,7 +145,13 @@ function load(index) {{
 // ---------------------------------------------------------------- drawing
 const picture = document.createElement("canvas"), pictureContext = picture.getContext("2d");
 function frameWindow(frame) {{ return view.window || {{c: frame.window[0], w: frame.window[1]}}; }}
-function render() {{  // the frame at its own size: windowed grey, labels blended (or outlined) in their colours
+function edge(layer, i, columns, rows) {{  // a labelled pixel with a 4-neighbour of another label (not the image edge)
+  const label = layer[i], x = i % columns, y = (i - x) / columns;
+  return (x > 0 && layer[i - 1] !== label) || (x < columns - 1 && layer[i + 1] !== label)
+    || (y > 0 && layer[i - columns] !== label) || (y < rows - 1 && layer[i + columns] !== label);
+}}
+function render() {{  // the frame at its own size: windowed grey, labels blended (or outlined) in their colours,
+                      // further layers (overlapping segments) outlined on top
   const frame = frames[current];
   if (!decoded) return;
   const columns = frame.columns, count = frame.rows * frame.columns;
@@ -160,10 +171,7 @@ function render() {{  // the frame at its own size: windowed grey, labels blende
     if (overlay && label !== 0 && !hidden.has(label)) {{
       const k = label * 3;
       if (outline) {{
-        const x = i % columns, y = (i - x) / columns;
-        const edge = (x > 0 && labels[i - 1] !== label) || (x < columns - 1 && labels[i + 1] !== label)
-          || (y > 0 && labels[i - columns] !== label) || (y < frame.rows - 1 && labels[i + columns] !== label);
-        if (edge) {{ r = lookup[k]; g = lookup[k + 1]; b = lookup[k + 2]; }}
+        if (edge(labels, i, columns, frame.rows)) {{ r = lookup[k]; g = lookup[k + 1]; b = lookup[k + 2]; }}
       }} else {{
         r = Math.floor((1 - alpha) * grey + alpha * lookup[k] + 0.5 + HALF);
         g = Math.floor((1 - alpha) * grey + alpha * lookup[k + 1] + 0.5 + HALF);
@@ -171,6 +179,14 @@ function render() {{  // the frame at its own size: windowed grey, labels blende
       }}
     }}
     out[4 * i] = r; out[4 * i + 1] = g; out[4 * i + 2] = b; out[4 * i + 3] = 255;
+  }}
+  for (let n = 1; overlay && n < decoded.layers.length; n++) {{
+    const layer = decoded.layers[n];
+    for (let i = 0; i < count; i++) {{
+      const label = layer[i];
+      if (label === 0 || hidden.has(label) || !edge(layer, i, columns, frame.rows)) continue;
+      out[4 * i] = lookup[label * 3]; out[4 * i + 1] = lookup[label * 3 + 1]; out[4 * i + 2] = lookup[label * 3 + 2];
+    }}
   }}
   pictureContext.putImageData(image, 0, 0);
   draw();
@@ -350,11 +366,13 @@ function readout(event) {{
   }}
   const i = row * frame.columns + column, value = decoded.values[i] * frame.slope + frame.intercept;
   const label = decoded.labels[i], unit = data.modality === "CT" ? " HU" : "";
+  const under = decoded.layers.map(layer => layer[i]).filter(v => v !== 0);  // every segment here, layer by layer
   element.textContent = `row ${{row}}, column ${{column}} \\u00b7 ${{where}}` +
-    ` \\u00b7 ${{+value.toFixed(2)}}${{unit}} \\u00b7 ${{label ? names.get(label) || label : "no label"}}`;
+    ` \\u00b7 ${{+value.toFixed(2)}}${{unit}} \\u00b7 ${{under.length ? under.map(v => names.get(v) || v).join(" + ") : "no label"}}`;
   element.dataset.index = decodedIndex; element.dataset.row = row; element.dataset.column = column;
   element.dataset.value = value;
   element.dataset.label = label;
+  element.dataset.labels = under.join(" ");
 }}
 slider.addEventListener("input", () => show(Number(slider.value)));
 window.addEventListener("resize", draw);

@@ -7,6 +7,10 @@ or outlined, scaled to the space beside a fixed side panel, zoomed and panned, w
 edges and a readout (row, column, LPS position, value, label) under the cursor. Every control is described in the
 page's own help line.
 
+Where segments overlap, each frame's data holds every label layer; the page draws the first as above and the
+others as outlines on top (as the overlay PNGs are drawn, :mod:`.render`), and the readout names every segment
+under the cursor.
+
 Everything that comes from the input (label names, DICOM descriptions, paths, warnings) is inert in the page,
 whatever it holds: text in the HTML is escaped, and the embedded JSON has ``<``, ``>``, ``&`` and U+2028/U+2029
 written as ``\\u`` escapes, so no ``</script>``, ``<!--`` or line separator can end or change the script. File
@@ -33,21 +37,22 @@ from ...dicom import FramePixels, range_window
 from .page import PAGE
 
 
-def frame_script(index: int, stored: np.ndarray, labels: np.ndarray) -> str:
+def frame_script(index: int, stored: np.ndarray, labels: np.ndarray, more: Sequence[np.ndarray] = ()) -> str:
     """The page's data of one frame, as a script file (a page opened from the file system may load scripts, but
     may neither fetch files nor read the pixels of its images): a call ``segalignFrame(index, kind, values,
-    labelKind, labels)``.
+    labelKind, labels)``, and where segments overlap ``segalignFrame(index, kind, values, labelKind, labels,
+    [[labelKind, labels], ...])`` with the further layers ``more`` (see :mod:`segalign.writers.images`).
 
     ``values`` are the frame's stored values. 16-bit ones (``kind`` ``"u2"`` or ``"i2"``) are filtered as image
     codecs do before they are compressed: each value minus the one before it (row-major, modulo 2**16), zigzag
     coded (0, -1, 1, -2 ... as 0, 1, 2, 3 ...), low bytes then high bytes. On CT this makes the data about a quarter
     smaller than zlib alone, and smaller than a 16-bit PNG. Wider values (``"i4"``) are stored as they are, little
-    endian. ``labels`` is the label image, ``"u1"`` or ``"u2"`` little endian. Both are zlib-compressed (the page
-    inflates them with the browser's DecompressionStream) and base64-encoded."""
+    endian. ``labels`` is the label image (of the first layer), ``"u1"`` or ``"u2"`` little endian, and so is each
+    further layer's. All are zlib-compressed (the page inflates them with the browser's DecompressionStream) and
+    base64-encoded."""
     stored = np.asarray(stored)
     low, high = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
     kind = "u2" if low >= 0 and high <= 0xFFFF else "i2" if -0x8000 <= low and high <= 0x7FFF else "i4"
-    label_kind = "u1" if labels.dtype == np.uint8 else "u2"
     if kind == "i4":
         values = np.ascontiguousarray(stored, dtype="<i4").tobytes()
     else:
@@ -59,21 +64,28 @@ def frame_script(index: int, stored: np.ndarray, labels: np.ndarray) -> str:
     def packed(raw: bytes) -> str:
         return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
 
-    label_bytes = np.ascontiguousarray(labels, dtype=np.dtype(label_kind).newbyteorder("<")).tobytes()
-    return f'segalignFrame({int(index)},"{kind}","{packed(values)}","{label_kind}","{packed(label_bytes)}");\n'
+    def packed_labels(layer: np.ndarray) -> tuple[str, str]:
+        layer_kind = "u1" if layer.dtype == np.uint8 else "u2"
+        return layer_kind, packed(np.ascontiguousarray(layer, dtype=np.dtype(layer_kind).newbyteorder("<")).tobytes())
+
+    label_kind, label_data = packed_labels(labels)
+    layers = "".join(',["%s","%s"]' % packed_labels(layer) for layer in more)
+    further = f",[{layers[1:]}]" if more else ""
+    return f'segalignFrame({int(index)},"{kind}","{packed(values)}","{label_kind}","{label_data}"{further});\n'
 
 
 def write_frame(
-    folder: Path, index: int, frame: Frame, pixels: FramePixels, labels: np.ndarray, counts: np.ndarray,
+    folder: Path, index: int, frame: Frame, pixels: FramePixels, layers: Sequence[np.ndarray], counts: np.ndarray,
     present: Sequence[int],
 ) -> dict[str, Any]:
-    """Write ``viewer/NNNNN.js`` (see :func:`frame_script`) of frame ``index`` into the export ``folder``, and
+    """Write ``viewer/NNNNN.js`` (see :func:`frame_script`) of frame ``index`` into the export ``folder``, with
+    every label layer of the frame (``layers``, one where no segments overlap), and
     return what the page needs of the frame beyond its manifest row (:func:`page_frames`): each present label's
     pixels here (its legend entry jumps to the frame where it is largest), whether its file is multi-frame, the
     script, the frame's size, rescale and own window, and for a mosaic each tile's plane (the readout places a
     pixel through its own tile)."""
     script = f"viewer/{index:05d}.js"
-    (folder / script).write_text(frame_script(index, pixels.stored, labels), encoding="ascii")
+    (folder / script).write_text(frame_script(index, pixels.stored, layers[0], layers[1:]), encoding="ascii")
     own = pixels.window or range_window(pixels.values)
     entry: dict[str, Any] = {
         "areas": {value: int(counts[value]) for value in present},

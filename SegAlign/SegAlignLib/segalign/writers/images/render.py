@@ -7,11 +7,15 @@ Blending, per pixel with a non-zero label of colour ``C`` and grayscale ``g``::
 Pixels with label 0 keep ``g`` exactly. With ``outline=True`` only the boundary pixels of each labelled region are
 coloured, fully (``alpha`` is not used): a labelled pixel is on the boundary when one of its four neighbours has a
 different label; pixels beyond the image edge count as having the same label, so the frame border is not drawn.
+
+Where segments overlap (a segmentation of several label layers), the first layer is drawn as above and every
+further layer on top of it as outlines (its boundary pixels in their colours, fully, layer after layer), so that a
+segment inside or across another stays visible and the fill underneath still shows whose it is.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -69,16 +73,22 @@ def boundary(labels: np.ndarray) -> np.ndarray:
     return edge & (labels != 0)
 
 
-def overlay(gray: np.ndarray, labels: np.ndarray, lookup: np.ndarray, alpha: float = 0.4, outline: bool = False) -> np.ndarray:
-    """RGB uint8 image ``(rows, columns, 3)``: ``gray`` with ``labels`` drawn in the colours of ``lookup``."""
+def overlay(
+    gray: np.ndarray, labels: np.ndarray, lookup: np.ndarray, alpha: float = 0.4, outline: bool = False,
+    more: Sequence[np.ndarray] = (),
+) -> np.ndarray:
+    """RGB uint8 image ``(rows, columns, 3)``: ``gray`` with ``labels`` drawn in the colours of ``lookup``, and
+    the further layers ``more`` (where segments overlap) outlined on top, in order."""
     rgb = np.repeat(gray[:, :, None], 3, axis=2)
     mask = boundary(labels) if outline else labels != 0
-    if not mask.any():
-        return rgb
-    colors = lookup[labels[mask]]
-    if outline:
-        rgb[mask] = colors
-    else:
-        mixed = (1.0 - alpha) * gray[mask][:, None].astype(np.float64) + alpha * colors
-        rgb[mask] = np.floor(mixed + (0.5 + HALF_TOLERANCE)).astype(np.uint8)  # halves round up, whatever float error
+    if mask.any():
+        colors = lookup[labels[mask]]
+        if outline:
+            rgb[mask] = colors
+        else:
+            mixed = (1.0 - alpha) * gray[mask][:, None].astype(np.float64) + alpha * colors
+            rgb[mask] = np.floor(mixed + (0.5 + HALF_TOLERANCE)).astype(np.uint8)  # halves round up, whatever float error
+    for layer in more:
+        edge = boundary(layer)
+        rgb[edge] = lookup[layer[edge]]
     return rgb
