@@ -14,9 +14,14 @@ file from a spool of each frame's packed bits (BINARY) or RLE fragment (LABELMAP
 the number of frames. The result is read back by highdicom, pydicom and dcmqi in the tests.
 
 * BINARY: Segmentation Storage, 1 bit per pixel, frames ordered by segment, then by position along the slice
-  normal; uncompressed (explicit VR little endian), as every SEG reader reads.
+  normal; uncompressed (explicit VR little endian), as every SEG reader reads. Each segment's frames are its own
+  mask (:meth:`~.base.FrameLabels.mask`), so where segments overlap (a segmentation of several layers) a pixel is
+  in every segment that holds it, and SegmentsOverlap says whether any written pixel is in two segments ("YES")
+  or none is ("NO").
 * LABELMAP: Label Map Segmentation Storage (2024), one frame per source frame with a label, pixel value = segment
-  number (8-bit, or 16-bit beyond 255 segments), RLE Lossless (see :mod:`.rle`).
+  number (8-bit, or 16-bit beyond 255 segments), RLE Lossless (see :mod:`.rle`). One value per pixel cannot hold
+  overlapping segments: a segmentation whose segments meet on some frame is refused before anything is written
+  (:func:`first_shared_pixel`), one whose layers never meet on the frames is written as one label map.
 
 Where the frames lie and what each frame's functional groups say is :mod:`.seg_frames`; what this writer shares with
 the RTSTRUCT writer, :mod:`.dicom_base`.
@@ -35,8 +40,8 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 from ..dicom import Frame, Series, position_along
-from ..errors import SegAlignError, quiet_warnings
-from ..segmentation import Label, Segmentation
+from ..errors import SegAlignError, quiet_warnings, short, short_path
+from ..segmentation import Label, Segmentation, SegmentationSampler, first_overlap
 from ..options import DicomSegOptions, ExportOptions, SegmentationType
 from ..version import __version__
 from . import rle
@@ -72,6 +77,8 @@ class DicomSegWriter(DicomWriter):
     PRODUCT = "a DICOM SEG"
     NEEDS = "a DICOM SEG needs at least one segment"
     SERIES_NUMBER_OFFSET = 1000
+    #: BINARY writes each segment's own mask; LABELMAP refuses segments that meet on a frame, in ``check``.
+    writes_overlaps = True
 
     def __init__(self, options: DicomSegOptions) -> None:
         super().__init__(options)
@@ -82,7 +89,8 @@ class DicomSegWriter(DicomWriter):
     def check(self, series: Series, frames: Sequence[Frame], options: ExportOptions,
               segmentation: Segmentation) -> None:
         """Refuse, before anything is written, a series a SEG cannot be written on: no frame of reference, no SOP
-        instance or class UIDs, mosaic frames, or frames of different sizes."""
+        instance or class UIDs, mosaic frames, or frames of different sizes; and for a LABELMAP, segments that
+        share a pixel of some frame (naming the first two and the frame)."""
         super().check(series, frames, options, segmentation)
         sizes = sorted({(f.rows, f.columns) for f in frames})
         if len(sizes) > 1:
@@ -90,6 +98,10 @@ class DicomSegWriter(DicomWriter):
                 f"series {series.uid or '(no SeriesInstanceUID)'} has frames of {len(sizes)} sizes ({sizes[0][0]}x{sizes[0][1]}, "
                 f"{sizes[1][0]}x{sizes[1][1]}...); the frames of a DICOM SEG share one size"
             )
+        if self.labelmap and segmentation.overlapping:
+            shared = first_shared_pixel(segmentation, frames)
+            if shared is not None:
+                raise overlap_error(segmentation, *shared)
 
     def begin(self, context: ExportContext) -> None:
         super().begin(context)
@@ -101,6 +113,7 @@ class DicomSegWriter(DicomWriter):
         self._binary: dict[int, dict[int, tuple[int, int]]] = {}  # label -> frame index -> (offset, length)
         self._labelmap: dict[int, tuple[int, int]] = {}  # frame index -> (offset, length)
         self._empty: set[int] = set()  # frames with no label: left out when SpacingBetweenSlices can place them
+        self._overlap = False  # whether a pixel of some frame is in two segments (SegmentsOverlap)
 
     def add(self, item: FrameLabels) -> None:
         if not item.present:
@@ -108,12 +121,15 @@ class DicomSegWriter(DicomWriter):
                 self._empty.add(item.index)
             return
         if self.labelmap:
-            fragment = rle.encode_frame(_segment_numbers(item.labels, self._lut, len(self._provisional)))
+            labels = one_label_map(item.layers, item.frame)
+            fragment = rle.encode_frame(_segment_numbers(labels, self._lut, len(self._provisional)))
             with self.lock:
                 self._labelmap[item.index] = self._append(fragment)
             return
-        packed = [(value, np.packbits(item.labels == value, axis=None, bitorder="little").tobytes()) for value in item.present]
+        overlap = len(item.layers) > 1 and first_overlap(item.layers) is not None
+        packed = [(value, np.packbits(item.mask(value), axis=None, bitorder="little").tobytes()) for value in item.present]
         with self.lock:
+            self._overlap |= overlap
             for value, bits in packed:
                 self._binary.setdefault(value, {})[item.index] = self._append(bits)
 
@@ -232,7 +248,8 @@ class DicomSegWriter(DicomWriter):
             renumbered: dict[int, tuple[int, int]] = {}
             with self.lock:
                 for _, index in frame_list:
-                    renumbered[index] = self._append(rle.encode_frame(_segment_numbers(context.resample(index)[0], lut, len(values))))
+                    labels = one_label_map(context.resample(index), context.frames[index])
+                    renumbered[index] = self._append(rle.encode_frame(_segment_numbers(labels, lut, len(values))))
             fragments = [renumbered[index] for _, index in frame_list]
             read = self._read
         offsets, position = [], 0
@@ -266,7 +283,9 @@ class DicomSegWriter(DicomWriter):
         dataset.ContentCreatorName = ""
         dataset.SegmentationType = "LABELMAP" if labelmap else "BINARY"
         dataset.LossyImageCompression = "00"
-        dataset.SegmentsOverlap = "NO"  # one label per pixel: segments never overlap
+        # A LABELMAP holds one segment per pixel; a BINARY SEG's segments overlap where some written pixel is in two
+        # of them (known exactly: every frame was seen), which readers must then not flatten into one label map.
+        dataset.SegmentsOverlap = "YES" if self._overlap and not labelmap else "NO"
         dataset.SamplesPerPixel = 1
         dataset.PhotometricInterpretation = "MONOCHROME2"
         dataset.Rows, dataset.Columns = frames[0].rows, frames[0].columns
@@ -342,6 +361,54 @@ class DicomSegWriter(DicomWriter):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def first_shared_pixel(segmentation: Segmentation, frames: Sequence[Frame]) -> tuple[int, int, int, Frame] | None:
+    """The first frame (in export order) on which two segments of a layered segmentation share a pixel: the two
+    label values, how many pixels they share there, and the frame; None when no two segments meet on any frame
+    (a frame outside all but one layer's volume is not sampled)."""
+    sampler = SegmentationSampler(segmentation)
+    for frame in frames:
+        if sum(one.may_overlap(frame) for one in sampler.samplers) < 2:
+            continue
+        shared = first_overlap(sampler.sample(frame))
+        if shared is not None:
+            return (*shared, frame)
+    return None
+
+
+def overlap_error(segmentation: Segmentation, first: int, second: int, pixels: int, frame: Frame) -> SegAlignError:
+    """The refusal of a LABELMAP SEG for segments ``first`` and ``second`` that share ``pixels`` on ``frame``: one
+    line, within the command line's limit whatever the names."""
+    table = segmentation.label_table
+
+    def named(value: int) -> str:
+        return f"{value} ({short(table[value].name, 30)})" if value in table else str(value)
+
+    instance = "no InstanceNumber" if frame.instance_number is None else f"InstanceNumber {frame.instance_number}"
+    number = f" frame {frame.frame_number}" if frame.number_of_frames > 1 else ""
+    where = f"{instance} ({short(frame.source_file.name, 40)}{number})"
+    message = (f"segments {named(first)} and {named(second)} of {short(segmentation.name, 30)} share {pixels} "
+               f"pixels on {where}; a LABELMAP DICOM SEG holds one segment per pixel: ")
+    return SegAlignError(
+        message + "write a BINARY one or pass overlap='later-wins'",
+        cli_message=message + "use --dicom-seg-type binary or --overlap later-wins",
+    )
+
+
+def one_label_map(layers: Sequence[np.ndarray], frame: Frame) -> np.ndarray:
+    """A frame's layers as one label image, for a LABELMAP: the first layer itself when it is the only one, else
+    every layer's labels together (:meth:`DicomSegWriter.check` refused segments that meet on a frame; a pixel in two
+    segments here is an error, not a choice)."""
+    if len(layers) == 1:
+        return layers[0]
+    if first_overlap(layers) is not None:
+        raise SegAlignError(f"{short_path(frame.source_file)}: segments overlap on this frame, which a LABELMAP SEG "
+                            "cannot hold")
+    combined = np.zeros(layers[0].shape, dtype=np.result_type(*layers))
+    for layer in layers:
+        np.copyto(combined, layer, where=layer != 0)
+    return combined
 
 
 BACKGROUND = Code("125040", "DCM", "Background")
