@@ -6,6 +6,9 @@ placed in patient space from that frame's own ImagePositionPatient, ImageOrienta
 they lie in the frame's plane and reference that frame's SOP instance (and frame number for a multi-frame source).
 Filled by the even-odd rule, as planning systems combine a ROI's contours on one plane, they give back the frame's
 pixels exactly: tilted, unevenly spaced, left-handed, non-square, multi-frame and feet-first series included.
+Where segments overlap (a segmentation of several label layers), each layer is traced on its own: within a layer
+segments do not overlap, and a segment is in one layer only, so every ROI is traced from its own mask, whatever
+other ROIs cover the same pixels (a BODY around every organ, a PTV around its CTV).
 
 The file is written in Implicit VR Little Endian, where every element has a 4-byte length: a body outline's
 ContourData can exceed the 64 KiB an explicit-VR DS element holds, and implicit VR is the transfer syntax every
@@ -55,6 +58,8 @@ class RtStructWriter(DicomWriter):
     PRODUCT = "an RTSTRUCT"
     NEEDS = "an RTSTRUCT needs at least one structure"
     SERIES_NUMBER_OFFSET = 2000
+    #: Every ROI is traced from its own layer (see the module documentation).
+    writes_overlaps = True
 
     # ------------------------------------------------------------------ protocol
 
@@ -71,7 +76,8 @@ class RtStructWriter(DicomWriter):
         orientation = np.asarray(frame.orientation, dtype=np.float64)
         spacing = np.asarray(frame.pixel_spacing, dtype=np.float64)
         encoded = []
-        for value, polygons in trace_edges(item.labels).items():
+        traced = [pair for layer in item.layers for pair in trace_edges(layer).items()]  # a value in one layer only
+        for value, polygons in traced:
             contours = []
             for polygon in polygons:
                 data = contour_data(vertices_to_patient(polygon, position, orientation, spacing))
