@@ -8,15 +8,20 @@ should, and that the page logs no error.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from conftest import read_manifest, read_png
-from preview_cases import COLUMNS, FRAMES, ROWS, pixel_centres_script, write_case
+from preview_cases import (
+    COLUMNS, FRAMES, OVERLAP_COLUMNS, OVERLAP_NAMES, OVERLAP_ROWS, ROWS, expected_overlay, pixel_centres_script,
+    write_case, write_overlap_case,
+)
 
 FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
 if not FIREFOX:
@@ -58,6 +63,11 @@ def opened(firefox, export: Path):
     offset = Path(firefox.log_path).stat().st_size
     _open(firefox, export)
     yield firefox
+    _assert_quiet(firefox, offset)
+
+
+def _assert_quiet(firefox, offset: int) -> None:
+    """Nothing Firefox printed after ``offset`` of its log is an error or warning."""
     time.sleep(0.5)  # Firefox's output reaches the log through a thread of mozrunner's
     with open(firefox.log_path, "rb") as log:
         log.seek(offset)
@@ -159,3 +169,34 @@ def test_firefox_readout_outline_and_last_frame(opened, export: Path) -> None:
     lines = _centres(firefox)
     assert np.array_equal(lines[last_labels == 0], filled[last_labels == 0])
     assert np.any(lines[last_labels != 0] != filled[last_labels != 0])
+
+
+def test_firefox_draws_and_names_overlapping_segments(firefox, tmp_path: Path) -> None:
+    """Segments that overlap (three label layers): what Firefox shows at every pixel centre is the overlay computed
+    here (the first layer blended, the others outlined on top), and the readout at a pixel inside all three names
+    them all, layer by layer."""
+    out = write_overlap_case(tmp_path)
+    offset = Path(firefox.log_path).stat().st_size
+    _open(firefox, out)
+    colors = {entry["value"]: tuple(entry["color"])
+              for entry in json.loads((out / "labels.json").read_text(encoding="utf-8"))}
+    row = read_manifest(out)[3]
+    layers = [read_png(out / row[column]) for column in ("label_png", "label_png_2", "label_png_3")]
+    stored = pydicom.dcmread(out.parent / "dicom" / row["source_file"]).pixel_array
+    _js(firefox, "show(3)")
+    _wait(firefox, "return document.getElementById('view').dataset.index === '3'")
+    _js(firefox, "document.querySelectorAll('.letter').forEach(e => e.style.visibility = 'hidden')")
+    flat = _js(firefox, pixel_centres_script(OVERLAP_ROWS, OVERLAP_COLUMNS))
+    shown = np.array(flat, dtype=np.uint8).reshape(OVERLAP_ROWS, OVERLAP_COLUMNS, 3)
+    assert np.array_equal(shown, expected_overlay(stored, layers, colors))
+    left, top, scale = _js(firefox, "const r = document.getElementById('view').getBoundingClientRect(), "
+                                    "g = geometry(); return [r.x + g.left, r.y + g.top, g.scale]")
+    r, c = 14, 17
+    assert all(layer[r, c] for layer in layers), "a pixel inside all three segments"
+    pointer = firefox.actions.sequence("pointer", "mouse", pointer_params={"pointerType": "mouse"})
+    pointer.pointer_move(int(left + (c + 0.5) * scale), int(top + (r + 0.5) * scale)).perform()
+    readout = _wait(firefox, "const e = document.getElementById('readout'); "
+                             "return e.dataset.row && {text: e.textContent, ...e.dataset}")
+    assert (int(readout["row"]), int(readout["column"])) == (r, c)
+    assert readout["text"].endswith(" + ".join(OVERLAP_NAMES[v] for v in (1, 2, 3))), readout["text"]
+    _assert_quiet(firefox, offset)

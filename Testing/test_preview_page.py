@@ -17,7 +17,10 @@ import pydicom
 import pytest
 
 from conftest import read_manifest, read_png, run_cli
-from preview_cases import COLORS, COLUMNS, FRAMES, NAMES, ROWS, pixel_centres_script, write_case
+from preview_cases import (
+    COLORS, COLUMNS, FRAMES, NAMES, OVERLAP_COLUMNS, OVERLAP_NAMES, OVERLAP_ROWS, ROWS, expected_overlay,
+    pixel_centres_script, write_case, write_overlap_case,
+)
 from segalign.synthetic import grid_affine, stack, write_nifti, write_series
 
 CHROMIUM = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
@@ -341,6 +344,51 @@ def test_readout_shows_position_value_and_label(page, export: Path) -> None:
     assert f"LPS {ipp[0] + 38 * float(header.PixelSpacing[1]):.1f}, " in page.inner_text("#readout")
     assert f", {ipp[2]:.1f} mm" in page.inner_text("#readout")
     assert not page.errors
+
+
+def test_overlapping_segments_are_all_named_and_drawn(browser, tmp_path: Path) -> None:
+    """Segments that overlap (three label layers): the readout names every segment under the cursor, layer by
+    layer; the canvas shows at every pixel centre exactly the overlay computed here from the label layers (the first
+    blended, the others outlined on top), which is the overlay PNG too; hiding a segment of a further layer takes
+    its outline away and nothing else."""
+    out = write_overlap_case(tmp_path)
+    table = {entry["value"]: entry for entry in json.loads((out / "labels.json").read_text(encoding="utf-8"))}
+    assert {value: (entry["name"], entry["layer"]) for value, entry in table.items()} == {
+        value: (name, value) for value, name in OVERLAP_NAMES.items()}
+    colors = {value: tuple(entry["color"]) for value, entry in table.items()}
+    rows = read_manifest(out)
+    index = 3  # a frame holding all three segments
+    row = rows[index]
+    layers = [read_png(out / row["label_png"]), read_png(out / row["label_png_2"]), read_png(out / row["label_png_3"])]
+    stored = pydicom.dcmread(out.parent / "dicom" / row["source_file"]).pixel_array
+    expected = expected_overlay(stored, layers, colors)
+    assert np.array_equal(read_png(out / row["overlay_png"]), expected)
+    page = open_page(browser, out / "index.html")
+    page.evaluate(f"show({index})")
+    _shown(page, index)
+    page.add_style_tag(content=".letter { visibility: hidden; }")
+    assert np.array_equal(_at_pixel_centres(page, OVERLAP_ROWS, OVERLAP_COLUMNS), expected)
+
+    fit = page.evaluate("() => geometry()")
+    box = page.locator("#view").bounding_box()
+    seen = set()
+    for r, c in ((10, 10), (14, 17), (5, 5), (15, 32), (28, 1)):
+        page.mouse.move(box["x"] + fit["left"] + (c + 0.5) * fit["scale"], box["y"] + fit["top"] + (r + 0.5) * fit["scale"])
+        page.wait_for_function(f"() => document.getElementById('readout').dataset.row === '{r}' && "
+                               f"document.getElementById('readout').dataset.column === '{c}'")
+        under = [int(layer[r, c]) for layer in layers if layer[r, c]]
+        text = page.inner_text("#readout")
+        assert text.endswith(" + ".join(OVERLAP_NAMES[v] for v in under) if under else "no label"), (r, c, text)
+        assert page.evaluate("() => document.getElementById('readout').dataset.labels") == " ".join(map(str, under))
+        seen.add(len(under))
+    assert seen == {0, 1, 2, 3}, "pixels in none, one, two and three segments"
+
+    before = _shown(page)["drawn"]
+    page.click("#legend-rows tr[data-value='3'] .swatch")
+    _redrawn(page, before)
+    assert np.array_equal(_at_pixel_centres(page, OVERLAP_ROWS, OVERLAP_COLUMNS), expected_overlay(stored, layers[:2], colors))
+    page.context.close()
+    assert not page.errors, page.errors
 
 
 def test_the_page_decodes_every_kind_of_stored_value(page) -> None:
