@@ -12,7 +12,9 @@ the command line's. Long lists (every series in a folder, every problem of a ser
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import contextlib
 import threading
 import warnings
@@ -98,3 +100,33 @@ def quiet_warnings() -> Iterator[None]:
     with _WARNINGS_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+#: One thread at a time silences the process's standard error (a file descriptor, shared by every thread).
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_decoders() -> Iterator[None]:
+    """Silence what compiled decoders (OpenJPEG, libjpeg, GDCM) print on the process's standard error inside the
+    block: they write to file descriptor 2 directly, past Python, before SegAlign says in one line what failed.
+    Standard error is sent to the null device for the block; Python code writing to it meanwhile (another thread)
+    is silenced too, so the block holds only the decoding call."""
+    try:
+        target = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+        saved = os.dup(2)
+        try:
+            os.dup2(target, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(target)

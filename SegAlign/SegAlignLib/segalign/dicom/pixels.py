@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.uid import RLELossless
 from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 
-from ..errors import SegAlignError, describe, quiet_warnings, short, short_path
+from ..errors import SegAlignError, describe, quiet_decoders, quiet_warnings, short, short_path
 from .frames import functional_groups, functional_value
 from .model import Frame
 
@@ -180,17 +181,21 @@ class PixelReader:
             raise SegAlignError(f"{frame.source_file}: has no PixelData")
         syntax = header.file_meta.get("TransferSyntaxUID") if hasattr(header, "file_meta") else None
         try:
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), quiet_decoders():
                 stored = decode()
         except Exception as error:
             reason = describe(error, 200)
             if syntax is not None and syntax.is_compressed:
-                stored = _decode_with_itk(frame, header) if frame.number_of_frames == 1 else None
+                # GDCM (through SimpleITK, bundled with 3D Slicer) decodes what no pydicom plugin installed does:
+                # JPEG Lossless and JPEG-LS there. Never RLE: pydicom always decodes it, so a failure is broken data,
+                # and GDCM ends the process with SIGFPE on some (an RLE header of zeros).
+                gdcm = frame.number_of_frames == 1 and syntax != RLELossless
+                stored = _decode_with_itk(frame, header) if gdcm else None
                 if stored is None:
                     raise SegAlignError(
-                        f"{short_path(frame.source_file)}: cannot decode {short(syntax.name, 40)} ({syntax}) pixel "
-                        "data; install a decoder: pip install 'segalign[codecs]' (pylibjpeg), python-gdcm or "
-                        f"SimpleITK (3D Slicer bundles it) ({reason})"
+                        f"{short_path(frame.source_file)}: cannot decode {short(syntax.name, 80)} ({syntax}) pixel "
+                        "data: it is damaged, or needs a decoder: pip install 'segalign[codecs]' (pylibjpeg), "
+                        f"python-gdcm or SimpleITK (3D Slicer bundles it) ({reason})"
                     ) from None
             else:
                 raise SegAlignError(f"{frame.source_file}: cannot read the pixel data ({reason})") from None
@@ -216,7 +221,8 @@ def _decode_with_itk(frame: Frame, header: pydicom.Dataset) -> np.ndarray | None
         reader = sitk.ImageFileReader()
         reader.SetImageIO("GDCMImageIO")
         reader.SetFileName(str(frame.source_file))
-        values = sitk.GetArrayFromImage(reader.Execute())
+        with quiet_decoders():
+            values = sitk.GetArrayFromImage(reader.Execute())
     except Exception:  # RuntimeError: GDCM cannot decode it either
         return None
     values = values.reshape(values.shape[-2:]) if values.ndim == 3 and values.shape[0] == 1 else values
