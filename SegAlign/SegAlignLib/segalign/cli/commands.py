@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
-from ..dicom import diagnose
-from ..dicom import DicomScan, scan_folder
+from ..dicom import DicomScan, diagnose, scan_folder
 from ..errors import SegAlignError, one_line
 from ..export import export_segmentation
 from ..readers import SEGMENTATION_SUFFIXES, load_segmentations
@@ -194,14 +195,17 @@ def run_info(args: argparse.Namespace) -> int:
     """``segalign info``: describe every image series of a folder, as text or JSON; exit 1 when there is none."""
     scan = scan_folder(args.dicom_dir)
     reports = [diagnose(series, scan.root) for series in scan.series]
-    if args.json:
+    none = f"no DICOM image series with patient geometry in {args.dicom_dir}"
+    if args.json:  # the JSON on standard output, the error (if any) on standard error
         print(json.dumps({"folder": str(args.dicom_dir), "series": [r.as_dict() for r in reports],
                           "warnings": scan.warnings}, indent=2, allow_nan=False))
+        if not reports:
+            print_error(none)
         return 0 if reports else 1
     for warning in scan.warnings:
         print(f"note: {warning}")
     if not reports:
-        print(f"no DICOM image series with patient geometry in {args.dicom_dir}")
+        print_error(none)
         return 1
     if len(reports) > 1:
         print(f"{len(reports)} series (export one with --series and its UID, SeriesNumber or index):")
@@ -210,6 +214,16 @@ def run_info(args: argparse.Namespace) -> int:
         (f"[{index}] " if len(reports) > 1 else "") + report.to_text() for index, report in enumerate(reports, 1)
     ))
     return 0
+
+
+def invocation() -> str:
+    """How to run this segalign again from a shell: ``segalign`` when that is the command on the PATH that runs
+    this Python, else this Python with ``-m segalign`` (a virtual environment that is not activated)."""
+    found = shutil.which("segalign")
+    here = Path(sys.executable).parent
+    if found is not None and Path(found).resolve().parent in (here, here.resolve()):
+        return "segalign"
+    return f"{shlex.quote(sys.executable)} -m segalign"
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -228,7 +242,7 @@ def run_demo(args: argparse.Namespace) -> int:
             f"  export:           {paths.export_dir}  (labels/*.png, overlays/*.png, manifest.csv, labels.json)\n"
             f"  DICOM SEG:        {paths.export_dir / 'seg.dcm'}  (open it with the series in Slicer or OHIF)\n"
             f"  preview page:     {paths.export_dir / 'index.html'}  (open it in a browser)\n"
-            f"  same as:          segalign export {paths.dicom_dir} {paths.segmentation} -o {paths.export_dir} "
+            f"  same as:          {invocation()} export {paths.dicom_dir} {paths.segmentation} -o {paths.export_dir} "
             "--overlays --dicom-seg --overwrite"
         )
     except Interrupted:  # an interrupt that found the demo's export complete says so

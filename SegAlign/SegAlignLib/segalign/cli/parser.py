@@ -5,6 +5,7 @@ groups) and the translation of parsed arguments into the option objects every fr
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -15,8 +16,13 @@ from ..version import __version__
 
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
-    """``argv`` parsed (argparse exits with its usage message on a mistake)."""
-    return build_parser().parse_args(join_negative_window(list(argv)))
+    """``argv`` parsed (argparse exits with its usage message on a mistake); no command at all prints the list of
+    commands, each with its line, and exits with status 2."""
+    parser = build_parser()
+    if not argv:
+        parser.print_help(sys.stderr)
+        parser.exit(2)
+    return parser.parse_args(join_negative_window(list(argv)))
 
 
 def join_negative_window(argv: list[str]) -> list[str]:
