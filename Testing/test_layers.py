@@ -12,6 +12,7 @@ from segalign.segmentation import (
     Layer,
     LayerMerger,
     LayerPacker,
+    bounding_box,
     crop,
     first_overlap,
     label_dtype,
@@ -77,6 +78,9 @@ def test_layer_packer(case: str) -> None:
     assert len(packer.layers) == count
     for (value, low, high), index in zip(segments, got):  # every segment whole, in its layer only
         np.testing.assert_array_equal(packer.layers[index] == value, box(low, high))
+        voxels = int(box(low, high).sum())
+        assert packer.voxels.get(value, 0) == voxels and packer.layer_of.get(value, index if voxels else None) == \
+            (index if voxels else None)
         assert not any((other == value).any() for n, other in enumerate(packer.layers) if n != index)
     assert all(layer.flags.f_contiguous and layer.dtype == np.uint8 for layer in packer.layers)
 
@@ -87,6 +91,45 @@ def test_layer_packer_label_type(largest: int, dtype: type) -> None:
     packer.add(largest, box((0, 0, 0), (1, 1, 1), (2, 2, 2)))
     assert packer.layers[0].dtype == dtype == label_dtype(largest)
     assert packer.layers[0][0, 0, 0] == largest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bounding_box: the slices around the non-zero voxels, whatever the memory order
+# ---------------------------------------------------------------------------------------------------------------
+
+BOX_CASES = {
+    # name: non-zero voxels, expected box (low, high) or None
+    "one voxel": ([(2, 3, 1)], ((2, 3, 1), (3, 4, 2))),
+    "two corners": ([(0, 0, 0), (5, 4, 3)], ((0, 0, 0), (6, 5, 4))),
+    "a line along the last axis": ([(1, 1, 0), (1, 1, 3)], ((1, 1, 0), (2, 2, 4))),
+    "scattered": ([(4, 0, 2), (1, 3, 2), (2, 2, 1)], ((1, 0, 1), (5, 4, 3))),
+    "empty": ([], None),
+}
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.uint16])
+@pytest.mark.parametrize("case", sorted(BOX_CASES))
+def test_bounding_box(case: str, dtype: type, order: str) -> None:
+    voxels, expected = BOX_CASES[case]
+    array = np.zeros(SHAPE, dtype=dtype, order=order)
+    for voxel in voxels:
+        array[voxel] = 1
+    got = bounding_box(array)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == tuple(slice(a, b) for a, b in zip(*expected))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_layer_packer_takes_masks_of_either_order(order: str) -> None:
+    packer = LayerPacker(SHAPE, 3)
+    masks = {1: box((0, 0, 0), (4, 5, 4)), 2: box((3, 1, 1), (6, 3, 2)), 3: box((5, 0, 0), (6, 5, 4))}
+    assert [packer.add(value, np.asarray(mask, order=order)) for value, mask in masks.items()] == [0, 1, 0]
+    for value, mask in masks.items():
+        assert sum(int((layer == value).sum()) for layer in packer.layers) == int(mask.sum())
+        assert any(np.array_equal(layer == value, mask) for layer in packer.layers)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -288,6 +331,16 @@ RELABEL_CASES = {
 }
 
 
+def test_relabel_in_chunks(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.modules["segalign.readers.combine"], "RELABEL_CHUNK", 7)
+    labels = np.asfortranarray(np.arange(60, dtype=np.uint8).reshape(3, 4, 5) % 4)
+    np.testing.assert_array_equal(relabel(labels, {1: 10, 2: 20, 3: 3}), np.array([0, 10, 20, 3])[labels])
+    view = labels[:, 1:3, :]  # neither C nor Fortran contiguous
+    np.testing.assert_array_equal(relabel(view, {1: 10, 2: 20, 3: 3}), np.array([0, 10, 20, 3])[view])
+
+
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("case", sorted(RELABEL_CASES))
 def test_relabel(case: str, order: str) -> None:
@@ -298,5 +351,5 @@ def test_relabel(case: str, order: str) -> None:
     assert got.dtype == expected_dtype
     lookup = dict(zip(values, expected))
     np.testing.assert_array_equal(got, np.vectorize(lookup.get)(labels))
-    if not same:
-        assert got.flags.f_contiguous
+    if not same:  # in the same memory order
+        assert got.flags.f_contiguous if order == "F" else got.flags.c_contiguous

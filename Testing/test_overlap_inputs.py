@@ -156,6 +156,11 @@ def assert_segments_exact(segmentation: Segmentation, frames, structure_of: dict
     frame. Returns the pixels each structure covers over all frames."""
     sampler = SegmentationSampler(segmentation)
     assert set(structure_of) == set(segmentation.values), (sorted(structure_of), segmentation.values)
+    for value in segmentation.values:  # each value in its layer only, with the voxels the segmentation counted
+        layers = segmentation.layers
+        assert int((layers[segmentation.layer_of(value)].labels == value).sum()) == segmentation.voxel_counts[value]
+        assert not any((layer.labels == value).any() for n, layer in enumerate(layers)
+                       if n != segmentation.layer_of(value))
     covered = {structure: 0 for structure in structure_of.values()}
     for frame, truth in frames:
         layers = sampler.sample(frame)

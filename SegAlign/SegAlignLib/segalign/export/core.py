@@ -349,7 +349,8 @@ def layer_counts(layers: Sequence[np.ndarray]) -> np.ndarray:
     """:func:`label_counts` of a frame's layers together (a value is in one layer only)."""
     if len(layers) == 1:
         return label_counts(layers[0])
-    counts = [label_counts(layer) for layer in layers]
+    # A layer of a few small segments is empty on most frames: one look says so, without gathering its pixels.
+    counts = [label_counts(layers[0])] + [label_counts(layer) for layer in layers[1:] if layer.any()]
     total = np.zeros(max(len(c) for c in counts), dtype=np.int64)
     for c in counts:
         total[:len(c)] += c

@@ -56,6 +56,8 @@ class Combination:
         self.table: dict[int, Label] = {}
         self.file_of: dict[int, str] = {}  #: label value -> the name of the file it comes from
         self.layers: list[Layer] = []  # overlap "keep": merged as they come; else every layer, flattened at the end
+        self.voxel_counts: dict[int, int] = {}  # overlap "keep": every value's voxels (flattening may change them)
+        self.value_layers: dict[int, int] = {}  # overlap "keep": every value's layer in the result
         self.merger = LayerMerger(keep_first=True)
         self.warnings: list[str] = []
         self.names: list[str] = []
@@ -93,13 +95,18 @@ class Combination:
                 f"{stem}: {len(changed)} label values were taken by an earlier segmentation and are renumbered (e.g. "
                 f"{next(iter(changed))} -> {next(iter(changed.values()))}); labels.json lists them"
             )
+        went_to = []  # the index in the result of each of the segmentation's layers
         for index, layer in enumerate(segmentation.layers):
             kept = layer if first and index == 0 else crop(layer)
             relabelled = Layer(relabel(kept.labels, remap), kept.affine)
             if self.overlap == "keep":
-                self.merger.add(relabelled)
+                went_to.append(self.merger.add(relabelled))
             else:
                 self.layers.append(relabelled)
+        if self.overlap == "keep":  # the voxels of each value, and its layer: the result need not count them again
+            for value, voxels in segmentation.voxel_counts.items():
+                self.voxel_counts[remap.get(value, value)] = voxels
+                self.value_layers[remap.get(value, value)] = went_to[segmentation.layer_of(value)]
         self.warnings += [f"{stem}: {warning}" for warning in segmentation.warnings]
         self.names.append(segmentation.name)
         if segmentation.source is not None:
@@ -109,13 +116,16 @@ class Combination:
         """The segmentations added, as one."""
         if self.first is None:
             raise SegAlignError("no segmentation given")
-        layers = self.merger.layers if self.overlap == "keep" else [self._flattened()]
+        keep = self.overlap == "keep"
+        layers = self.merger.layers if keep else [self._flattened()]
         base = layers[0]
         return Segmentation(
             base.labels, base.affine, self.table, self.first.source, self.first.affine_source,
-            warnings=self.warnings, description=" + ".join(self.names),
+            self.voxel_counts if keep else {}, warnings=self.warnings,
+            description=" + ".join(self.names),
             frame_of_reference_uid=self.frame_of_reference[0] if self.frame_of_reference else None,
             more_layers=layers[1:], also_from=self.sources[1:] if self.first.source is not None else self.sources,
+            value_layers=self.value_layers if keep else {},
         )
 
     def _flattened(self) -> Layer:
@@ -156,19 +166,28 @@ def _stem(segmentation: Segmentation) -> str:
     return nifti_stem(segmentation.source) if segmentation.source is not None else segmentation.name
 
 
+#: Voxels relabelled at a time: numpy's take makes its indices 64-bit integers, eight bytes for each of them.
+RELABEL_CHUNK = 1 << 20
+
+
 def relabel(labels: np.ndarray, remap: dict[int, int]) -> np.ndarray:
     """``labels`` with each value ``v`` replaced by ``remap[v]`` (other values kept): the same array where nothing
-    changes, else a new one (Fortran order) of the smallest label type that holds the result, made through a lookup
-    table of that type, so no wider temporary of the volume's size is made."""
+    changes, else a new one in the same memory order, of the smallest label type that holds the result, made through
+    a lookup table of that type a chunk at a time (no temporary of the volume's size)."""
     if all(old == new for old, new in remap.items()) and max(remap.values(), default=0) <= np.iinfo(labels.dtype).max:
         return labels
     lookup = np.arange(max(int(labels.max(initial=0)), max(remap, default=0)) + 1, dtype=np.int64)
     for old, new in remap.items():
         lookup[old] = new
     lookup = lookup.astype(label_dtype(int(lookup.max(initial=0))))
-    if labels.flags.f_contiguous and not labels.flags.c_contiguous:
-        return np.take(lookup, labels.T).T  # the transpose is C-ordered: the result, transposed back, is Fortran
-    return np.asfortranarray(np.take(lookup, labels))
+    fortran = labels.flags.f_contiguous and not labels.flags.c_contiguous
+    if not (labels.flags.c_contiguous or labels.flags.f_contiguous):
+        labels, fortran = np.asfortranarray(labels), True
+    result = np.empty(labels.shape, dtype=lookup.dtype, order="F" if fortran else "C")
+    source, target = labels.ravel(order="K"), result.ravel(order="K")  # views, in the same (memory) order
+    for start in range(0, source.size, RELABEL_CHUNK):
+        np.take(lookup, source[start:start + RELABEL_CHUNK], out=target[start:start + RELABEL_CHUNK], mode="clip")
+    return result
 
 
 def _offset_on(base: Layer, layer: Layer) -> tuple[int, int, int]:

@@ -25,6 +25,7 @@ from ..segmentation import (
     LayerPacker,
     Overlap,
     Segmentation,
+    bounding_box,
     complete_table,
     crop,
     default_color,
@@ -96,7 +97,12 @@ def load_mask_folder(folder: Path, user: Mapping[int, Label], overlap: Overlap) 
         if packer is not None:
             packer.add(label.value, mask)
             continue
-        taken = combined[mask]
+        box = bounding_box(mask)
+        if box is None:
+            continue
+        inside = np.asfortranarray(mask[box]).T  # as LayerPacker looks at a mask: its box, in memory order
+        target = combined[box].T
+        taken = target[inside]
         clash = taken != 0
         if clash.any():
             if overlap != "later-wins":
@@ -107,12 +113,13 @@ def load_mask_folder(folder: Path, user: Mapping[int, Label], overlap: Overlap) 
                     cli_message=message + "use --overlap later-wins to let later files win",
                 )
             overlapping += int(clash.sum())
-        combined[mask] = label.value
+        target[inside] = label.value
         owner[label.value] = path
     if overlapping:
         warnings.append(f"{overlapping} voxels are in more than one mask; the later file in name order won")
     table = {label.value: label for label in labels_for_files}
     assert combined is not None
     more = [crop(Layer(layer, affine)) for layer in packer.layers[1:]] if packer is not None else []
-    return Segmentation(combined, affine, complete_table(table, table), folder, source, warnings=warnings,
-                        more_layers=more)
+    return Segmentation(combined, affine, complete_table(table, table), folder, source,  # counted as they were packed
+                        packer.voxels if packer is not None else {}, warnings=warnings, more_layers=more,
+                        value_layers=packer.layer_of if packer is not None else {})

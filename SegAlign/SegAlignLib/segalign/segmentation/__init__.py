@@ -35,7 +35,7 @@ from .model import (
     looks_like_image,
     max_corner_difference,
 )
-from .layers import Layer, LayerMerger, LayerPacker, crop, first_overlap, label_dtype, lattice_offset, merge_layers
+from .layers import Layer, LayerMerger, LayerPacker, bounding_box, crop, first_overlap, label_dtype, lattice_offset, merge_layers
 from .sampling import FrameSampler, SegmentationSampler
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "Overlap",
     "Segmentation",
     "SegmentationSampler",
+    "bounding_box",
     "builtin_table",
     "check_affine",
     "complete_table",

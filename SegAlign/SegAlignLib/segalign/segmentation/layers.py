@@ -35,37 +35,69 @@ def label_dtype(largest: int) -> type:
 class LayerPacker:
     """Builds layers from segments given one at a time as a value and a mask on one grid, putting each in the
     first layer where it overlaps nothing (first fit, in the order given: the first layer is the one a flattened
-    label map would be closest to). Voxel for voxel; nothing is resampled."""
+    label map would be closest to). Voxel for voxel; nothing is resampled.
+
+    Each segment is looked at only in the box around its voxels (:func:`bounding_box`), and through transposed
+    views: the layers are Fortran-ordered, and numpy's boolean indexing walks an array in C order, which on a
+    Fortran-ordered volume jumps through memory and costs ten times as much."""
 
     def __init__(self, shape: Sequence[int], largest: int) -> None:
         self.shape = tuple(shape)
         self.dtype = label_dtype(largest)
         self.layers: list[np.ndarray] = []
+        self.voxels: dict[int, int] = {}  #: each segment's voxels (segments with none left out)
+        self.layer_of: dict[int, int] = {}  #: each segment's layer (segments with no voxels left out)
 
     def add(self, value: int, mask: np.ndarray) -> int:
-        """Put the segment ``value`` (its voxels: ``mask``) in a layer; returns the layer's index."""
+        """Put the segment ``value`` (its voxels: ``mask``) in a layer; returns the layer's index (0 for an empty
+        segment)."""
+        box = bounding_box(mask)
+        if box is None:
+            if not self.layers:
+                self.layers.append(np.zeros(self.shape, dtype=self.dtype, order="F"))
+            return 0
+        inside = np.asfortranarray(mask[box] != 0).T  # the box only, laid out as the layers are, then C-ordered
+        self.voxels[value] = int(np.count_nonzero(inside))
         for index, layer in enumerate(self.layers):
-            if not layer[mask].any():
-                layer[mask] = value
+            target = layer[box].T
+            if not target[inside].any():
+                target[inside] = value
+                self.layer_of[value] = index
                 return index
         layer = np.zeros(self.shape, dtype=self.dtype, order="F")
-        layer[mask] = value
+        layer[box].T[inside] = value
         self.layers.append(layer)
+        self.layer_of[value] = len(self.layers) - 1
         return len(self.layers) - 1
+
+
+def bounding_box(array: np.ndarray) -> tuple[slice, ...] | None:
+    """The box (one slice per axis) around the non-zero voxels of a 3D array, or None where there are none. The
+    axis slowest in memory is looked at first, so a small structure in a large volume costs one pass over the
+    volume and then passes over its slab only."""
+    slowest = int(np.argmax([abs(stride) for stride in array.strides]))
+    along = np.flatnonzero(array.any(axis=tuple(a for a in range(3) if a != slowest)))
+    if along.size == 0:
+        return None
+    box = [slice(None)] * 3
+    box[slowest] = slice(int(along[0]), int(along[-1]) + 1)
+    slab = array[tuple(box)]
+    for axis in range(3):
+        if axis != slowest:
+            indices = np.flatnonzero(slab.any(axis=tuple(a for a in range(3) if a != axis)))
+            box[axis] = slice(int(indices[0]), int(indices[-1]) + 1)
+    return tuple(box)
 
 
 def crop(layer: Layer) -> Layer:
     """The layer cut to the box around its labelled voxels (its affine moved with it); an empty layer is one voxel.
     The first layer of a segmentation is never cropped (it is the segmentation's grid)."""
-    labelled = [np.flatnonzero(layer.labels.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    if any(indices.size == 0 for indices in labelled):
-        low, high = np.zeros(3, dtype=int), np.zeros(3, dtype=int)
-    else:
-        low = np.array([indices[0] for indices in labelled])
-        high = np.array([indices[-1] for indices in labelled])
-    if np.all(low == 0) and np.all(high == np.array(layer.labels.shape) - 1):
+    box = bounding_box(layer.labels)
+    if box is None:
+        box = (slice(0, 1),) * 3
+    low = np.array([part.start for part in box])
+    if all(part.start == 0 and part.stop == size for part, size in zip(box, layer.labels.shape)):
         return layer
-    box = tuple(slice(int(a), int(b) + 1) for a, b in zip(low, high))
     affine = np.array(layer.affine, dtype=float)
     affine[:3, 3] = affine[:3, :3] @ low + affine[:3, 3]
     return Layer(np.asfortranarray(layer.labels[box]), affine)

@@ -54,14 +54,24 @@ class Segmentation:
     more_layers: list[Layer] = field(default_factory=list)
     #: The other files it was combined from, when several were given at once (``source`` is the first).
     also_from: list[Path] = field(default_factory=list)
+    #: With :attr:`more_layers`, a reader that knows them gives each value's layer (index in :attr:`layers`) with
+    #: :attr:`voxel_counts`, so that the layers are not counted again; left empty, they are counted.
+    value_layers: dict[int, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.labels = self._checked_labels(self.labels)
         self.affine = check_affine(self.affine, self.name)
         self.more_layers = [Layer(self._checked_labels(layer.labels), check_affine(layer.affine, self.name))
                             for layer in self.more_layers]
-        counts = [count_labels(layer.labels) for layer in self.layers] if self.more_layers or not self.voxel_counts \
-            else [self.voxel_counts]
+        if self.more_layers and self.voxel_counts and set(self.value_layers) == set(self.voxel_counts) and all(
+                0 <= index <= len(self.more_layers) for index in self.value_layers.values()):
+            counts: list[dict[int, int]] = [{} for _ in self.layers]
+            for value, index in self.value_layers.items():
+                counts[index][value] = self.voxel_counts[value]
+        elif self.more_layers or not self.voxel_counts:
+            counts = [count_labels(layer.labels) for layer in self.layers]
+        else:
+            counts = [self.voxel_counts]
         self._layer_of = {value: index for index, layer_counts in enumerate(counts) for value in layer_counts}
         if len(self._layer_of) != sum(len(layer_counts) for layer_counts in counts):
             seen = Counter(value for layer_counts in counts for value in layer_counts)
@@ -123,11 +133,15 @@ class Segmentation:
 def count_labels(labels: np.ndarray) -> dict[int, int]:
     """Voxel count of every non-zero label value.
 
-    Counted in chunks of the non-zero voxels on two threads: ``np.bincount`` converts its input to 64-bit
-    integers, which for a whole 512 x 512 x 300 volume would cost eight times its size in memory.
+    A mask (values 0 and 1) is counted with one count of its non-zero voxels. Anything else is counted in chunks of
+    the non-zero voxels on two threads: ``np.bincount`` converts its input to 64-bit integers, which for a whole
+    512 x 512 x 300 volume would cost eight times its size in memory.
     """
     flat = labels.reshape(-1, order="F" if labels.flags.f_contiguous else "C")
     size = int(labels.max(initial=0)) + 1
+    if size <= 2:  # a mask: counting its voxels is enough
+        voxels = int(np.count_nonzero(flat))
+        return {1: voxels} if voxels else {}
     chunk = 1 << 21
 
     def count(start: int) -> np.ndarray:

@@ -101,9 +101,22 @@ class FrameSampler:
     def _sample_plane_counted(self, plane: Tile) -> tuple[np.ndarray, int]:
         rows, columns = plane.rows, plane.columns
         origin, per_row, per_column = self.mapping(plane)
+        raw = [_axis_indices(origin[axis], per_row[axis], per_column[axis], rows, columns) for axis in range(3)]
+        shapes = [index.shape for index in raw]
+        if sorted(shapes) == sorted([(1, 1), (rows, 1), (1, columns)]) and rows > 1 and columns > 1:
+            result, count = self._sample_parallel(raw, shapes, rows, columns)
+        else:
+            result, count = self._sample_any(raw, rows, columns)
+        if count:
+            with self._lock:
+                self.pixels_inside += count
+        return result, count
+
+    def _sample_any(self, raw: list[np.ndarray], rows: int, columns: int) -> tuple[np.ndarray, int]:
+        """Any geometry: the indices clipped into the volume, one flat gather through the sum of the axes' offsets,
+        and the pixels whose voxel lies outside set to 0."""
         indices = []
-        for axis in range(3):
-            index = _axis_indices(origin[axis], per_row[axis], per_column[axis], rows, columns)
+        for axis, index in enumerate(raw):
             inside = (index >= 0) & (index < self.shape[axis])
             if not np.any(inside):
                 return np.zeros((rows, columns), dtype=self.labels.dtype), 0
@@ -112,42 +125,44 @@ class FrameSampler:
             else:
                 index = np.clip(index, 0, self.shape[axis] - 1)
             indices.append((index, inside))
-        shapes = [index.shape for index, _ in indices]
-        if sorted(shapes) == sorted([(1, 1), (rows, 1), (1, columns)]) and rows > 1 and columns > 1:
-            result = self._gather_parallel(indices, shapes, rows, columns)
-        else:
-            result = self._sample_general(indices, rows, columns)
+        offset: np.ndarray | int = 0
+        for axis, (index, _) in enumerate(indices):
+            offset = offset + index * self._strides[axis]
+        result = np.take(self._flat, np.broadcast_to(offset, (rows, columns)))
         valid: np.ndarray | bool = True
         for _, inside in indices:
             if inside is not None:
                 valid = valid & inside
-        if valid is not True:
-            valid = np.broadcast_to(valid, (rows, columns))
-            result[~valid] = 0
-            count = int(np.count_nonzero(valid))
-        else:
-            count = rows * columns
-        with self._lock:
-            self.pixels_inside += count
-        return result, count
+        if valid is True:
+            return result, rows * columns
+        valid = np.broadcast_to(valid, (rows, columns))
+        result[~valid] = 0
+        return result, int(np.count_nonzero(valid))
 
-    def _sample_general(self, indices, rows: int, columns: int) -> np.ndarray:
-        """Any geometry: one flat gather through the sum of the axes' offsets."""
-        offset: np.ndarray | int = 0
-        for axis, (index, _) in enumerate(indices):
-            offset = offset + index * self._strides[axis]
-        return np.take(self._flat, np.broadcast_to(offset, (rows, columns)))
-
-    def _gather_parallel(self, indices, shapes, rows: int, columns: int) -> np.ndarray:
+    def _sample_parallel(self, raw: list[np.ndarray], shapes: list, rows: int, columns: int) -> tuple[np.ndarray, int]:
         """Frames parallel to a plane of the volume (one axis constant, one following rows, one columns): a slice
-        of the volume, then one gather along each of its two axes."""
+        of the volume, then one gather along each of its two axes, for the rows and columns that lie inside it only
+        (they are one run each: the indices grow or shrink steadily). A layer cropped to a few small segments
+        (see :mod:`.layers`) costs what its own part of the frame costs."""
         fixed = shapes.index((1, 1))
         row_axis, column_axis = shapes.index((rows, 1)), shapes.index((1, columns))
-        plane = self.labels[(slice(None),) * fixed + (int(indices[fixed][0][0, 0]),)]  # a view: the other two axes
+        k = int(raw[fixed][0, 0])
+        row_index, column_index = raw[row_axis][:, 0], raw[column_axis][0, :]
+        row_in = np.flatnonzero((row_index >= 0) & (row_index < self.shape[row_axis]))
+        column_in = np.flatnonzero((column_index >= 0) & (column_index < self.shape[column_axis]))
+        if not 0 <= k < self.shape[fixed] or row_in.size == 0 or column_in.size == 0:
+            return np.zeros((rows, columns), dtype=self.labels.dtype), 0
+        r0, r1, c0, c1 = int(row_in[0]), int(row_in[-1]) + 1, int(column_in[0]), int(column_in[-1]) + 1
+        plane = self.labels[(slice(None),) * fixed + (k,)]  # a view: the other two axes
         row_position = 0 if row_axis < column_axis else 1
-        picked = np.take(plane, indices[row_axis][0][:, 0], axis=row_position)
-        picked = np.take(picked, indices[column_axis][0][0, :], axis=1 - row_position)
-        return np.ascontiguousarray(picked if row_position == 0 else picked.T)
+        picked = np.take(plane, row_index[r0:r1], axis=row_position)
+        picked = np.take(picked, column_index[c0:c1], axis=1 - row_position)
+        block = picked if row_position == 0 else picked.T
+        if (r0, r1, c0, c1) == (0, rows, 0, columns):
+            return np.ascontiguousarray(block), rows * columns
+        result = np.zeros((rows, columns), dtype=self.labels.dtype)
+        result[r0:r1, c0:c1] = block
+        return result, (r1 - r0) * (c1 - c0)
 
 def _axis_indices(origin: float, per_row: float, per_column: float, rows: int, columns: int) -> np.ndarray:
     """Nearest voxel index along one axis, shaped to broadcast against ``(rows, columns)``."""
