@@ -75,10 +75,12 @@ def test_write_json_is_indented_and_refuses_what_is_not_json(tmp_path: Path) -> 
             files.write_json(path, {"x": bad})
 
 
-def test_write_csv_leaves_missing_columns_empty_and_keeps_undecodable_names(tmp_path: Path) -> None:
+def test_write_csv_leaves_missing_columns_empty_and_escapes_undecodable_names(tmp_path: Path) -> None:
+    """Valid UTF-8 whatever the names hold: a byte that was not UTF-8 (a surrogate escape) as \\xNN."""
     path = tmp_path / "table.csv"
-    files.write_csv(path, ["a", "b"], [{"a": 1, "b": "x,y"}, {"a": "bad\udcff"}])
-    assert path.read_bytes() == b'a,b\r\n1,"x,y"\r\nbad\xff,\r\n'
+    files.write_csv(path, ["a", "b"], [{"a": 1, "b": "x,y"}, {"a": "bad\udcff é"}])
+    assert path.read_bytes() == b'a,b\r\n1,"x,y"\r\nbad\\xff \xc3\xa9,\r\n'
+    path.read_bytes().decode("utf-8")
 
 
 @pytest.mark.parametrize(

@@ -33,12 +33,20 @@ def write_json(path: Path, content: object) -> None:
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    """A CSV table with a header of ``columns`` and a line per row (a column a row lacks is left empty)."""
-    # surrogateescape: a file name that is not valid UTF-8 is written as the bytes it has on disk
-    with path.open("w", newline="", encoding="utf-8", errors="surrogateescape") as stream:
+    """A CSV table (valid UTF-8) with a header of ``columns`` and a line per row (a column a row lacks is left
+    empty); text holding a file name that is not valid UTF-8 is written as :func:`utf8_text` gives it."""
+    with path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: utf8_text(value) if isinstance(value, str) else value for key, value in row.items()}
+                         for row in rows)
+
+
+def utf8_text(text: str) -> str:
+    """``text`` as valid UTF-8, a file name's bytes that are not UTF-8 (Python's surrogate escapes) written as
+    ``\\xNN``: ``b"caf\\xe9.dcm"`` on disk is ``caf\\xe9.dcm`` in a table, which still names the file
+    (``codecs.escape_decode(name.encode())[0]`` gives its bytes back, unless the name holds a backslash itself)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def has_csv_header(path: Path, columns: Sequence[str]) -> bool:
