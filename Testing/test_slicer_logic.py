@@ -260,10 +260,12 @@ def test_segments_keep_their_values_whatever_their_names(tmp_path: Path) -> None
     copy.DeepCopy(segmentation_object.GetNthSegment(0))
     copy.SetName("kidney copy")
     segmentation_object.AddSegment(copy, "copy")
-    result = logic.export(node, volume, tmp_path / "again")
-    # The copy covers the original (the later segment wins where they overlap) and has a value of its own.
-    assert result.labels_found == [2, 7, 8]
-    assert any("label value of another segment" in warning for warning in result.warnings)
+    # The copy lies on the original: both are kept whole (the copy on a labelmap layer of its own), and the copy
+    # has a value of its own.
+    again = logic.labels_from_segmentation(node)
+    assert again.values == [1, 2, 7, 8] and again.layer_of(8) == 1
+    assert again.voxel_counts[8] == again.voxel_counts[1]
+    assert any("label value of another segment" in warning for warning in again.warnings)
 
 
 def test_parent_transforms(tmp_path: Path) -> None:
@@ -407,8 +409,9 @@ def test_dicom_seg_from_the_segmentation_node_uses_its_current_names_and_colours
 
 
 def test_fast_layer_merge_matches_slicers_own_merge(tmp_path: Path) -> None:
-    """Segments on two labelmap layers that overlap (later segment wins): reading the layers directly gives the
-    same export as Slicer's own merge (``labels_from_segmentation(node, merge="slicer")``)."""
+    """Segments on two labelmap layers that overlap, flattened on request (``overlap="later-wins"``: the later
+    segment wins): reading the layers directly gives the same export as Slicer's own merge
+    (``labels_from_segmentation(node, merge="slicer")``). Test_slicer_overlaps compares them keeping overlaps."""
     from vtk.util import numpy_support
 
     from segalign.export import export_segmentation
@@ -439,9 +442,9 @@ def test_fast_layer_merge_matches_slicers_own_merge(tmp_path: Path) -> None:
     segment.AddRepresentation("Binary labelmap", box)
     seg.AddSegment(segment, "box")
     assert seg.GetNumberOfLayers() == 2
-    logic.export(node, volume, tmp_path / "fast")
-    export_segmentation(logic.series_for_volume(volume), logic.labels_from_segmentation(node, merge="slicer"),
-                        tmp_path / "slicer")
+    logic.export(node, volume, tmp_path / "fast", overlap="later-wins")
+    export_segmentation(logic.series_for_volume(volume),
+                        logic.labels_from_segmentation(node, merge="slicer", overlap="later-wins"), tmp_path / "slicer")
     fast, slow = labels_by_file(tmp_path / "fast", dicom), labels_by_file(tmp_path / "slicer", dicom)
     box_value = {e["name"]: e["value"] for e in __import__("json").loads((tmp_path / "fast" / "labels.json").read_text())}["box"]
     assert any((image == box_value).any() for image in fast.values())

@@ -26,13 +26,13 @@ from ..export import ExportResult, ProgressCallback, export_segmentation
 from ..options import ExportOptions
 from ..readers import load_segmentation
 from ..readers.nifti import nifti_stem
-from ..segmentation import Label, Overlap, Segmentation
+from ..segmentation import OVERLAPS, Label, Layer, Overlap, Segmentation
 from .matrices import array_to_matrix, matrix_to_array, split_affine
-from .merge import merge_labelmap_layers, merge_with_slicer
+from .merge import labelmap_layers, merge_with_slicer, slicer_layers
 from .segments import (
     IMPORT_WARNINGS_ATTRIBUTE,
     LABEL_VALUE_TAG,
-    add_shared_labelmap,
+    add_label_layers,
     import_warnings,
     segment_label_values,
 )
@@ -62,11 +62,16 @@ class SegAlignMRMLLogic:
         reference_volume=None,
         *,
         label_table: str | os.PathLike[str] | None = None,
-        overlap: Overlap = "error",
+        overlap: Overlap = "keep",
         name: str | None = None,
     ):
         """Load a segmentation file (NIfTI, ``.seg.nrrd``, NRRD, MHA/MHD, DICOM SEG) or a folder of masks as a new
         ``vtkMRMLSegmentationNode``; a ``.seg.nrrd`` is read by Slicer's own segmentation storage node.
+
+        Where segments overlap (masks of a folder, a BINARY DICOM SEG, a layered ``.seg.nrrd``), each is kept
+        whole: each layer of the segmentation (see :mod:`segalign.segmentation.layers`) becomes one shared labelmap
+        layer of the node, as Slicer keeps segments that overlap. ``overlap`` is the reader's (``"later-wins"``
+        flattens them, ``"error"`` refuses them).
 
         Segment names and colours come from ``label_table``, else the table embedded by TotalSegmentator, else
         ``Segment_<value>``. A colour table holding every label value is attached as the node's labelmap
@@ -82,7 +87,7 @@ class SegAlignMRMLLogic:
         segmentation_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", base)
         try:
             segmentation_node.CreateDefaultDisplayNodes()
-            add_shared_labelmap(segmentation_node, segmentation, geometry)
+            add_label_layers(segmentation_node, segmentation, geometry, residual)
         except BaseException:  # leave no half-made nodes in the scene
             self.scene.RemoveNode(segmentation_node)
             self.scene.RemoveNode(color_table)
@@ -181,16 +186,24 @@ class SegAlignMRMLLogic:
             files.append(file)
         return files
 
-    def labels_from_segmentation(self, segmentation_node, *, merge: str = "auto") -> Segmentation:
-        """Merge every segment into one label volume in the segmentation's own geometry.
+    def labels_from_segmentation(
+        self, segmentation_node, *, merge: str = "auto", overlap: Overlap = "keep",
+    ) -> Segmentation:
+        """Every segment of ``segmentation_node`` as a :class:`Segmentation` in the segmentation's own geometry.
 
         Label values are those recorded on each segment at import (see :func:`segment_label_values`), whatever the
         segments are named or in whatever order they are; segments added in Slicer get values after them. Names and
         colours are the segments' own, so edits and renames made in Slicer are included, and the warnings recorded
         at import (:func:`import_warnings`) are carried into the export.
 
+        Segments that do not overlap give one label volume. Where they overlap (segments in labelmap layers of
+        their own, as Slicer keeps them), every segment is kept whole in a few label layers (see
+        :mod:`segalign.segmentation.layers`): each labelmap layer goes into the first layer it does not meet.
+        ``overlap="later-wins"`` flattens them instead (the later segment wins, as in Slicer's export);
+        ``overlap="error"`` refuses them, naming two.
+
         Binary labelmap layers on one grid are read directly, voxel for voxel. Anything else (closed surfaces as the
-        source representation, layers on different grids) is merged by Slicer's own
+        source representation, layers on different grids) is merged layer by layer by Slicer's own
         ``GenerateMergedLabelmapInReferenceGeometry`` with those same label values, on a copy of the segmentation
         that never enters the scene (resampled onto the segmentation's reference geometry: a warning says so).
         ``merge="slicer"`` takes Slicer's merge always (the tests compare the two).
@@ -200,11 +213,14 @@ class SegAlignMRMLLogic:
 
         if merge not in ("auto", "slicer"):
             raise SegAlignError(f"merge must be 'auto' or 'slicer', got {merge!r}")
+        if overlap not in OVERLAPS:
+            raise SegAlignError(f"overlap must be one of {', '.join(map(repr, OVERLAPS))}, got {overlap!r}")
+        name = segmentation_node.GetName()
         segmentation = segmentation_node.GetSegmentation()
         segment_ids = vtk.vtkStringArray()
         segmentation.GetSegmentIDs(segment_ids)
         if segment_ids.GetNumberOfValues() == 0:
-            raise SegAlignError(f"segmentation {segmentation_node.GetName()} has no segments")
+            raise SegAlignError(f"segmentation {name} has no segments")
         color_table = segmentation_node.GetLabelmapConversionColorTableNode()
         by_name = None
         if color_table is not None:  # a table set by another tool (SlicerTotalSegmentator): its values by name
@@ -220,21 +236,38 @@ class SegAlignMRMLLogic:
             table[int(value)] = Label(int(value), segment.GetName(), color)  # type: ignore[arg-type]
 
         ids = [segment_ids.GetValue(i) for i in range(segment_ids.GetNumberOfValues())]
-        merged = merge_labelmap_layers(segmentation, ids, label_values) if merge == "auto" else None
-        if merged is None:  # not binary labelmaps on one grid: Slicer merges them on the reference geometry
-            merged = merge_with_slicer(segmentation_node, ids, label_values)
+        layers, clash = self._layers(segmentation_node, ids, label_values, merge, overlap, warnings)
+        if clash is not None and overlap == "error":
+            first, second = (table[value].name for value in clash)
+            raise SegAlignError(
+                f"segments {first!r} and {second!r} of {name} overlap; pass overlap='keep' to keep both, or "
+                "'later-wins' to flatten them")
+        if not any(layer.labels.any() for layer in layers):
+            raise SegAlignError(f"segmentation {name}: every segment is empty")
+        to_world = self._to_world(segmentation_node)
+        first_layer, *more = (Layer(layer.labels, to_world @ layer.affine) for layer in layers)
+        return Segmentation(
+            first_layer.labels, first_layer.affine, table, None, affine_source="slicer", warnings=warnings,
+            description=f"Slicer segmentation node {name} ({segmentation_node.GetID()})", more_layers=more,
+        )
+
+    @staticmethod
+    def _layers(segmentation_node, ids: list[str], values: list[int], merge: str, overlap: Overlap,
+                warnings: list[str]) -> tuple[list[Layer], tuple[int, int] | None]:
+        """The segments ``ids`` as label layers in the node's coordinates (one when ``overlap`` is
+        ``"later-wins"``), read directly where they are binary labelmaps on one grid (unless ``merge`` is
+        ``"slicer"``), else merged by Slicer (``warnings`` gets a line saying so); and two values that overlap."""
+        direct = labelmap_layers(segmentation_node.GetSegmentation(), ids, values) if merge == "auto" else None
+        if direct is not None:
+            return ([direct.flattened()], None) if overlap == "later-wins" else direct.stacked()
+        if merge == "auto":
             warnings.append(
                 f"segments of {segmentation_node.GetName()} are not binary labelmaps on one grid; Slicer merged them "
                 "on the segmentation's reference geometry (resampling them) before the frames were sampled"
             )
-        labels, ijk_to_ras = merged
-        if not labels.any():
-            raise SegAlignError(f"segmentation {segmentation_node.GetName()}: every segment is empty")
-        affine = self._to_world(segmentation_node) @ ijk_to_ras
-        return Segmentation(
-            labels, affine, table, None, affine_source="slicer", warnings=warnings,
-            description=f"Slicer segmentation node {segmentation_node.GetName()} ({segmentation_node.GetID()})",
-        )
+        if overlap == "later-wins":
+            return [Layer(*merge_with_slicer(segmentation_node, ids, values))], None
+        return slicer_layers(segmentation_node, ids, values)
 
     def _to_world(self, node) -> np.ndarray:
         transform = node.GetParentTransformNode()
@@ -262,6 +295,7 @@ class SegAlignMRMLLogic:
         overwrite: bool = False,
         progress: ProgressCallback | None = None,
         series: Series | None = None,
+        overlap: Overlap = "keep",
     ) -> ExportResult:
         """Export ``segmentation_node`` onto every original DICOM frame of ``reference_volume``.
 
@@ -270,9 +304,10 @@ class SegAlignMRMLLogic:
         ``labels.json`` and the DICOM SEG use the segments' current names and colours. ``options``, ``overwrite``
         and ``progress`` are those of :func:`segalign.export.export_segmentation`. ``series`` is the volume's series
         when the caller has it already (read when the volume was loaded), so the headers are not read again.
+        Segments that overlap are kept whole (``overlap``: see :meth:`labels_from_segmentation`).
         """
         series = series if series is not None else self.series_for_volume(reference_volume, files)
-        segmentation = self.labels_from_segmentation(segmentation_node)
+        segmentation = self.labels_from_segmentation(segmentation_node, overlap=overlap)
         warnings = []
         if reference_volume.GetParentTransformNode() is not None:
             warnings.append(

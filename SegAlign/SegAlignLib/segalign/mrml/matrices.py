@@ -2,7 +2,8 @@
 
 :func:`matrix_to_array` and :func:`array_to_matrix` convert a vtkMatrix4x4; :func:`oriented_image_array` gives a
 vtkOrientedImageData's voxels as ``array[i, j, k]`` with their voxel-to-RAS matrix; :func:`split_affine` splits a
-sheared voxel-to-RAS affine into the orthogonal geometry a Slicer volume holds and the linear transform above it.
+sheared voxel-to-RAS affine into the orthogonal geometry a Slicer volume holds and the linear transform above it;
+:func:`grid_offset` says where a volume lies on another's grid in whole voxels (a cropped layer, as an extent).
 """
 
 from __future__ import annotations
@@ -38,10 +39,30 @@ def oriented_image_array(image) -> tuple[np.ndarray, np.ndarray]:
     scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
     shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
     voxels = scalars.reshape(shape).transpose(2, 1, 0)  # VTK runs i fastest: [k, j, i] -> [i, j, k]
-    matrix = matrix_to_array(image_to_world(image))
-    low = np.array(extent[0::2], dtype=float)
+    return voxels, shifted(matrix_to_array(image_to_world(image)), extent[0::2])
+
+
+def shifted(matrix: np.ndarray, low) -> np.ndarray:
+    """The voxel-to-RAS matrix of index ``low`` of the grid ``matrix`` taken as index 0 (an image's extent start)."""
+    matrix = np.array(matrix, dtype=float)
+    low = np.asarray(low, dtype=float)
     matrix[:3, 3] = matrix[:3, :3] @ low + matrix[:3, 3]
-    return voxels, matrix
+    return matrix
+
+
+#: A volume placed on another's grid may be off a whole voxel by at most this (voxels) anywhere.
+GRID_TOLERANCE_VOXELS = 1e-6
+
+
+def grid_offset(base: np.ndarray, affine: np.ndarray) -> tuple[int, int, int] | None:
+    """Where index 0 of the grid ``affine`` lies on the grid ``base``, in whole voxels (a volume cropped from it),
+    or None when ``affine`` is not ``base`` moved by whole voxels (other axes, spacing or a fractional shift)."""
+    index = np.linalg.solve(np.asarray(base, dtype=float), np.asarray(affine, dtype=float))
+    offset = np.round(index[:3, 3])
+    if not np.allclose(index[:3, :3], np.eye(3), atol=GRID_TOLERANCE_VOXELS) or \
+            not np.allclose(index[:3, 3], offset, atol=GRID_TOLERANCE_VOXELS):
+        return None
+    return int(offset[0]), int(offset[1]), int(offset[2])
 
 
 def split_affine(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

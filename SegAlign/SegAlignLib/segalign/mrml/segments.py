@@ -3,20 +3,21 @@
 Each segment an import makes carries the label value it had in the file (the tag :data:`LABEL_VALUE_TAG`), so an
 export writes the file's values whatever the segments are renamed or reordered to (:func:`segment_label_values`);
 the node keeps the reader's warnings (:data:`IMPORT_WARNINGS_ATTRIBUTE`, :func:`import_warnings`); a
-TotalSegmentator class gets Slicer's terminology entry (:func:`terminology_entry`). :func:`add_shared_labelmap`
-builds the segments of a label volume as Slicer's own import does.
+TotalSegmentator class gets Slicer's terminology entry (:func:`terminology_entry`). :func:`add_label_layers`
+builds the segments of a segmentation as Slicer's own import does, each of its layers one shared labelmap layer.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Sequence
 
 import numpy as np
 
 from ..errors import SegAlignError
 from ..files import safe_name
 from ..segmentation import Segmentation
-from .matrices import array_to_matrix
+from .matrices import array_to_matrix, grid_offset
 
 #: The segment tag holding the label value a segment had in the imported file (saved with the scene, copied with
 #: the segment).
@@ -37,6 +38,15 @@ def import_warnings(segmentation_node) -> list[str]:
     except ValueError:
         return [f"segmentation {segmentation_node.GetName()}: its {IMPORT_WARNINGS_ATTRIBUTE} attribute is not JSON"]
     return [str(w) for w in warnings] if isinstance(warnings, list) else []
+
+
+def labelmap_layer_count(segmentation_node) -> int:
+    """How many binary labelmap layers the segments of ``segmentation_node`` are kept in (more than one where
+    segments overlap: each is kept whole, in a layer of its own); 0 when its segments are not binary labelmaps."""
+    segmentation = segmentation_node.GetSegmentation()
+    if segmentation.GetSourceRepresentationName() != "Binary labelmap":
+        return 0
+    return segmentation.GetNumberOfLayers("Binary labelmap")
 
 
 def segment_label_values(
@@ -107,20 +117,28 @@ def terminology_entry(name: str) -> str | None:
                      ANATOMIC_CONTEXT, "^^", "^^"))
 
 
-def add_shared_labelmap(segmentation_node, segmentation: Segmentation, ijk_to_ras: np.ndarray) -> None:
-    """One segment per label present, all sharing one binary labelmap layer: the label volume itself.
+def add_label_layers(
+    segmentation_node, segmentation: Segmentation, ijk_to_ras: np.ndarray, residual: np.ndarray | None = None,
+) -> None:
+    """One segment per label present; the segments of each of the segmentation's layers share one binary labelmap
+    layer, which is that layer's label volume itself (a segmentation whose segments do not overlap is one layer).
 
     This is the layout Slicer's ImportLabelmapToSegmentationNode produces, built directly (it takes 0.1 s where
-    the import takes seconds for a hundred labels).
+    the import takes seconds for a hundred labels). Every segment is whole, and keeps its value in its tag
+    :data:`LABEL_VALUE_TAG` (values are unique across layers). ``ijk_to_ras`` is the first layer's geometry in
+    the node's coordinates and ``residual`` the linear transform above the node (see :func:`split_affine`); a
+    layer cropped from the first layer's grid is stored on that grid, as an extent, the way Slicer keeps its own
+    layers, so an export reads it voxel for voxel.
     """
-    from slicer import vtkOrientedImageData, vtkSegment
-    from vtk.util import numpy_support
+    from slicer import vtkSegment
 
-    image = vtkOrientedImageData()
-    image.SetDimensions(*segmentation.labels.shape)
-    voxels = np.ascontiguousarray(segmentation.labels.transpose(2, 1, 0)).ravel()  # VTK runs i fastest
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(voxels, deep=True))
-    image.SetImageToWorldMatrix(array_to_matrix(ijk_to_ras))
+    to_node = np.linalg.inv(residual) if residual is not None else np.eye(4)
+    images = []
+    for index, layer in enumerate(segmentation.layers):
+        affine = ijk_to_ras if index == 0 else to_node @ layer.affine
+        offset = grid_offset(ijk_to_ras, affine)
+        images.append(label_image(layer.labels, ijk_to_ras, offset) if offset is not None
+                      else label_image(layer.labels, affine))
     target = segmentation_node.GetSegmentation()
     target.SetSourceRepresentationName("Binary labelmap")
     was_modified = segmentation_node.StartModify()
@@ -135,7 +153,22 @@ def add_shared_labelmap(segmentation_node, segmentation: Segmentation, ijk_to_ra
             entry = terminology_entry(label.name)
             if entry is not None:  # a TotalSegmentator class: its standard codes, as SlicerTotalSegmentator sets them
                 segment.SetTag(vtkSegment.GetTerminologyEntryTagName(), entry)
-            segment.AddRepresentation("Binary labelmap", image)
+            segment.AddRepresentation("Binary labelmap", images[segmentation.layer_of(value)])
             target.AddSegment(segment, target.GenerateUniqueSegmentID(safe_name(label.name, "segment")))
     finally:
         segmentation_node.EndModify(was_modified)
+
+
+def label_image(labels: np.ndarray, ijk_to_ras: np.ndarray, low: Sequence[int] = (0, 0, 0)):
+    """A label volume ``labels[i, j, k]`` as a vtkOrientedImageData on the grid ``ijk_to_ras``, its extent starting
+    at index ``low`` of that grid."""
+    from slicer import vtkOrientedImageData
+    from vtk.util import numpy_support
+
+    image = vtkOrientedImageData()
+    high = [start + size - 1 for start, size in zip(low, labels.shape)]
+    image.SetExtent(low[0], high[0], low[1], high[1], low[2], high[2])
+    voxels = np.ascontiguousarray(labels.transpose(2, 1, 0)).ravel()  # VTK runs i fastest
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(voxels, deep=True))
+    image.SetImageToWorldMatrix(array_to_matrix(ijk_to_ras))
+    return image
