@@ -458,9 +458,10 @@ COMBINED_FILES = {
     "liver_model": ({1: 2}, True),
 }
 #: The values and names the combined segmentation must have: the first file keeps its own, a later file's value
-#: taken is given the next free one, and a name taken is prefixed with the file's name.
+#: taken is given the next free one, a name taken is prefixed with the file's name, and the one label of a mask no
+#: table names is named after its file.
 COMBINED_EXPECTED = {
-    1: ("liver", 2), 2: ("kidney", 3), 3: ("tube", 5), 4: ("slab_lower", 8), 5: ("Segment_1", 1), 6: ("tumour", 4),
+    1: ("liver", 2), 2: ("kidney", 3), 3: ("tube", 5), 4: ("slab_lower", 8), 5: ("body", 1), 6: ("tumour", 4),
     7: ("ring", 6), 8: ("dot", 7), 9: ("slab_upper", 9), 10: ("liver_model: liver", 2),
 }
 
@@ -535,6 +536,8 @@ def test_several_files_share_layers_where_they_do_not_meet(geometries, tmp_path:
     segmentation = load_segmentations(paths)
     expected = {1: 2, 2: 3, 3: 1, 4: 6, 5: 9}
     assert segmentation.values == sorted(expected)
+    assert [segmentation.label_table[value].name for value in sorted(expected)] == \
+        ["Segment_1", "Segment_2", "body", "ring", "slab"], "masks are named after their files, label maps are not"
     assert_segments_exact(segmentation, frames, expected)
     assert len(segmentation.layers) == 2, [layer.labels.shape for layer in segmentation.layers]
 

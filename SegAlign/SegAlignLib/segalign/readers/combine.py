@@ -3,7 +3,8 @@ one segmentation whose segments may overlap.
 
 Each file's labels become segments. The first file keeps its label values; a later file's value already taken is
 given the next free value, and a name already taken is prefixed with its file's name (``body: body``), so every
-segment stays told apart in labels.json and every output. Each file's layers are kept on their own grids (nothing
+segment stays told apart in labels.json and every output. A file that holds one label no table names (a mask,
+``body.nii.gz``) names it after the file (``body``), as a folder of masks does. Each file's layers are kept on their own grids (nothing
 is resampled), cropped to their segments as soon as the file is read, so that reading many files costs little
 more memory than the first; layers whose labelled voxels never meet are then merged when they lie on one lattice
 (the same grid, or boxes cropped from one grid), so that total, body and tumour models on the CT's grid are as few
@@ -27,6 +28,7 @@ from ..segmentation import (
     Overlap,
     Segmentation,
     crop,
+    default_name,
     first_overlap,
     label_dtype,
     max_corner_difference,
@@ -81,8 +83,11 @@ class Combination:
         stem = _stem(segmentation)
         remap: dict[int, int] = {}
         taken = {label.name for label in self.table.values()}
+        mask = len(segmentation.label_table) == 1 and segmentation.source is not None
         for value in sorted(segmentation.label_table):
             label = segmentation.label_table[value]
+            if mask and label.name == default_name(value):
+                label = Label(value, stem, label.color)
             new = value if value not in self.table else _next_free(self.table)
             name = label.name if label.name not in taken else f"{stem}: {label.name}"
             self.table[new] = Label(new, name, label.color)
