@@ -285,10 +285,7 @@ def test_export_writes_each_segments_own_masks(case: Case) -> None:
     """The export of the node with the BODY on its own layer: each segment's mask images on every frame are the
     phantom's, and the same as the command line's export of the same masks as a folder."""
     from segalign.options import ExportOptions
-    from segalign.writers.images import PngFolderWriter
 
-    if not PngFolderWriter.writes_overlaps:
-        pytest.skip("the PNG folder does not write overlapping segments yet")
     node = body_node(case)
     result = case.logic.export(node, case.volume, case.root / "slicer", ExportOptions(masks=True))
     assert result.labels_found == [1, 2, 7, 9]
