@@ -279,6 +279,33 @@ def test_import_a_folder_of_masks(panel: Panel, case: Case, tmp_path: Path) -> N
     assert sorted(node.GetSegmentation().GetNthSegment(i).GetName() for i in range(2)) == ["big", "left_blob"]
 
 
+def test_overlapping_segments_are_named_on_import_and_in_the_summary(panel: Panel, case: Case, tmp_path: Path) -> None:
+    """A folder of masks that overlap (an outline around both organs): the import message and the export's summary
+    say the segments overlap and are each kept whole, in two layers; a segmentation without overlaps says nothing."""
+    import nibabel as nib
+
+    import_dicom(panel, case)
+    image = nib.load(case.segmentation)
+    labels = np.asarray(image.dataobj)
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for name, mask in (("big", labels == 1), ("left_blob", labels == 2), ("outline", labels != 0)):
+        nib.save(nib.Nifti1Image(mask.astype(np.uint8), image.affine), folder / f"{name}.nii.gz")
+    panel.gui.dialogs.answer(pqt.ChooseFile(str(folder)))
+    panel.ui.importMaskFolderButton.click()
+    assert panel.parameters.segmentation is not None, panel.errors()
+    note = "Segments overlap: each is kept whole, in 2 layers"
+    assert panel.summary.splitlines()[:2] == [f"Imported {folder} as masks", note]
+    panel.parameters.outputFolder = tmp_path / "out"
+    panel.parameters.writeOverlays = False
+    panel.ui.applyButton.click()
+    assert panel.errors() == []
+    assert panel.summary.splitlines()[:3] == [f"Wrote 12 frames to {tmp_path / 'out'}", "Labels on the frames: 1, 2, 3",
+                                             note]
+    import_segmentation(panel, case.segmentation, case.labels)
+    assert "Segments overlap" not in panel.summary
+
+
 def test_a_file_segalign_cannot_read_is_refused_before_anything_is_installed(panel: Panel, tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a segmentation\n")

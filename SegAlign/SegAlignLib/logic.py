@@ -8,6 +8,7 @@ has what it needs (:mod:`SegAlignLib.dependencies`) and raises an error of one s
 from __future__ import annotations
 
 import enum
+import json
 import os
 import pathlib
 from typing import Callable
@@ -24,7 +25,7 @@ from .segalign.dicom import DicomScan, Series, scan_folder
 from .segalign.errors import SegAlignError
 from .segalign.export import ExportResult
 from .segalign.options import ExportOptions
-from .segalign.mrml import FILES_ATTRIBUTE, SegAlignMRMLLogic, import_warnings
+from .segalign.mrml import FILES_ATTRIBUTE, SegAlignMRMLLogic, import_warnings, labelmap_layer_count
 
 #: ``progress(done, total)``; raising from it stops the work (the export raises ExportCancelled).
 Progress = Callable[[int, int], None]
@@ -149,6 +150,19 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
         """What the reader warned about when ``segmentationNode`` was imported (empty for other nodes)."""
         return import_warnings(segmentationNode)
 
+    @staticmethod
+    def layerCount(segmentationNode: vtkMRMLSegmentationNode) -> int:
+        """How many labelmap layers the segments of ``segmentationNode`` are kept in: more than one where segments
+        overlap (each kept whole, as every export writes them)."""
+        return labelmap_layer_count(segmentationNode)
+
+    @staticmethod
+    def overlapNote(layers: int) -> str:
+        """The panel's line about segments that overlap, kept in ``layers`` layers ("" for one layer or none)."""
+        if layers <= 1:
+            return ""
+        return _("Segments overlap: each is kept whole, in {layers} layers").format(layers=layers)
+
     def loadDicomSeg(
         self, path: str | os.PathLike[str], referenceVolume: vtkMRMLScalarVolumeNode | None = None,
     ) -> vtkMRMLSegmentationNode:
@@ -220,6 +234,9 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
             _("Wrote {frames} frames to {folder}").format(frames=result.frames, folder=result.output_dir),
             _("Labels on the frames: {labels}").format(labels=", ".join(str(v) for v in result.labels_found) or "none"),
         ]
+        overlaps = SegAlignLogic.overlapNote(_exportedLayers(result))
+        if overlaps:
+            lines.append(overlaps)
         if (result.output_dir / "index.html").exists():
             lines.append(_("Preview: {page}").format(page=result.output_dir / "index.html"))
         if "dicom_seg" in result.outputs:
@@ -228,6 +245,16 @@ class SegAlignLogic(ScriptedLoadableModuleLogic):
             lines.append(_("RTSTRUCT: {path}").format(path=result.output_dir / result.outputs["rtstruct"]))
         lines += [_("Warning: {message}").format(message=warning) for warning in result.warnings]
         return "\n".join(lines)
+
+
+def _exportedLayers(result: ExportResult) -> int:
+    """How many layers the export kept overlapping segments in: the highest ``layer`` of labels.json (which gives
+    one only where segments overlap)."""
+    try:
+        entries = json.loads((result.output_dir / "labels.json").read_text(encoding="utf-8"))
+        return max((int(entry.get("layer", 1)) for entry in entries), default=1)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 1
 
 
 def _fileForInstance(uid: str) -> str:

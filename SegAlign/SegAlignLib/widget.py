@@ -192,6 +192,9 @@ class SegAlignWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._parameterNode.segmentation = node
         lines = [_("Imported {path} as {name}").format(path=path, name=node.GetName())]
+        overlaps = self.logic.overlapNote(self.logic.layerCount(node))
+        if overlaps:
+            lines.append(overlaps)
         lines += [_("Warning: {message}").format(message=warning) for warning in self.logic.importWarnings(node)]
         self.ui.summaryTextEdit.plainText = "\n".join(lines)
         if reference:
