@@ -33,6 +33,7 @@ from conftest import leftovers, read_manifest, read_png, require, run_cli, snaps
 from phantoms import rotated_orientation
 from preview_cases import expected_overlay
 from seg_cases import SourceFrame, importable, source_frames
+from segalign.errors import MESSAGE_LIMIT
 from segalign.export import export_problem
 from segalign.synthetic import AXIAL, stack, write_series
 
@@ -370,6 +371,19 @@ def test_labelmap_is_refused_in_one_line_naming_two_segments_and_the_frame(case:
     assert f"share {shared} pixels" in line, line
     assert "--dicom-seg-type binary" in line and "--overlap later-wins" in line, line
 
+
+def test_labelmap_refusal_stays_one_line_whatever_the_names(case: Case, tmp_path: Path) -> None:
+    """Names of 150 characters: the line is cut to the command line's limit, and still names the frame and the
+    way out."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for path in sorted(case.masks.iterdir()):
+        (masks / (path.name.split(".")[0] + "_" + "x" * 150 + ".nii.gz")).write_bytes(path.read_bytes())
+    run = run_cli("export", case.dicom, masks, "-o", tmp_path / "out", "--dicom-seg-type", "labelmap")
+    lines = run.stderr.strip().splitlines()
+    assert run.code == 1 and len(lines) == 1 and len(lines[0]) <= len("segalign: error: ") + MESSAGE_LIMIT, lines
+    assert "InstanceNumber" in lines[0] and lines[0].endswith("use --dicom-seg-type binary or --overlap later-wins")
+    assert not (tmp_path / "out").exists()
 
 def _apart(dot):
     """A long blob on the left, a rod that leans into it only beyond the series' last frame (on the grid's extra

@@ -40,7 +40,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 from ..dicom import Frame, Series, position_along
-from ..errors import SegAlignError, quiet_warnings, short, short_path
+from ..errors import MESSAGE_LIMIT, SegAlignError, one_line, quiet_warnings, short_path
 from ..segmentation import Label, Segmentation, SegmentationSampler, first_overlap
 from ..options import DicomSegOptions, ExportOptions, SegmentationType
 from ..version import __version__
@@ -379,21 +379,26 @@ def first_shared_pixel(segmentation: Segmentation, frames: Sequence[Frame]) -> t
 
 def overlap_error(segmentation: Segmentation, first: int, second: int, pixels: int, frame: Frame) -> SegAlignError:
     """The refusal of a LABELMAP SEG for segments ``first`` and ``second`` that share ``pixels`` on ``frame``: one
-    line, within the command line's limit whatever the names."""
+    line, the names and the frame's file cut only as far as the command line's limit needs."""
     table = segmentation.label_table
-
-    def named(value: int) -> str:
-        return f"{value} ({short(table[value].name, 30)})" if value in table else str(value)
-
     instance = "no InstanceNumber" if frame.instance_number is None else f"InstanceNumber {frame.instance_number}"
     number = f" frame {frame.frame_number}" if frame.number_of_frames > 1 else ""
-    where = f"{instance} ({short(frame.source_file.name, 40)}{number})"
-    message = (f"segments {named(first)} and {named(second)} of {short(segmentation.name, 30)} share {pixels} "
-               f"pixels on {where}; a LABELMAP DICOM SEG holds one segment per pixel: ")
-    return SegAlignError(
-        message + "write a BINARY one or pass overlap='later-wins'",
-        cli_message=message + "use --dicom-seg-type binary or --overlap later-wins",
-    )
+
+    def messages(limit: int) -> tuple[str, str]:
+        def named(value: int) -> str:
+            return f"{value} ({one_line(table[value].name, limit)})" if value in table else str(value)
+
+        where = f"{instance} ({one_line(frame.source_file.name, limit + 16)}{number})"
+        message = (f"segments {named(first)} and {named(second)} of {one_line(segmentation.name, limit)} share "
+                   f"{pixels} pixels on {where}; a LABELMAP DICOM SEG holds one segment per pixel: ")
+        return (message + "write a BINARY one or pass overlap='later-wins'",
+                message + "use --dicom-seg-type binary or --overlap later-wins")
+
+    for limit in (64, 48, 32, 24, 16):
+        library, cli = messages(limit)
+        if len(cli) <= MESSAGE_LIMIT and len(library) <= MESSAGE_LIMIT:
+            break
+    return SegAlignError(library, cli_message=cli)
 
 
 def one_label_map(layers: Sequence[np.ndarray], frame: Frame) -> np.ndarray:
