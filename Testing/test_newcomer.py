@@ -45,3 +45,51 @@ def test_the_demos_same_as_line_runs_as_written(tmp_path: Path) -> None:
     assert command.startswith(f"{sys.executable} -m segalign export ")
     again = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr
+
+
+def _demo(tmp_path: Path) -> Path:
+    from segalign.demo import run_demo
+
+    return run_demo(tmp_path / "demo", slices=6).dicom_dir.parent
+
+
+def test_jobs_names_a_study_with_its_segmentation_beside_it_and_says_what_it_passed_over(tmp_path: Path) -> None:
+    import shutil
+
+    demo = _demo(tmp_path)
+    one = tmp_path / "one"
+    shutil.copytree(demo / "ct_dicom", one / "p1" / "dicom")
+    shutil.copy(demo / "segmentation.nii.gz", one / "p1.nii.gz")
+    listed = run_cli("jobs", one)
+    assert listed.code == 0 and listed.stdout.splitlines()[1].endswith(",p1"), listed.stdout  # named after p1
+    two = tmp_path / "two"
+    for study in ("p1", "p2"):
+        shutil.copytree(demo / "ct_dicom", two / study / "dicom")
+    shutil.copy(demo / "segmentation.nii.gz", two / "p1.seg.nii.gz")  # not STUDY.<suffix>: passed over, and said
+    shutil.copy(demo / "segmentation.nii.gz", two / "p2.nii.gz")
+    listed = run_cli("jobs", two)
+    assert [line.split(",")[-1] for line in listed.stdout.splitlines()[1:]] == ["p2"]
+    assert "passed over p1.seg.nii.gz beside it" in listed.stderr
+
+
+def test_the_batch_summary_says_which_jobs_had_warnings(tmp_path: Path) -> None:
+    import shutil
+
+    import nibabel as nib
+
+    demo = _demo(tmp_path)
+    studies = tmp_path / "studies"
+    for study in ("clean", "warned"):
+        shutil.copytree(demo / "ct_dicom", studies / study / "dicom")
+    shutil.copy(demo / "segmentation.nii.gz", studies / "clean.nii.gz")
+    image = nib.load(demo / "segmentation.nii.gz")
+    shifted = image.affine.copy()
+    shifted[2, 3] += 5.0
+    warned = nib.Nifti1Image(image.get_fdata().astype("uint8"), image.affine)
+    warned.set_sform(image.affine, code=2)
+    warned.set_qform(shifted, code=1)  # sform and qform disagree: a warning
+    nib.save(warned, studies / "warned.nii.gz")
+    result = run_cli("batch", studies, "-o", tmp_path / "out")
+    assert result.code == 0, result.stderr
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("batch:"))
+    assert "2 exported (1 with warnings: see the warnings column)" in summary

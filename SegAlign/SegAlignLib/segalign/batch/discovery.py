@@ -43,8 +43,11 @@ def find_jobs(
     jobs: list[Job] = []
     notes: list[str] = []
     own = _study_job(root, dicom, segmentation)
-    if isinstance(own, Job):
-        return [dataclasses.replace(own, name=safe_name(root.absolute().name, "study"))], []
+    if isinstance(own, Job):  # one study: ROOT/ itself, or ROOT/STUDY/ with ROOT/STUDY.nii.gz beside it
+        beside = own.dicom_dir.parent == root and own.segmentation.parent == root and _is_named_after(
+            own.segmentation, own.dicom_dir)
+        name = own.dicom_dir.name if beside else root.absolute().name
+        return [dataclasses.replace(own, name=safe_name(name, "study"))], []
     try:
         children = sorted(entry for entry in root.iterdir() if not entry.name.startswith("."))
     except OSError as error:
@@ -62,11 +65,20 @@ def find_jobs(
         if isinstance(found, Job):
             jobs.append(found)
         else:
-            notes.append(f"{study}: {found}")
+            near = [entry.name for entry in siblings.values()
+                    if entry.name.lower().startswith(study.name.lower() + ".") and not _is_named_after(entry, study)]
+            passed = (f"; passed over {', '.join(sorted(near)[:3])} beside it (a segmentation beside a study is named "
+                      f"{study.name}.nii.gz, {study.name}.seg.nrrd, ...)") if near else ""
+            notes.append(f"{study}: {found}{passed}")
     if not jobs and not notes:
         notes.append(f"{root}: no study folders in it")
     names = name_jobs([(job.dicom_dir, None, job.name) for job in jobs])
     return [dataclasses.replace(job, name=name) for job, name in zip(jobs, names)], notes
+
+
+def _is_named_after(path: Path, study: Path) -> bool:
+    """Whether the file ``path`` is named as a study's segmentation beside it: ``STUDY`` and a segmentation suffix."""
+    return any(path.name.lower() == study.name.lower() + suffix for suffix in STUDY_SEGMENTATION_SUFFIXES)
 
 
 def _study_job(study: Path, dicom: str | None, segmentation: str | None) -> Job | str:

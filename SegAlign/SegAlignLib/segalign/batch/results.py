@@ -68,10 +68,13 @@ class BatchResult:
         return [result for result in self.results if result.status == "failed"]
 
     def summary(self) -> str:
-        """One line: how many jobs ended how, in how long, and where the table is."""
+        """One line: how many jobs ended how, how many exported with warnings, in how long, and where the table
+        (with each job's warnings counted) is."""
+        warned = sum(1 for result in self.results if result.status == "ok" and result.warnings)
+        with_warnings = f" ({warned} with warnings: see the warnings column)" if warned else ""
         return (
-            f"{len(self.results)} jobs: {self.count('ok')} exported, {self.count('skipped')} skipped (complete), "
-            f"{self.count('failed')} failed, in {self.seconds:.1f} s; table: {self.table}"
+            f"{len(self.results)} jobs: {self.count('ok')} exported{with_warnings}, {self.count('skipped')} skipped "
+            f"(complete), {self.count('failed')} failed, in {self.seconds:.1f} s; table: {self.table}"
         )
 
 
