@@ -316,6 +316,18 @@ def test_a_file_segalign_cannot_read_is_refused_before_anything_is_installed(pan
     assert panel.gui.pip.installed == []
 
 
+def test_a_file_segalign_cannot_read_is_refused_even_where_nibabel_is_missing(
+        panel: Panel, tmp_path: Path, nibabel_missing: str) -> None:
+    """The file is judged by its content first: where NIfTI's reader is missing, a file that is no segmentation is
+    refused, saying why, without offering to install nibabel for it."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a segmentation\n")
+    import_segmentation(panel, notes)
+    assert len(panel.errors()) == 1 and "is not a format SegAlign reads" in panel.errors()[0], panel.errors()
+    assert [m for m in panel.gui.messages if m.kind.startswith("confirm")] == [], "no installation offered"
+    assert panel.gui.pip.installed == []
+
+
 @pytest.fixture
 def nibabel_missing(panel: Panel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The module's requirements list asking for a nibabel no one has: what Slicer's Python lacks nibabel is like."""
