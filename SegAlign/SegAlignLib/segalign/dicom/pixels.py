@@ -193,9 +193,9 @@ class PixelReader:
                 stored = _decode_with_itk(frame, header) if gdcm else None
                 if stored is None:
                     raise SegAlignError(
-                        f"{short_path(frame.source_file)}: cannot decode {short(syntax.name, 80)} ({syntax}) pixel "
-                        "data: it is damaged, or needs a decoder: pip install 'segalign[codecs]' (pylibjpeg), "
-                        f"python-gdcm or SimpleITK (3D Slicer bundles it) ({reason})"
+                        f"{short_path(frame.source_file)}: cannot decode {short(syntax.name, 40)} ({syntax}) pixel "
+                        "data (damaged, or no decoder: pip install 'segalign[codecs]', python-gdcm or SimpleITK) "
+                        f"({reason})"
                     ) from None
             else:
                 raise SegAlignError(f"{frame.source_file}: cannot read the pixel data ({reason})") from None
