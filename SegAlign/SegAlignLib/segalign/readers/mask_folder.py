@@ -79,7 +79,7 @@ def load_mask_folder(folder: Path, user: Mapping[int, Label], overlap: Overlap) 
     overlapping = 0
     for path, label in zip(files, labels_for_files):
         image = load_image(path)
-        mask = volume_data(image, path) != 0
+        mask = volume_data(image, path)  # a voxel is in the mask where it is not 0 (looked at in its box only)
         if first_image is None:
             first_image = image
             affine, source, warnings = resolve_affine(image, path)
@@ -100,7 +100,7 @@ def load_mask_folder(folder: Path, user: Mapping[int, Label], overlap: Overlap) 
         box = bounding_box(mask)
         if box is None:
             continue
-        inside = np.asfortranarray(mask[box]).T  # as LayerPacker looks at a mask: its box, in memory order
+        inside = np.asfortranarray(mask[box] != 0).T  # as LayerPacker looks at a mask: its box, in memory order
         target = combined[box].T
         taken = target[inside]
         clash = taken != 0
