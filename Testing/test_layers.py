@@ -353,3 +353,32 @@ def test_relabel(case: str, order: str) -> None:
     np.testing.assert_array_equal(got, np.vectorize(lookup.get)(labels))
     if not same:  # in the same memory order
         assert got.flags.f_contiguous if order == "F" else got.flags.c_contiguous
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# export.core.layer_counts: a frame's layers counted together, a layer of few values value by value
+# ---------------------------------------------------------------------------------------------------------------
+
+LAYER_COUNT_CASES = {
+    # name: the frame's layers (rows of digits), the values each layer holds
+    "one layer": ([plane("1102", "0220")], [[1, 2]]),
+    "a body layer, one value": ([plane("1102", "0220"), plane("5555", "5500")], [[1, 2], [5]]),
+    "an empty later layer": ([plane("1100", "0000"), plane("0000", "0000")], [[1], [7]]),
+    "few values": ([plane("1000", "0000"), plane("3400", "0043"), plane("0009", "0000")], [[1], [3, 4], [9]]),
+    "values absent from the frame": ([plane("1000", "0000"), plane("0600", "0000")], [[1, 2], [6, 8]]),
+    "many values": ([plane("1000", "0000"), plane("2345", "6789")], [[1], [2, 3, 4, 5, 6, 7, 8, 9]]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_COUNT_CASES))
+def test_layer_counts(case: str) -> None:
+    from segalign.export.core import layer_counts
+
+    layers, values = LAYER_COUNT_CASES[case]
+    expected: dict[int, int] = {}
+    for layer in layers:
+        for value in np.unique(layer[layer != 0]):
+            expected[int(value)] = int((layer == value).sum())
+    for given in (values, ()):  # with the layers' values, and without (counted from the pixels)
+        counts = layer_counts(layers, given)
+        assert {int(v): int(counts[v]) for v in np.flatnonzero(counts)} == expected

@@ -323,9 +323,11 @@ class _FrameSampling:
         """Sample frame ``index``, give its labels to every writer; returns the label values on it."""
         frame = self.frames[index]
         layers, inside = self.sampler.sample_counted(frame)
-        counts = layer_counts(layers)
+        values = self.sampler.layer_values
+        counts = layer_counts(layers, values)
         present = [int(value) for value in np.flatnonzero(counts)]
-        tiles_present = [[int(v) for v in np.flatnonzero(layer_counts([layer[tile.region()] for layer in layers]))]
+        tiles_present = [[int(v) for v in np.flatnonzero(layer_counts([layer[tile.region()] for layer in layers],
+                                                                       values))]
                          for tile in frame.tiles]
         pixels = None
         if self.needs_pixels:
@@ -345,12 +347,32 @@ def label_counts(labels: np.ndarray) -> np.ndarray:
     return np.bincount(labelled) if labelled.size else np.zeros(1, dtype=np.int64)
 
 
-def layer_counts(layers: Sequence[np.ndarray]) -> np.ndarray:
-    """:func:`label_counts` of a frame's layers together (a value is in one layer only)."""
+#: A layer after the first holding at most this many values is counted value by value (a BODY layer: one value,
+#: half the frame), not by gathering its labelled pixels.
+FEW_VALUES = 4
+
+
+def layer_counts(layers: Sequence[np.ndarray], layer_values: Sequence[Sequence[int]] = ()) -> np.ndarray:
+    """:func:`label_counts` of a frame's layers together (a value is in one layer only). ``layer_values`` (the values
+    each layer holds, :attr:`SegmentationSampler.layer_values`) lets a layer of a few values be counted value by
+    value, and one of a single value with one count of its non-zero pixels."""
     if len(layers) == 1:
         return label_counts(layers[0])
-    # A layer of a few small segments is empty on most frames: one look says so, without gathering its pixels.
-    counts = [label_counts(layers[0])] + [label_counts(layer) for layer in layers[1:] if layer.any()]
+    counts = [label_counts(layers[0])]
+    for index, layer in enumerate(layers[1:], start=1):
+        values = layer_values[index] if index < len(layer_values) else None
+        if not layer.any():  # a layer of a few small segments is empty on most frames
+            continue
+        if values is not None and 0 < len(values) <= FEW_VALUES:
+            part = np.zeros(max(values) + 1, dtype=np.int64)
+            if len(values) == 1:
+                part[values[0]] = np.count_nonzero(layer)
+            else:
+                for value in values:
+                    part[value] = np.count_nonzero(layer == value)
+            counts.append(part)
+        else:
+            counts.append(label_counts(layer))
     total = np.zeros(max(len(c) for c in counts), dtype=np.int64)
     for c in counts:
         total[:len(c)] += c

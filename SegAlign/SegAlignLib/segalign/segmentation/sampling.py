@@ -188,6 +188,10 @@ class SegmentationSampler:
 
     def __init__(self, segmentation: "Segmentation") -> None:
         self.samplers = [FrameSampler(layer.labels, layer.affine) for layer in segmentation.layers]
+        #: The label values each layer holds (``layer_values[n]``: those of layer ``n``).
+        self.layer_values: list[list[int]] = [[] for _ in self.samplers]
+        for value in segmentation.values:
+            self.layer_values[segmentation.layer_of(value)].append(value)
 
     @property
     def pixels_inside(self) -> int:
