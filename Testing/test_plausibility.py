@@ -212,7 +212,7 @@ def test_info_numbers_several_series_and_fails_without_any(three_series, tmp_pat
     empty.mkdir()
     (empty / "notes.txt").write_text("not DICOM")
     nothing = run_cli("info", empty)
-    assert nothing.code == 1 and "no DICOM image series" in nothing.stdout
+    assert nothing.code == 1 and "no DICOM image series" in nothing.stderr  # an error: on standard error
     assert run_cli("info", empty, "--json").code == 1
 
 
