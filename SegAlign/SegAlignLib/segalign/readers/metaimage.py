@@ -41,6 +41,14 @@ def read(path: Path, overlap: Overlap) -> Reading:
         message = " ".join(str(error).split())
         reason = message.split("Description:")[-1].strip() if "Description:" in message else describe(error)
         raise SegAlignError(f"segmentation {short_path(path)} cannot be read: {reason[:200]}") from None
+    return reading_of_image(image, path)
+
+
+def reading_of_image(image: object, path: Path) -> Reading:
+    """A SimpleITK image (read from ``path``, or made in memory and named so) as a label map Reading: its array
+    taken from ITK's ``[z, y, x]`` to ``labels[i, j, k]``, and its LPS geometry as a RAS affine."""
+    import SimpleITK as sitk
+
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise SegAlignError(
             f"{short_path(path)}: a {image.GetDimension()}-dimensional image with "

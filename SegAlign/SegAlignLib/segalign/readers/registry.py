@@ -28,7 +28,7 @@ from ..segmentation import (
     read_label_file,
 )
 from . import dicom_seg, metaimage, nifti, nrrd
-from .base import Reader
+from .base import Reader, Reading
 from .combine import Combination
 from .mask_folder import load_mask_folder
 
@@ -125,7 +125,20 @@ def load_segmentation(
         if exists:
             raise SegAlignError(f"segmentation {short_path(path)} is not a regular file or a folder of masks")
         raise SegAlignError(f"segmentation not found: {short_path(path)}")
-    reading = sniff(path).read(path, overlap)
+    return complete(sniff(path).read(path, overlap), path, user, allow_many_labels)
+
+
+def complete(
+    reading: Reading,
+    path: Path,
+    user: Mapping[int, Label],
+    allow_many_labels: bool,
+    description: str | None = None,
+) -> Segmentation:
+    """A reader's :class:`~.base.Reading` of ``path`` as a :class:`Segmentation`: the voxels counted, a volume
+    that looks like an intensity image refused (unless ``allow_many_labels``), and the label table completed from
+    the ``user``'s, the file's, or TotalSegmentator's names. ``description`` names a segmentation that was never a
+    file (then ``path`` only names it in messages, and the segmentation has no source)."""
     counts = count_labels(reading.labels)
     for layer in reading.more_layers:
         counts.update(count_labels(layer.labels))
@@ -145,5 +158,6 @@ def load_segmentation(
             "classes, so they are named after them (pass --labels to name them otherwise)"
         )
     table = complete_table(counts, user, reading.label_table, guessed)
-    return Segmentation(reading.labels, reading.affine, table, path, reading.source, counts, warnings,
+    return Segmentation(reading.labels, reading.affine, table, None if description else path, reading.source, counts,
+                        warnings, description=description or "segmentation",
                         frame_of_reference_uid=reading.frame_of_reference_uid, more_layers=reading.more_layers)
