@@ -43,14 +43,54 @@ class CliRun:
 
 
 def run_cli(*args: object) -> CliRun:
-    """Run ``segalign`` in-process with ``args``; returns exit code and captured output."""
+    """Run ``segalign`` in-process with ``args``; returns exit code and captured output.
+
+    Every export that succeeds is checked against ``segalign.align`` (:func:`assert_align_matches_export`), so the
+    notebook API is held to the command's output on every case of the suite."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main([str(arg) for arg in args])
         except SystemExit as exit_:  # argparse usage errors
             code = int(exit_.code or 0)
+    if code == 0 and args and str(args[0]) == "export" and os.environ.get("SEGALIGN_ALIGN_CHECK", "1") != "0":
+        assert_align_matches_export([str(arg) for arg in args])
     return CliRun(code, out.getvalue(), err.getvalue())
+
+
+def assert_align_matches_export(argv: list[str]) -> None:
+    """``segalign.align`` with the export's own arguments gives the label images the export wrote (every layer),
+    for the frames of its manifest, in its order, with the same frame facts."""
+    from segalign import align
+    from segalign.cli.parser import build_parser
+
+    args = build_parser().parse_args(argv)
+    if args.all_series or args.split_mosaics:  # one export per series; tiles as frames: not what align gives
+        return
+    output = Path(args.output)
+    if not (output / "manifest.csv").is_file():  # an export without label images (none today)
+        return
+    segmentation = args.segmentation if len(args.segmentation) > 1 else args.segmentation[0]
+    if isinstance(segmentation, list):
+        from segalign import load_segmentations
+
+        segmentation = load_segmentations(segmentation, args.labels, args.overlap, args.allow_many_labels)
+        alignment = align(args.dicom_dir, segmentation, series=args.series, order=args.order)
+    else:
+        alignment = align(args.dicom_dir, segmentation, series=args.series, order=args.order, label_table=args.labels,
+                          overlap=args.overlap, allow_many_labels=args.allow_many_labels)
+    rows = read_manifest(output)
+    assert len(rows) == len(alignment), f"align gives {len(alignment)} frames, the export {len(rows)}"
+    root = Path(args.dicom_dir).absolute()
+    for row, frame in zip(rows, alignment):
+        facts = frame.frame
+        assert row["sop_instance_uid"] == facts.sop_instance_uid and int(row["frame"]) == facts.frame_number
+        assert (root / row["source_file"]).resolve() == facts.source_file.absolute().resolve()
+        assert row["instance_number"] == ("" if facts.instance_number is None else str(facts.instance_number))
+        layers = frame.layers
+        assert np.array_equal(read_png(output / row["label_png"]), layers[0]), f"frame {frame.index} differs"
+        for number, layer in enumerate(layers[1:], start=2):
+            assert np.array_equal(read_png(output / row[f"label_png_{number}"]), layer), f"layer {number} differs"
 
 
 def read_png(path: Path) -> np.ndarray:

@@ -1,6 +1,16 @@
 """SegAlign: put NIfTI segmentations on their DICOM frames, pixel for pixel, in native acquisition order.
 
-The library behind the ``segalign`` command line and the SegAlign 3D Slicer module::
+In a notebook, one call (see :func:`segalign.align`)::
+
+    import segalign
+
+    a = segalign.align("dicom/", "segmentation.nii.gz")   # or Datasets, a nibabel/SimpleITK image, (array, affine)
+    a.labels                 # (frames, rows, columns): frame i lined up with the pixel_array of a[i].frame
+    a.mask("liver")          # the same as booleans, by name or value
+    a[0].pixels()            # that frame's modality values (HU for CT)
+    a.export("out/", overlays=True, dicom_seg=True)    # what `segalign export` writes
+
+The building blocks behind it, and behind the ``segalign`` command line and the SegAlign 3D Slicer module::
 
     from segalign import scan_folder, load_segmentation, export_segmentation
 
@@ -20,6 +30,7 @@ from .version import __version__  # noqa: F401 (the package version, as segalign
 #: The public names and their modules. They are imported when first used, so that ``import segalign`` (and the
 #: ``segalign`` command's start, which a Ctrl-C may interrupt) does not load NumPy, pydicom and nibabel first.
 _PUBLIC = {
+    "align": "align", "Alignment": "align", "AlignedFrame": "align",
     "DicomScan": "dicom.model", "Frame": "dicom.model", "Series": "dicom.model", "scan_folder": "dicom.scan",
     "SeriesReport": "dicom.diagnosis", "diagnose": "dicom.diagnosis",
     "NoOverlapError": "errors", "SegAlignError": "errors",
@@ -31,6 +42,8 @@ _PUBLIC = {
 }
 
 __all__ = [  # the keys of _PUBLIC
+    "AlignedFrame",
+    "Alignment",
     "DicomScan",
     "ExportCancelled",
     "ExportResult",
@@ -42,6 +55,7 @@ __all__ = [  # the keys of _PUBLIC
     "Segmentation",
     "Series",
     "SeriesReport",
+    "align",
     "diagnose",
     "export_segmentation",
     "load_segmentation",
@@ -66,6 +80,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .align import AlignedFrame, Alignment, align
     from .dicom.diagnosis import SeriesReport, diagnose
     from .dicom.model import DicomScan, Frame, Series
     from .dicom.scan import scan_folder
