@@ -4,6 +4,7 @@ SegAlign before segments could overlap.
     python Testing/benchmark/overlap_benchmark.py --baseline /work/wt-bench-base        # N = 100 200 300, 3 runs
     python Testing/benchmark/overlap_benchmark.py --slices 300 --recipes read-labelmap read-files read-folder
     python Testing/benchmark/overlap_benchmark.py --profile --slices 300 --recipes read-folder
+    python Testing/benchmark/overlap_benchmark.py --slices 300 --frames 100 200 300   # the same segmentation, fewer frames
 
 The case is benchmark.py's (a 512 x 512 x N CT series, InstanceNumber counting down, and TotalSegmentator's 117
 labels as one label map on a 1.5 mm LAS grid), plus what users combine with it, on the same grid: a BODY mask
@@ -124,14 +125,15 @@ def inputs_of(case: Path, input_: str) -> list[Path]:
 # ------------------------------------------------------------------------------------------------ recipes (child processes)
 
 
-def run_recipe(recipe: str, case: Path, out: Path) -> None:
+def run_recipe(recipe: str, case: Path, out: Path, dicom: Path | None = None) -> None:
     kind, input_ = recipe.split("-", 1)
     paths = inputs_of(case, input_)
+    dicom = dicom or case / "dicom"
     if kind == "export":
         from segalign.cli import main
 
         started = time.perf_counter()
-        code = main(["export", str(case / "dicom"), *map(str, paths), "-o", str(out), "-q"])
+        code = main(["export", str(dicom), *map(str, paths), "-o", str(out), "-q"])
         print(json.dumps({"export_s": time.perf_counter() - started, "exit": code}), flush=True)
         raise SystemExit(0 if code == 0 else 3)  # 3: refused (a writer that cannot hold overlaps yet)
     phases: dict[str, float] = {}
@@ -162,7 +164,7 @@ def run_recipe(recipe: str, case: Path, out: Path) -> None:
         layers = [layer.labels for layer in segmentation.layers]
     phases["read_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    frames = scan_folder(case / "dicom").select().ordered("instance")
+    frames = scan_folder(dicom).select().ordered("instance")
     phases["scan_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     from concurrent.futures import ThreadPoolExecutor
@@ -195,16 +197,16 @@ def run_recipe(recipe: str, case: Path, out: Path) -> None:
 # ------------------------------------------------------------------------------------------------ measuring
 
 
-def measure(recipe: str, case: Path, out: Path, code_root: Path | None) -> dict:
-    """Run one recipe as a child process (on the code under ``code_root`` if given); wall and CPU seconds and its
-    own peak resident memory (VmHWM, MiB)."""
+def measure(recipe: str, case: Path, out: Path, code_root: Path | None, dicom: Path | None = None) -> dict:
+    """Run one recipe as a child process (on the code under ``code_root`` if given; onto the series in ``dicom``,
+    default the case's); wall and CPU seconds and its own peak resident memory (VmHWM, MiB)."""
     env = dict(os.environ)
     if code_root is not None:
         env["PYTHONPATH"] = str(code_root / "SegAlign" / "SegAlignLib")
     started = time.perf_counter()
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
-        child = subprocess.Popen([sys.executable, __file__, "run", recipe, str(case), str(out)], stdout=stdout,
-                                 stderr=stderr, env=env)
+        child = subprocess.Popen([sys.executable, __file__, "run", recipe, str(case), str(out),
+                                  *([str(dicom)] if dicom else [])], stdout=stdout, stderr=stderr, env=env)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
         stdout.seek(0)
@@ -369,6 +371,56 @@ def verdicts(reports: list[dict]) -> list[str]:
     return lines
 
 
+FRAMES_RECIPES = ("export-labelmap", "export-files", "export-folder")
+
+
+def frames_subset(case: Path, count: int) -> Path:
+    """A folder holding the case's first ``count`` files by position (links), the same segmentation's series cut short."""
+    import pydicom
+
+    folder = case / f"dicom-first-{count}"
+    if not folder.exists():
+        files = sorted((case / "dicom").iterdir(), key=lambda path: float(pydicom.dcmread(
+            path, stop_before_pixels=True, specific_tags=["ImagePositionPatient"]).ImagePositionPatient[2]))
+        folder.mkdir()
+        for path in files[:count]:
+            (folder / path.name).symlink_to(path)
+    return folder
+
+
+def frames_flatness(work: Path, slices: int, counts: list[int], repeats: int, code: Path | None) -> dict:
+    """The N = ``slices`` case's segmentations (the same arrays every time) exported onto the first ``counts`` frames
+    of its series: the peak must not grow with the frames."""
+    import shutil
+
+    case = prepare_overlap_case(work, slices)
+    rows: dict[str, dict[int, dict]] = {}
+    with tempfile.TemporaryDirectory(dir=work) as scratch:
+        for repeat in range(repeats):
+            for recipe in FRAMES_RECIPES:
+                for count in counts:
+                    out = Path(scratch) / f"{recipe}-{count}-{repeat}"
+                    result = measure(recipe, case, out, code, frames_subset(case, count) if count < slices else None)
+                    rows.setdefault(recipe, {}).setdefault(count, []).append(result)  # type: ignore[arg-type]
+                    print(f"  frames {count} run {repeat + 1}/{repeats} {recipe:16s} {result['wall_s']:6.2f} s "
+                          f"{result['peak_mib']:5.0f} MiB", file=sys.stderr)
+                    shutil.rmtree(out, ignore_errors=True)
+    return {recipe: {count: {key: statistics.median(r[key] for r in runs) for key in ("wall_s", "cpu_s", "peak_mib")}
+                     for count, runs in by_count.items()} for recipe, by_count in rows.items()}
+
+
+def frames_table(slices: int, report: dict) -> str:
+    counts = sorted({count for by_count in report.values() for count in by_count})
+    lines = [f"The N = {slices} case's segmentations exported onto the first {', '.join(map(str, counts))} frames of "
+             "its series (the same arrays every time): wall s / peak MiB",
+             "| recipe | " + " | ".join(f"{count} frames" for count in counts) + " |",
+             "| --- | " + " | ".join("---:" for _ in counts) + " |"]
+    for recipe, by_count in report.items():
+        lines.append(f"| {recipe} | " + " | ".join(
+            f"{by_count[count]['wall_s']:.2f} / {by_count[count]['peak_mib']:.0f}" for count in counts) + " |")
+    return "\n".join(lines)
+
+
 def profile(recipe: str, case: Path, work: Path, top: int = 25) -> None:
     """One run of ``recipe`` under cProfile: its top functions by cumulative and by own time."""
     import pstats
@@ -391,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         import atexit
 
         atexit.register(_report_peak_memory)
-        run_recipe(argv[1], Path(argv[2]), Path(argv[3]))
+        run_recipe(argv[1], Path(argv[2]), Path(argv[3]), Path(argv[4]) if len(argv) > 4 else None)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slices", type=int, nargs="+", default=[100, 200, 300])
@@ -402,12 +454,20 @@ def main(argv: list[str] | None = None) -> int:
                         "installed segalign), e.g. a git worktree of a commit, away from uncommitted changes")
     parser.add_argument("--work", type=Path, default=Path("benchmark-results"))
     parser.add_argument("--profile", action="store_true", help="run each recipe once under cProfile instead")
+    parser.add_argument("--frames", type=int, nargs="+", metavar="COUNT",
+                        help="instead: the largest --slices case exported onto its first COUNT frames (peak memory "
+                        "against the number of frames, the segmentation unchanged)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.profile:
         for slices in args.slices:
             for recipe in args.recipes:
                 profile(recipe, prepare_overlap_case(args.work, slices), args.work)
+        return 0
+    if args.frames:
+        report = frames_flatness(args.work, max(args.slices), args.frames, args.repeats, args.code)
+        print(frames_table(max(args.slices), report))
+        (args.work / "overlap-frames.json").write_text(json.dumps(report, indent=2) + "\n")
         return 0
     reports = []
     for slices in args.slices:
