@@ -93,3 +93,100 @@ def test_the_batch_summary_says_which_jobs_had_warnings(tmp_path: Path) -> None:
     assert result.code == 0, result.stderr
     summary = next(line for line in result.stdout.splitlines() if line.startswith("batch:"))
     assert "2 exported (1 with warnings: see the warnings column)" in summary
+
+
+# --- an output folder inside an input folder is refused, in one line -----------------------------------------------
+
+def _small_study(root: Path, masks: bool = False) -> tuple[Path, Path]:
+    """A four-frame series in ``root/dicom`` and its segmentation beside it (``root/seg.nii.gz``, or with ``masks``
+    a folder of two masks, ``root/masks``)."""
+    import numpy as np
+
+    from segalign.synthetic import grid_affine, stack, write_nifti, write_series
+
+    write_series(root / "dicom", stack((0.0, 0.0, 0.0), 4, (0, 0, 2.0), rows=12, columns=16))
+    affine = grid_affine((0.0, 0.0, 0.0), (1.0, 1.0, 2.0))
+    labels = np.zeros((16, 12, 4), np.uint8)
+    labels[2:6, 3:8, :] = 1
+    labels[9:14, 1:4, 1:3] = 2
+    if not masks:
+        return root / "dicom", write_nifti(root / "seg.nii.gz", labels, affine)
+    for value, name in ((1, "liver"), (2, "spleen")):
+        write_nifti(root / "masks" / f"{name}.nii.gz", (labels == value).astype(np.uint8), affine)
+    return root / "dicom", root / "masks"
+
+
+def _one_line_refusal(result, *words: str) -> str:
+    assert result.code == 1 and result.stdout == "", (result.code, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("segalign: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def test_an_output_inside_the_dicom_folder_is_refused_in_one_line(tmp_path: Path) -> None:
+    dicom, seg = _small_study(tmp_path)
+    before = sorted(path.name for path in dicom.iterdir())
+    line = _one_line_refusal(run_cli("export", dicom, seg, "-o", dicom / "out"),
+                             f"output folder {dicom / 'out'} is inside the DICOM folder {dicom}",
+                             "scanned as DICOM", "choose an output outside it")
+    assert "--overwrite" not in line
+    (tmp_path / "link").symlink_to(dicom, target_is_directory=True)  # the same folder by another name
+    for spelled in (tmp_path / "link" / "out", tmp_path / "elsewhere" / ".." / "dicom" / "deeper" / "out"):
+        _one_line_refusal(run_cli("export", dicom, seg, "-o", spelled, "--overwrite"), "is inside the DICOM folder")
+    assert sorted(path.name for path in dicom.iterdir()) == before  # nothing was made in it
+    # The segmentation file's folder is no input: DICOM folder, segmentation and output side by side is normal.
+    assert run_cli("export", dicom, seg, "-o", tmp_path / "out", "-q").code == 0
+
+
+def test_an_output_inside_a_folder_of_masks_is_refused(tmp_path: Path) -> None:
+    dicom, masks = _small_study(tmp_path, masks=True)
+    _one_line_refusal(run_cli("export", dicom, masks, "-o", masks / "out"),
+                      f"is inside the folder of masks {masks}", "read as masks")
+    _one_line_refusal(run_cli("export", dicom, masks, "-o", tmp_path, "--overwrite"), "would contain")
+    assert run_cli("export", dicom, masks, "-o", tmp_path / "out", "-q").code == 0
+
+
+def test_export_segmentation_refuses_an_output_inside_the_dicom_folder(tmp_path: Path) -> None:
+    import pytest
+
+    from segalign.dicom import scan_folder
+    from segalign.errors import SegAlignError
+    from segalign.export import export_segmentation
+    from segalign.readers import load_segmentation
+
+    dicom, seg = _small_study(tmp_path)
+    series, segmentation = scan_folder(dicom).select(), load_segmentation(seg)
+    for root in (dicom, None):  # given, or found from the series' files
+        with pytest.raises(SegAlignError, match="is inside the DICOM folder .* choose an output outside it"):
+            export_segmentation(series, segmentation, dicom / "sub" / "out", dicom_root=root)
+    assert not (dicom / "sub").exists()
+    label_table = tmp_path / "tables"
+    label_table.mkdir()
+    with pytest.raises(SegAlignError, match="is inside the input"):  # any input folder given
+        export_segmentation(series, segmentation, label_table / "out", other_inputs=[label_table])
+
+
+def test_export_all_series_refuses_an_output_inside_the_dicom_folder_up_front(tmp_path: Path) -> None:
+    dicom, seg = _small_study(tmp_path)
+    _one_line_refusal(run_cli("export", "--all-series", dicom, seg, "-o", dicom / "all"), "is inside the DICOM folder")
+    assert not (dicom / "all").exists()
+
+
+def test_a_batch_into_its_folder_of_studies_is_refused_up_front(tmp_path: Path) -> None:
+    studies = tmp_path / "studies"
+    for study in ("p1", "p2"):
+        _small_study(studies / study)
+    out = studies / "exports"
+    _one_line_refusal(run_cli("batch", studies, "-o", out, "--workers", "1"),
+                      f"output folder {out} is inside the folder of studies {studies}", "searched for studies")
+    assert not out.exists()
+    inside = studies / "p1" / "dicom" / "exports"  # a jobs table: the job's DICOM folder
+    table = tmp_path / "jobs.csv"
+    table.write_text(f"dicom_dir,segmentation\n{studies / 'p1' / 'dicom'},{studies / 'p1' / 'seg.nii.gz'}\n")
+    _one_line_refusal(run_cli("batch", table, "-o", inside, "--workers", "1"),
+                      "is inside the DICOM folder", "of job")
+    assert not inside.exists()
+    result = run_cli("batch", studies, "-o", tmp_path / "exports", "--workers", "1", "-q")
+    assert result.code == 0, result.stderr
