@@ -31,7 +31,7 @@ from ..signals import Interrupted, signal_number, signals_held
 from .. import files
 from ..writers import Writer, writers_for
 from ..writers.images.folder import read_pixels
-from ..writers.base import ExportContext, FrameLabels
+from ..writers.base import ExportContext, FrameLabels, InventedUids
 from . import folders, locks, report
 
 ProgressCallback = Callable[[int, int], None]
@@ -231,6 +231,7 @@ class _Export:
         context = ExportContext(
             self.temporary, plan.series, plan.segmentation, tuple(plan.frames), plan.options, plan.root, normal,
             resample=lambda index: plan.sampler.sample_counted(plan.frames[index])[0],
+            uids=InventedUids(),  # one set for the export: its SEG and RTSTRUCT share what they make up
         )
         for writer in plan.writers:
             writer.begin(context)
