@@ -190,3 +190,48 @@ def test_a_batch_into_its_folder_of_studies_is_refused_up_front(tmp_path: Path) 
     assert not inside.exists()
     result = run_cli("batch", studies, "-o", tmp_path / "exports", "--workers", "1", "-q")
     assert result.code == 0, result.stderr
+
+
+# --- one export invents one set of UIDs, shared by its SEG and its RTSTRUCT ----------------------------------------
+
+def _valid_uid(uid: object) -> bool:
+    import re
+
+    text = str(uid)
+    return len(text) <= 64 and re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*", text) is not None
+
+
+def test_the_seg_and_the_rtstruct_of_one_export_share_the_uids_it_invents(tmp_path: Path) -> None:
+    """A source without StudyInstanceUID and SeriesInstanceUID: the SEG and the RTSTRUCT are in the same new study
+    and reference the source series by the same new UID, its frame of reference and its instances alike."""
+    import pydicom
+
+    dicom, seg = _small_study(tmp_path)
+    instances = set()
+    for path in sorted(dicom.iterdir()):
+        dataset = pydicom.dcmread(path)
+        del dataset.StudyInstanceUID, dataset.SeriesInstanceUID  # as some anonymisers leave them
+        dataset.save_as(path)
+        instances.add(str(dataset.SOPInstanceUID))
+        frame_of_reference = str(dataset.FrameOfReferenceUID)
+    result = run_cli("export", dicom, seg, "-o", tmp_path / "out", "--dicom-seg", "--rtstruct", "-q")
+    assert result.code == 0, result.stderr
+    seg_dataset = pydicom.dcmread(tmp_path / "out" / "seg.dcm", stop_before_pixels=True)
+    rt = pydicom.dcmread(tmp_path / "out" / "rtstruct.dcm")
+
+    rt_frame = rt.ReferencedFrameOfReferenceSequence[0]
+    rt_study = rt_frame.RTReferencedStudySequence[0]
+    rt_series = rt_study.RTReferencedSeriesSequence[0]
+    seg_series = seg_dataset.ReferencedSeriesSequence[0]
+    study = str(seg_dataset.StudyInstanceUID)
+    assert _valid_uid(study) and str(rt.StudyInstanceUID) == study == str(rt_study.ReferencedSOPInstanceUID)
+    source_series = str(seg_series.SeriesInstanceUID)
+    assert _valid_uid(source_series) and str(rt_series.SeriesInstanceUID) == source_series
+    assert source_series not in (str(seg_dataset.SeriesInstanceUID), str(rt.SeriesInstanceUID), study)
+    assert seg_dataset.FrameOfReferenceUID == rt.FrameOfReferenceUID == rt_frame.FrameOfReferenceUID \
+        == frame_of_reference
+    assert {str(item.ReferencedSOPInstanceUID) for item in seg_series.ReferencedInstanceSequence} == instances
+    assert {str(item.ReferencedSOPInstanceUID) for item in rt_series.ContourImageSequence} == instances
+    warnings = json.loads((tmp_path / "out" / "export.json").read_text())["warnings"]
+    assert sum(study in warning for warning in warnings) == 2  # said for each object, with the same UID
+    assert sum(source_series in warning for warning in warnings) == 2
