@@ -235,3 +235,47 @@ def test_the_seg_and_the_rtstruct_of_one_export_share_the_uids_it_invents(tmp_pa
     warnings = json.loads((tmp_path / "out" / "export.json").read_text())["warnings"]
     assert sum(study in warning for warning in warnings) == 2  # said for each object, with the same UID
     assert sum(source_series in warning for warning in warnings) == 2
+
+
+# --- the colour warning: one short line naming the fix, the labels below it ---------------------------------------
+
+def _caret_table(labels: dict[int, tuple[str, tuple[int, int, int]]]) -> str:
+    """A TotalSegmentator-style embedded label table (colours in 0..1)."""
+    entries = "".join(f'<Label Key="{value}" Red="{rgb[0] / 255}" Green="{rgb[1] / 255}" Blue="{rgb[2] / 255}" '
+                      f'Alpha="1"><![CDATA[{name}]]></Label>' for value, (name, rgb) in labels.items())
+    return f"<CaretExtension><VolumeInformation Index=\"0\"><LabelTable>{entries}</LabelTable></VolumeInformation>" \
+           "</CaretExtension>"
+
+
+def test_the_colour_warning_is_one_short_line_naming_the_fix_then_the_labels(tmp_path: Path) -> None:
+    """TotalSegmentator's own embedded table cycles through a few colours: the warning's first line names
+    --labels totalsegmentator (whose colours tell them apart), the labels sharing a colour follow, one colour a
+    line; export.json keeps the whole warning, in the library's words."""
+    import numpy as np
+
+    from segalign.synthetic import grid_affine, stack, write_nifti, write_series
+
+    dicom = tmp_path / "dicom"
+    write_series(dicom, stack((0.0, 0.0, 0.0), 4, (0, 0, 2.0), rows=12, columns=16))
+    labels = np.zeros((16, 12, 4), np.uint8)
+    for index, value in enumerate((1, 2, 3, 5, 6, 7)):  # TotalSegmentator's values and names, two colours
+        labels[index * 2:index * 2 + 2, 2:10, :] = value
+    names = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 5: "liver", 6: "stomach", 7: "pancreas"}
+    cycle = [(0, 255, 0), (255, 0, 255)]
+    table = {value: (name, cycle[index % 2]) for index, (value, name) in enumerate(names.items())}
+    seg = write_nifti(tmp_path / "seg.nii.gz", labels, grid_affine((0.0, 0.0, 0.0), (1.0, 1.0, 2.0)),
+                      label_table_xml=_caret_table(table))
+    result = run_cli("export", dicom, seg, "-o", tmp_path / "out")
+    assert result.code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    first = next(index for index, line in enumerate(lines) if "share a colour" in line)
+    assert lines[first].startswith("segalign: warning: 6 labels") and len(lines[first]) < 120, lines[first]
+    assert "--labels totalsegmentator" in lines[first] and "label_table" not in result.stderr
+    assert lines[first + 1:first + 3] == ["  rgb(0, 255, 0): 1 spleen, 3 kidney_left, 6 stomach",
+                                          "  rgb(255, 0, 255): 2 kidney_right, 5 liver, 7 pancreas"], lines
+    warnings = json.loads((tmp_path / "out" / "export.json").read_text())["warnings"]
+    kept = next(warning for warning in warnings if "share a colour" in warning)
+    assert 'label_table="totalsegmentator"' in kept.splitlines()[0] and "1 spleen, 3 kidney_left" in kept
+    # The fix it names is the fix: with the built-in table, no label shares a colour.
+    again = run_cli("export", dicom, seg, "-o", tmp_path / "again", "--labels", "totalsegmentator")
+    assert again.code == 0 and "share a colour" not in again.stderr, again.stderr
