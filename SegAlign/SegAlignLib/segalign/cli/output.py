@@ -77,9 +77,9 @@ class Reporter:
         lines after a warning's first are printed indented below it."""
         if not self.quiet:
             first, *more = cli_text(message).split("\n")
-            write_line(self.stream, f"segalign: warning: {first}")
-            for line in more:
-                write_line(self.stream, f"  {line}")
+            write_line(self.stream, f"segalign: warning: {one_line(first)}")
+            for line in more:  # each on one line of its own: text from the inputs cannot start a line
+                write_line(self.stream, f"  {one_line(line)}")
 
     def note(self, message: str) -> None:
         if not self.quiet:

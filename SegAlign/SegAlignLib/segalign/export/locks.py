@@ -170,8 +170,8 @@ class OutputLock:
         locking something else says what."""
         who = f" (pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')})" if holder else ""
         return SegAlignError(
-            f"another export into {self.output_dir} is running{who}; wait for it to finish, or choose another "
-            f"folder (if no export is running, delete {self.path})"
+            f"another export into {self.output_dir} is running{who}; wait, or use another folder (if none is "
+            f"running, delete {self.path})"
         )
 
 
