@@ -1,0 +1,407 @@
+"""Reading the export a user already made, as label images tied to the frames they are meant for.
+
+An export is one of:
+
+* a folder of 2D images, one per frame (``.png``, ``.tif``/``.tiff``, ``.npy``): label images, or 0/255 (0/65535)
+  masks of a one-label segmentation, 8 or 16 bit;
+* a folder of such folders, one per label (each folder named by a label's name or value): every image a mask;
+* a SegAlign export folder (its ``manifest.csv`` ties each ``label_png`` to its frame);
+* one 3D array file (``.npy``, NIfTI, NRRD) meant as "the slices in DICOM order", taken as stored: frames on its
+  first axis (numpy's ``(frames, rows, columns)``) or on its last (nibabel's and pynrrd's ``(x, y, z)``).
+
+Images are tied to the frames they are meant for (:class:`UserImages` ``tied``) by, in turn: SegAlign's manifest;
+a SOPInstanceUID in their names; a number in their names read as the InstanceNumber, the index from 0 or the index
+from 1 (whichever reading names existing frames for every image); their sorted name order, natural
+(``2.png`` before ``10.png``) and plain. When several readings are possible, :func:`read_export` gives each as a
+candidate and the check keeps the one the images agree with best.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..dicom import Frame
+from ..errors import SegAlignError, short, short_path
+from ..files import safe_name
+from ..segmentation import Label
+
+#: File name endings of one 2D image of an image folder.
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
+#: File name endings of one 3D array file.
+ARRAY_SUFFIXES = (".npy", ".nii", ".nii.gz", ".nrrd", ".nhdr")
+#: SegAlign's manifest columns that tie a label image to its frame.
+MANIFEST_KEYS = ("sop_instance_uid", "frame", "label_png")
+
+
+@dataclass
+class UserImages:
+    """The user's export as 2D label images, in the order the check reports them, each tied to the frame it is
+    meant for."""
+
+    kind: str  #: "image folder", "label folders", "SegAlign export", "array"
+    source: Path
+    names: list[str]  #: one per image: its file name, or ``frame N`` for the slices of an array
+    images: list[np.ndarray]  #: 2D non-negative integer label images
+    tied: list[int | None]  #: the frame (index in acquisition order) each image is meant for; None: none
+    rule: str  #: how the images were tied to frames, in words
+    layout: str | None = None  #: for an array: "frames first" or "frames last"
+    notes: list[str] = field(default_factory=list)  #: how the export was read (not faults)
+
+    def with_ties(self, names: list[str], images: list[np.ndarray], tied: list[int | None], rule: str) -> "UserImages":
+        return UserImages(self.kind, self.source, names, images, tied, rule, self.layout, list(self.notes))
+
+
+def read_export(export: Path, frames: Sequence[Frame], segments: Sequence[Label]) -> list[UserImages]:
+    """Every reading of ``export`` worth trying, the preferred first (each a :class:`UserImages`); raises
+    :class:`SegAlignError` (one line) when it cannot be read as an export at all."""
+    export = Path(export)
+    if not export.exists():
+        raise SegAlignError(f"the export {short_path(export)} does not exist")
+    if export.is_file():
+        if _suffix(export) in ARRAY_SUFFIXES:
+            return _array_readings(export, len(frames))
+        raise SegAlignError(f"the export {short_path(export)} is not a folder of images or an array file "
+                            f"({', '.join(ARRAY_SUFFIXES)})")
+    manifest = _manifest_of(export)
+    if manifest is not None:
+        return [_segalign_export(manifest, frames)]
+    images = _image_files(export)
+    if images:
+        return _folder_readings(export, images, frames, segments, kind="image folder")
+    folders = sorted(path for path in export.iterdir() if path.is_dir() and not path.name.startswith("."))
+    with_images = [folder for folder in folders if _image_files(folder)]
+    if with_images:
+        return _label_folder_readings(export, with_images, frames, segments)
+    raise SegAlignError(f"the export {short_path(export)} holds no images ({', '.join(IMAGE_SUFFIXES)}), no folders "
+                        "of them and no manifest.csv")
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return [path for path in folder.iterdir()
+            if path.is_file() and not path.name.startswith(".") and _suffix(path) in IMAGE_SUFFIXES]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One 2D label image as a non-negative integer array, exactly as stored (a grey RGB image as its grey)."""
+    if _suffix(path) == ".npy":
+        array = _load_npy(path)
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                array = np.array(image)
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise SegAlignError(f"{short_path(path)} cannot be read as an image: {short(error, 120)}") from None
+    if array.ndim == 3 and array.shape[2] in (2, 3, 4):  # LA, RGB, RGBA: a label image saved in colour
+        channels = array[:, :, :3] if array.shape[2] >= 3 else array[:, :, :1]
+        if not np.all(channels == channels[:, :, :1]):
+            raise SegAlignError(f"{short_path(path)} is a colour image: a label image has one value per pixel "
+                                "(grayscale, 8 or 16 bit)")
+        array = channels[:, :, 0]
+    if array.ndim != 2:
+        raise SegAlignError(f"{short_path(path)} is not a 2D image (shape {array.shape})")
+    return as_labels(array, path)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise SegAlignError(f"{short_path(path)} cannot be read as a .npy array: {short(error, 120)}") from None
+
+
+def as_labels(array: np.ndarray, path: Path) -> np.ndarray:
+    """``array`` as non-negative integers (bool as 0/1; floats only when every value is a whole number)."""
+    array = np.asarray(array)
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+            raise SegAlignError(f"{short_path(path)} holds values that are not whole numbers: not label images")
+        array = array.astype(np.int64)
+    if array.dtype.kind not in "iu":
+        raise SegAlignError(f"{short_path(path)} holds {array.dtype} values, not labels")
+    if array.size and array.min() < 0:
+        raise SegAlignError(f"{short_path(path)} holds negative values ({int(array.min())}): not label values")
+    if array.size and int(array.max()) > 65535:
+        raise SegAlignError(f"{short_path(path)} holds values over 65535: not label values")
+    if array.dtype.kind == "i" or array.dtype.itemsize > 2:
+        array = array.astype(np.uint16 if array.size and array.max() > 255 else np.uint8)
+    return array
+
+
+# ------------------------------------------------------------------------------------------------ arrays
+
+def _array_readings(path: Path, frame_count: int) -> list[UserImages]:
+    array = _read_array(path)
+    array = np.squeeze(array) if array.ndim > 3 else array
+    if array.ndim != 3:
+        raise SegAlignError(f"the export {short_path(path)} is a {array.ndim}D array of shape {array.shape}; a 3D "
+                            "array of the slices in DICOM order is expected")
+    array = as_labels(array, path)
+    volume_like = _suffix(path) != ".npy"  # nibabel and pynrrd give (x, y, z): the frames on the last axis
+    layouts = ["frames last", "frames first"] if volume_like else ["frames first", "frames last"]
+    readings = []
+    for layout in layouts:
+        count = array.shape[0] if layout == "frames first" else array.shape[2]
+        images = [array[k] if layout == "frames first" else array[:, :, k] for k in range(count)]
+        notes = [] if layout == "frames first" else [
+            f"the array's frames are on its last axis (image k is array[:, :, k], as nibabel and pynrrd give a "
+            f"volume), {count} of them"]
+        readings.append(UserImages(
+            "array", path, [f"frame {k}" for k in range(count)], images,
+            [k if k < frame_count else None for k in range(count)], "array order", layout, notes))
+    return readings
+
+
+def _read_array(path: Path) -> np.ndarray:
+    suffix = _suffix(path)
+    if suffix == ".npy":
+        return _load_npy(path)
+    try:
+        if suffix in (".nii", ".nii.gz"):
+            import nibabel as nib
+
+            return np.asarray(nib.load(str(path)).dataobj)
+        import nrrd
+
+        data, _ = nrrd.read(str(path), index_order="F")
+        return np.asarray(data)
+    except SegAlignError:
+        raise
+    except Exception as error:  # the readers raise their own types for damaged files
+        raise SegAlignError(f"{short_path(path)} cannot be read: {short(error, 160)}") from None
+
+
+# ------------------------------------------------------------------------------------------------ SegAlign's manifest
+
+def _manifest_of(export: Path) -> Path | None:
+    """SegAlign's manifest of ``export``: its own, or its parent's when ``export`` is an export's labels/ folder."""
+    for candidate in (export / "manifest.csv", export.parent / "manifest.csv"):
+        if candidate.is_file():
+            try:
+                with candidate.open(newline="", encoding="utf-8") as stream:
+                    header = next(csv.reader(stream), [])
+            except (OSError, UnicodeDecodeError, csv.Error):
+                continue
+            if all(key in header for key in MANIFEST_KEYS):
+                if candidate.parent == export or export.name == "labels":
+                    return candidate
+    return None
+
+
+def _segalign_export(manifest: Path, frames: Sequence[Frame]) -> UserImages:
+    root = manifest.parent
+    by_key = {(frame.sop_instance_uid, frame.frame_number): index for index, frame in enumerate(frames)}
+    with manifest.open(newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    names, images, tied = [], [], []
+    for row in rows:
+        path = root / row["label_png"]
+        if not path.is_file():
+            raise SegAlignError(f"{short_path(manifest)} names {short(row['label_png'])}, which is missing")
+        try:
+            key = (row["sop_instance_uid"], int(row["frame"]))
+        except ValueError:
+            raise SegAlignError(f"{short_path(manifest)}: frame {short(row['frame'])} is not a number") from None
+        names.append(row["label_png"])
+        images.append(read_image(path))
+        tied.append(by_key.get(key))
+    return UserImages("SegAlign export", root, names, images, tied, "manifest.csv (SOPInstanceUID and frame)")
+
+
+# ------------------------------------------------------------------------------------------------ image folders
+
+def _folder_readings(
+    folder: Path, paths: list[Path], frames: Sequence[Frame], segments: Sequence[Label], kind: str,
+) -> list[UserImages]:
+    images = {path.name: read_image(path) for path in paths}
+    _masks_as_label(images, segments)
+    base = UserImages(kind, folder, [], [], [], "")
+    return [_tied(base, images, reading) for reading in tie_readings(list(images), frames)]
+
+
+def _tied(base: UserImages, images: Mapping[str, np.ndarray], reading: "Reading") -> UserImages:
+    order = reading.order
+    return base.with_ties([name for name in order], [images[name] for name in order],
+                          [reading.tied[name] for name in order], reading.rule)
+
+
+def _masks_as_label(images: dict[str, np.ndarray], segments: Sequence[Label]) -> None:
+    """0/255 (or 0/65535) masks of a one-label segmentation: their foreground is that label."""
+    if len(segments) != 1:
+        return
+    values: set[int] = set()
+    for image in images.values():
+        values.update(int(v) for v in np.unique(image))
+        if len(values) > 2:
+            return
+    full = {255, 65535} & values
+    if full and values <= {0} | full and segments[0].value not in full:
+        for name, image in images.items():
+            images[name] = (image != 0).astype(np.uint8 if segments[0].value < 256 else np.uint16) * segments[0].value
+
+
+def _label_folder_readings(
+    export: Path, folders: list[Path], frames: Sequence[Frame], segments: Sequence[Label],
+) -> list[UserImages]:
+    """One folder of masks per label, combined into label images (a later folder wins where masks overlap)."""
+    values = [_label_of_folder(folder, segments) for folder in folders]
+    combined: dict[str, np.ndarray] = {}
+    for folder, value in zip(folders, values):
+        for path in _image_files(folder):
+            mask = read_image(path) != 0
+            image = combined.get(path.name)
+            if image is None:
+                image = combined[path.name] = np.zeros(mask.shape, dtype=np.uint16 if value > 255 else np.uint8)
+            elif image.shape != mask.shape:
+                raise SegAlignError(f"{short_path(path)} is {mask.shape[0]}x{mask.shape[1]}, the masks of the same "
+                                    f"name in other folders are {image.shape[0]}x{image.shape[1]}")
+            if value > 255 and image.dtype == np.uint8:
+                image = combined[path.name] = image.astype(np.uint16)
+            image[mask] = value
+    base = UserImages("label folders", export, [], [], [], "",
+                      notes=[f"one folder of masks per label: {', '.join(f'{f.name} = {v}' for f, v in zip(folders, values))}"])
+    return [_tied(base, combined, reading) for reading in tie_readings(list(combined), frames)]
+
+
+def _label_of_folder(folder: Path, segments: Sequence[Label]) -> int:
+    name = folder.name
+    for match in (lambda label: label.name == name, lambda label: label.name.casefold() == name.casefold(),
+                  lambda label: safe_name(label.name).casefold() == name.casefold()):
+        found = [label.value for label in segments if match(label)]
+        if len(found) == 1:
+            return found[0]
+    if name.isdigit():
+        return int(name)
+    raise SegAlignError(f"the folder {short(name)} of the export names no label of the segmentation (by name or "
+                        f"value; its labels: {', '.join(short(label.name, 30) for label in segments[:8])}"
+                        f"{' ...' if len(segments) > 8 else ''})")
+
+
+# ------------------------------------------------------------------------------------------------ ties
+
+@dataclass
+class Reading:
+    """One way of tying image names to frames: the names in report order, each one's frame (or None)."""
+
+    order: list[str]
+    tied: dict[str, int | None]
+    rule: str
+
+
+UID = re.compile(r"[0-9]+(?:\.[0-9]+){3,}")
+NUMBER = re.compile(r"[0-9]+")
+
+
+def stem(name: str) -> str:
+    lower = name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def natural_key(name: str) -> list[object]:
+    """``img2`` before ``img10``: digits compared as numbers."""
+    return [(0, int(part), part) if part.isdigit() else (1, 0, part) for part in re.split(r"([0-9]+)", name)]
+
+
+def tie_readings(names: list[str], frames: Sequence[Frame]) -> list[Reading]:
+    """The readings of ``names`` worth trying, preferred first, without two that tie every name alike: by the
+    SOPInstanceUIDs in the names, else by a number in them, else (names without meaning) by their sorted order."""
+    readings = _uid_reading(names, frames) or _number_readings(names, frames) or _sorted_readings(names, len(frames))
+    unique: list[Reading] = []
+    for reading in readings:
+        if not any(reading.tied == other.tied and reading.order == other.order for other in unique):
+            unique.append(reading)
+    return unique
+
+
+def _by_frame(names: list[str], tied: dict[str, int | None]) -> list[str]:
+    """Names in the order of their frames; names tied to none after them, in natural order."""
+    return sorted(names, key=lambda name: (tied[name] is None, tied[name] if tied[name] is not None else 0,
+                                           natural_key(name)))
+
+
+def _uid_reading(names: list[str], frames: Sequence[Frame]) -> list[Reading]:
+    by_uid: dict[str, list[int]] = {}
+    for index, frame in enumerate(frames):
+        by_uid.setdefault(frame.sop_instance_uid, []).append(index)
+    tied: dict[str, int | None] = {}
+    for name in names:
+        found = [uid for uid in UID.findall(name) if uid in by_uid]
+        if not found:
+            return []
+        indices = by_uid[found[0]]
+        if len(indices) > 1:  # a multi-frame file: the frame number after the UID
+            rest = NUMBER.findall(stem(name).split(found[0], 1)[1])
+            number = int(rest[0]) if rest else 1
+            indices = [i for i in indices if frames[i].frame_number == number] or [None]  # type: ignore[list-item]
+        tied[name] = indices[0]
+    return [Reading(_by_frame(names, tied), tied, "the SOPInstanceUID in their names")]
+
+
+def _number_readings(names: list[str], frames: Sequence[Frame]) -> list[Reading]:
+    """Readings of one number field of the names (the same in none of them): as InstanceNumber, index from 0,
+    index from 1; those that name an existing frame for every image (else the ones that name most)."""
+    fields = [[int(n) for n in NUMBER.findall(stem(name))] for name in names]
+    if not fields or any(not f for f in fields):
+        return []
+    counts = {len(f) for f in fields}
+    positions: list[tuple[str, list[int]]] = []
+    if len(counts) == 1:
+        for position in range(counts.pop()):
+            positions.append((f"number {position + 1}", [f[position] for f in fields]))
+    else:
+        positions.append(("last number", [f[-1] for f in fields]))
+    instance: dict[int, int] = {}
+    duplicated = set()
+    for index, frame in enumerate(frames):
+        if frame.instance_number is not None:
+            if frame.instance_number in instance:
+                duplicated.add(frame.instance_number)
+            instance[frame.instance_number] = index
+    for number in duplicated:
+        del instance[number]
+    count = len(frames)
+    readings: list[tuple[int, Reading]] = []
+    for _, values in positions:
+        if len(set(values)) != len(values):
+            continue
+        for rule, lookup in (
+            ("the InstanceNumber in their names", lambda v: instance.get(v)),
+            ("the index in their names (from 0)", lambda v: v if 0 <= v < count else None),
+            ("the index in their names (from 1)", lambda v: v - 1 if 1 <= v <= count else None),
+        ):
+            tied = {name: lookup(value) for name, value in zip(names, values)}
+            named = sum(value is not None for value in tied.values())
+            if named:
+                readings.append((named, Reading(_by_frame(names, tied), tied, rule)))
+    if not readings:
+        return []
+    best = max(named for named, _ in readings)
+    return [reading for named, reading in readings if named == best]
+
+
+def _sorted_readings(names: list[str], count: int) -> list[Reading]:
+    readings = []
+    for rule, order in (("their sorted name order (natural: 2 before 10)", sorted(names, key=natural_key)),
+                        ("their sorted name order (plain text)", sorted(names))):
+        tied = {name: (index if index < count else None) for index, name in enumerate(order)}
+        readings.append(Reading(order, tied, rule))
+    return readings
