@@ -221,3 +221,150 @@ def test_text_output_and_the_python_function_agree(tilted, tmp_path: Path) -> No
     assert result.exact is False and result.in_plane == "flip_columns"
     assert run.stdout.strip() == result.to_text()
     assert segalign.check_export is check_export
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# frame order
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_reversed_instance_order_is_named_and_undone(tilted, tmp_path: Path) -> None:
+    """The user sorted the files by InstanceNumber, descending; on this series that is also position order."""
+    alignment = segalign.align(tilted["dicom"], tilted["seg"])
+    by_number = sorted(alignment, key=lambda frame: frame.frame.instance_number, reverse=True)
+    images = [frame.labels for frame in by_number]
+    export = write_pngs(tmp_path / "pngs", images)
+    code, result = check_json(tilted["dicom"], tilted["seg"], export)
+    assert result["frame_of_image"] == list(range(11, -1, -1))
+    assert result["in_plane"] == "identity" and result["residual_mismatched_pixels"] == 0
+    line = finding(result, "reverse order", "sorted by position")
+    images_back = run_undo(line, images=np.stack([read_png(export / name) for name in result["image_names"]]))
+    assert np.array_equal(images_back["images"], tilted["truth"])
+    assert [label["dice_after"] for label in result["labels"]] == [1.0, 1.0, 1.0]
+
+
+def test_one_slice_off_is_named_and_the_frame_left_out_too(tilted, tmp_path: Path) -> None:
+    truth = tilted["truth"]
+    images = list(truth[1:]) + [np.zeros_like(truth[0])]  # z index off by one: the last slice falls off the volume
+    export = write_pngs(tmp_path / "pngs", images)
+    code, result = check_json(tilted["dicom"], tilted["seg"], export)
+    assert result["frame_of_image"] == list(range(1, 12)) + [None]
+    assert result["in_plane"] == "identity"
+    assert result["residual_mismatched_pixels"] == int(np.count_nonzero(truth[0]))  # frame 0 is in no image
+    line = finding(result, "1 slice after", "image i holds frame i + 1")
+    fixed = run_undo(line, images=np.stack(images))["fixed"]
+    assert np.array_equal(fixed[1:], truth[1:])
+    finding(result, "frame is in no image: 0")
+    finding(result, "without labels stands for no frame: 0011.png")
+
+
+def test_one_slice_off_the_other_way(tilted, tmp_path: Path) -> None:
+    truth = tilted["truth"]
+    images = [np.zeros_like(truth[0])] + list(truth[:-1])
+    code, result = check_json(tilted["dicom"], tilted["seg"], write_pngs(tmp_path / "pngs", images))
+    assert result["frame_of_image"] == [None] + list(range(0, 11))
+    line = finding(result, "1 slice before", "image i holds frame i - 1")
+    fixed = run_undo(line, images=np.stack(images))["fixed"]
+    assert np.array_equal(fixed[:-1], truth[:-1])
+
+
+@pytest.fixture(scope="module")
+def interleaved(tmp_path_factory) -> dict:
+    """An axial 29 x 31 series acquired interleaved (InstanceNumbers 1-6 on the even positions, 7-12 on the odd
+    ones), its files named by InstanceNumber (1.dcm ... 12.dcm)."""
+    root = tmp_path_factory.mktemp("interleaved")
+    positions = stack((-12.0, -11.0, 0.0), 12, (0.0, 0.0, 2.5), spacing=(0.9, 0.8), rows=29, columns=31)
+    numbers = [p // 2 + 1 if p % 2 == 0 else 6 + p // 2 + 1 for p in range(12)]
+    specs = [type(spec)(spec.position, spec.orientation, spec.spacing, spec.rows, spec.columns, number)
+             for spec, number in zip(positions, numbers)]
+    phantom = phantom_around(specs[6].pixel_centres()[14, 15] - np.array([0, 0, 1.25]), 14.0)
+    write_series(root / "dicom", specs, phantom, file_names=[f"{n}.dcm" for n in numbers])
+    affine, shape = las_affine((-20, -20, -5), (20, 20, 32), (0.73, 0.81, 0.93))
+    write_nifti(root / "seg.nii.gz", rasterize(phantom, shape, affine), affine, label_table_xml=phantom.label_table_xml())
+    alignment = segalign.align(root / "dicom", root / "seg.nii.gz")
+    assert [frame.frame.instance_number for frame in alignment] == list(range(1, 13))
+    assert all(frame.labels.any() for frame in alignment)
+    return {"dicom": root / "dicom", "seg": root / "seg.nii.gz", "truth": alignment.labels,
+            "alignment": alignment}
+
+
+def test_sorted_by_position_instead_of_acquisition_order(interleaved, tmp_path: Path) -> None:
+    alignment = interleaved["alignment"]
+    by_position = sorted(range(12), key=lambda i: alignment[i].frame.position[2])
+    assert by_position != list(range(12)) and by_position != list(range(11, -1, -1))
+    images = [interleaved["truth"][i] for i in by_position]
+    export = write_pngs(tmp_path / "pngs", images)
+    code, result = check_json(interleaved["dicom"], interleaved["seg"], export)
+    assert result["frame_of_image"] == by_position
+    assert result["residual_mismatched_pixels"] == 0 and result["in_plane"] == "identity"
+    line = finding(result, "sorted by position along the slice normal (not by InstanceNumber)")
+    scope = run_undo(line, images=np.stack(images), frame_of_image=result["frame_of_image"],
+                     fixed=np.zeros_like(interleaved["truth"]))
+    assert np.array_equal(scope["fixed"], interleaved["truth"])
+
+
+def test_dicom_files_sorted_by_name_as_plain_text(interleaved, tmp_path: Path) -> None:
+    """files = sorted(glob('*.dcm')): 1.dcm, 10.dcm, 11.dcm, 12.dcm, 2.dcm ...; image k + 1 written for files[k]."""
+    dicom = interleaved["dicom"]
+    files = sorted(path.name for path in dicom.iterdir())
+    assert files[:5] == ["1.dcm", "10.dcm", "11.dcm", "12.dcm", "2.dcm"]
+    uid_to_frame = {frame.frame.sop_instance_uid: index for index, frame in enumerate(interleaved["alignment"])}
+    held = [uid_to_frame[pydicom.dcmread(dicom / name, stop_before_pixels=True).SOPInstanceUID] for name in files]
+    export = write_pngs(tmp_path / "pngs", [interleaved["truth"][f] for f in held],
+                        [f"{k + 1}.png" for k in range(12)])
+    code, result = check_json(dicom, interleaved["seg"], export)
+    assert result["image_names"] == [f"{k + 1}.png" for k in range(12)]  # tied by the number, from 1
+    assert result["frame_of_image"] == held
+    finding(result, "DICOM file names sorted as plain text (1.dcm, 10.dcm, 11.dcm, 12.dcm ...)")
+    finding(result, "tied to frames by the InstanceNumber in their names")  # here the same as the index from 1
+
+
+def test_array_stacked_from_pngs_sorted_as_text(tilted, tmp_path: Path) -> None:
+    """Right PNGs 1.png ... 12.png, stacked with np.stack([... for p in sorted(glob('*.png'))])."""
+    folder = write_pngs(tmp_path / "pngs", list(tilted["truth"]), [f"{k + 1}.png" for k in range(12)])
+    code, result = check_json(tilted["dicom"], tilted["seg"], folder)
+    assert code == 0
+    stacked = np.stack([read_png(path) for path in sorted(folder.glob("*.png"))])
+    np.save(tmp_path / "stacked.npy", stacked)
+    code, result = check_json(tilted["dicom"], tilted["seg"], tmp_path / "stacked.npy")
+    assert result["frame_of_image"] == [int(path.stem) - 1 for path in sorted(folder.glob("*.png"))]
+    assert result["residual_mismatched_pixels"] == 0
+    finding(result, "numbers from 1 sorted as text (1, 10, 11, 12 ...)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# label values
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_label_table_shifted_by_one(tilted, tmp_path: Path) -> None:
+    """Values written with a table one off: every label one higher (big=2, left_blob=3, tilted_rod=8)."""
+    images = [np.where(frame > 0, frame + 1, 0).astype(np.uint8) for frame in tilted["truth"]]
+    export = write_pngs(tmp_path / "pngs", images)
+    code, result = check_json(tilted["dicom"], tilted["seg"], export)
+    assert result["in_plane"] == "identity" and result["frame_of_image"] == list(range(12))
+    assert result["residual_mismatched_pixels"] == 0
+    line = finding(result, "renamed", "1 (big) as 2", "2 (left_blob) as 3", "7 (tilted_rod) as 8", "shifted by one")
+    for image, frame in zip(images, tilted["truth"]):
+        assert np.array_equal(run_undo(line, image=image)["fixed"], frame)
+    assert [label["dice_after"] for label in result["labels"]] == [1.0, 1.0, 1.0]
+
+
+def test_merged_and_dropped_labels(tilted, tmp_path: Path) -> None:
+    truth = tilted["truth"]
+    images = [np.where(frame == 2, 1, np.where(frame == 7, 0, frame)).astype(np.uint8) for frame in truth]
+    code, result = check_json(tilted["dicom"], tilted["seg"], write_pngs(tmp_path / "pngs", images))
+    finding(result, "labels 1 (big), 2 (left_blob) are merged into value 1")
+    finding(result, "label 7 (tilted_rod) is missing from the export")
+    dice = {label["value"]: label["dice_after"] for label in result["labels"]}
+    assert dice[1] == dice[2] == 1.0 and dice[7] == 0.0
+
+
+def test_masks_of_one_label_0_255(tilted, tmp_path: Path) -> None:
+    """A one-label segmentation exported as 0/255 masks is exact; as 0/1 too."""
+    root = tmp_path
+    write_nifti(root / "one.nii.gz", (nib.load(tilted["seg"]).get_fdata() == 1).astype(np.uint8),
+                nib.load(tilted["seg"]).affine)
+    truth = segalign.align(tilted["dicom"], root / "one.nii.gz").labels
+    for scale in (255, 1):
+        export = write_pngs(root / f"masks{scale}", [(frame * scale).astype(np.uint8) for frame in truth])
+        code, result = check_json(tilted["dicom"], root / "one.nii.gz", export)
+        assert code == 0, result["findings"]
