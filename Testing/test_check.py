@@ -368,3 +368,125 @@ def test_masks_of_one_label_0_255(tilted, tmp_path: Path) -> None:
         export = write_pngs(root / f"masks{scale}", [(frame * scale).astype(np.uint8) for frame in truth])
         code, result = check_json(tilted["dicom"], root / "one.nii.gz", export)
         assert code == 0, result["findings"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# nibabel: the seed thread's code, arrays not transposed to rows x columns
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def counting_down(tmp_path_factory) -> dict:
+    """An axial 29 x 31 series whose InstanceNumbers count down along z (1 at the top), shuffled file names; the
+    model's segmentation as a NIfTI on the series' own grid (voxel centres on pixel centres), k in InstanceNumber
+    order: data[i, j, k] is column i, row j of the k-th file by InstanceNumber."""
+    root = tmp_path_factory.mktemp("counting_down")
+    specs = stack((-12.4, -11.2, 20.0), 10, (0.0, 0.0, -2.5), spacing=(0.9, 0.8), rows=29, columns=31)
+    phantom = phantom_around(specs[5].pixel_centres()[14, 15] + np.array([0, 0, 1.25]), 12.0)
+    names = [f"{n:x}.dcm" for n in random.Random(7).sample(range(4096, 8192), len(specs))]
+    write_series(root / "dicom", specs, phantom, file_names=names)
+    affine, shape = stack_affine(specs)
+    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    ras = np.stack([i, j, k], axis=-1) @ affine[:3, :3].T + affine[:3, 3]
+    data = phantom.labels_at(ras * np.array([-1.0, -1.0, 1.0])).astype(np.uint8)
+    write_nifti(root / "seg.nii.gz", data, affine, label_table_xml=phantom.label_table_xml())
+    truth = segalign.align(root / "dicom", root / "seg.nii.gz").labels
+    assert np.array_equal(truth, np.moveaxis(data, 2, 0).transpose(0, 2, 1)), "the grid is the series' own"
+    return {"root": root, "dicom": root / "dicom", "seg": root / "seg.nii.gz", "truth": truth, "data": data}
+
+
+def test_seed_thread_hand_built_affine_and_ornt_transform(counting_down, tmp_path: Path) -> None:
+    """The forum thread's code: files sorted by InstanceNumber, an affine built by hand from the first file's
+    ImagePositionPatient, ImageOrientationPatient and PixelSpacing (LPS numbers, taken for RAS), the model's
+    output reoriented to 'DICOM orientation' with nibabel's ornt_transform, and each slice data[:, :, k] saved."""
+    datasets = sorted((pydicom.dcmread(path) for path in counting_down["dicom"].iterdir()),
+                      key=lambda ds: int(ds.InstanceNumber))
+    first = datasets[0]
+    iop = np.array(first.ImageOrientationPatient, dtype=float)
+    spacing = np.array(first.PixelSpacing, dtype=float)
+    affine = np.eye(4)
+    affine[:3, 0] = iop[:3] * spacing[1]
+    affine[:3, 1] = iop[3:] * spacing[0]
+    affine[:3, 2] = np.array(datasets[1].ImagePositionPatient, float) - np.array(first.ImagePositionPatient, float)
+    affine[:3, 3] = np.array(first.ImagePositionPatient, dtype=float)
+    volume = np.stack([ds.pixel_array.T for ds in datasets], axis=-1)  # (columns, rows, slices): 'x, y, z'
+    model_output = nib.Nifti1Image(counting_down["data"], affine)  # the model segments the volume it was given
+    assert model_output.shape == volume.shape
+    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(model_output.affine),
+                                           nib.orientations.axcodes2ornt(("L", "P", "S")))
+    data = nib.orientations.apply_orientation(np.asarray(model_output.dataobj), ornt)
+    export = write_pngs(tmp_path / "pngs", [data[:, :, k].astype(np.uint8) for k in range(data.shape[2])],
+                        [f"slice_{k:03d}.png" for k in range(data.shape[2])])
+    code, result = check_json(counting_down["dicom"], counting_down["seg"], export)
+    assert result["in_plane"] == "transpose_rotate_180"
+    assert result["frame_of_image"] == list(range(9, -1, -1))
+    assert result["residual_mismatched_pixels"] == 0
+    line = finding(result, "every image", "(transpose_rotate_180)")
+    flipped = finding(result, "reverse order", "images = images[::-1]")
+    images = np.stack([read_png(export / name) for name in result["image_names"]])
+    restored = run_undo(flipped, images=images)["images"]
+    assert np.array_equal(np.stack([run_undo(line, image=image)["fixed"] for image in restored]),
+                          counting_down["truth"])
+
+
+def test_nibabel_array_saved_without_transposing(counting_down, tmp_path: Path) -> None:
+    """dcm2niix-style NIfTI (rows flipped to go up), slices saved as data[:, :, k] without .T: PROSTATEx's
+    transposed masks; the NIfTI itself as the export: its frames on the last axis, transposed and mirrored."""
+    specs_affine = nib.load(counting_down["seg"]).affine
+    data = counting_down["data"][:, ::-1, :]  # rows flipped, as dcm2niix stores an axial series
+    flipped = specs_affine.copy()
+    flipped[:3, 3] = specs_affine[:3, :3] @ np.array([0, data.shape[1] - 1, 0]) + specs_affine[:3, 3]
+    flipped[:3, 1] = -specs_affine[:3, 1]
+    write_nifti(tmp_path / "dcm2niix.nii.gz", np.ascontiguousarray(data), flipped)
+    loaded = nib.load(tmp_path / "dcm2niix.nii.gz").get_fdata()
+    export = write_pngs(tmp_path / "pngs", [loaded[:, :, k].astype(np.uint8) for k in range(loaded.shape[2])])
+    code, result = check_json(counting_down["dicom"], tmp_path / "dcm2niix.nii.gz", export)
+    assert result["in_plane"] == "transpose_flip_columns" and result["frame_of_image"] == list(range(10))
+    line = finding(result, "every image", "(transpose_flip_columns)", "fixed = image[:, ::-1].T")
+    assert np.array_equal(run_undo(line, image=read_png(export / "0003.png"))["fixed"], counting_down["truth"][3])
+    # the NIfTI file itself as the export, taken as stored
+    code, result = check_json(counting_down["dicom"], tmp_path / "dcm2niix.nii.gz", tmp_path / "dcm2niix.nii.gz")
+    assert result["in_plane"] == "transpose_flip_columns" and result["frame_of_image"] == list(range(10))
+    finding(result, "last axis")
+    line = finding(result, "every image", "np.moveaxis(array, 2, 0)")
+    assert np.array_equal(run_undo(line, array=np.asarray(nib.load(tmp_path / "dcm2niix.nii.gz").dataobj))["images"],
+                          counting_down["truth"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# another rounding rule: differences on boundaries only
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_np_round_half_even_resampling_differs_on_boundaries_only(tmp_path: Path) -> None:
+    """A 2 mm segmentation on a 1 mm series: every other pixel centre is half-way between voxels. The user's own
+    nearest-neighbour resampler rounds with np.round (halves to even), SegAlign rounds halves up."""
+    specs = stack((-15.0, -14.0, 0.0), 8, (0.0, 0.0, 2.0), spacing=(1.0, 1.0), rows=29, columns=31)
+    phantom = phantom_around((0.1, 0.3, 7.0), 8.0)
+    write_series(tmp_path / "dicom", specs, phantom)
+    origin_lps = np.array([-16.0, -16.0, -2.0])
+    shape = (18, 17, 7)
+    affine = np.diag([-2.0, -2.0, 2.0, 1.0])
+    affine[:3, 3] = origin_lps * np.array([-1, -1, 1])
+    voxels = rasterize(phantom, shape, affine)
+    write_nifti(tmp_path / "seg.nii.gz", voxels, affine, label_table_xml=phantom.label_table_xml())
+
+    inverse = np.linalg.inv(affine)  # the user's resampler, written as people write it
+    images = []
+    for spec in specs:
+        ras = spec.pixel_centres() * np.array([-1.0, -1.0, 1.0])
+        index = ras @ inverse[:3, :3].T + inverse[:3, 3]
+        nearest = np.round(index).astype(int)
+        inside = np.all((nearest >= 0) & (nearest < np.array(shape)), axis=-1)
+        image = np.zeros(nearest.shape[:2], dtype=np.uint8)
+        image[inside] = voxels[tuple(nearest[inside].T)]
+        images.append(image)
+    truth = segalign.align(tmp_path / "dicom", tmp_path / "seg.nii.gz").labels
+    differing = sum(int(np.count_nonzero(i != t)) for i, t in zip(images, truth))
+    assert differing > 50, "the case has half-way pixel centres on boundaries"
+    export = write_pngs(tmp_path / "pngs", images)
+    code, result = check_json(tmp_path / "dicom", tmp_path / "seg.nii.gz", export)
+    assert code == 1
+    assert result["frame_of_image"] == list(range(8)) and result["in_plane"] == "identity"
+    assert result["mismatched_pixels"] == result["residual_mismatched_pixels"] == differing
+    finding(result, f"{differing} pixels", "all of them on label boundaries", "np.round")
+    assert not any("renamed" in line or "order" in line for line in result["findings"]), result["findings"]
+    assert all(0.8 < label["dice_after"] < 1.0 for label in result["labels"])
