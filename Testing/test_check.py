@@ -490,3 +490,58 @@ def test_np_round_half_even_resampling_differs_on_boundaries_only(tmp_path: Path
     finding(result, f"{differing} pixels", "all of them on label boundaries", "np.round")
     assert not any("renamed" in line or "order" in line for line in result["findings"]), result["findings"]
     assert all(0.8 < label["dice_after"] < 1.0 for label in result["labels"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the report folder
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_report_folder_pictures_the_frames_that_differ(tilted, tmp_path: Path) -> None:
+    from segalign.check.report import ONLY_TRUTH, ONLY_USER, PANEL_SIZE
+
+    truth = tilted["truth"]
+    images = [frame if k != 4 else frame[::-1, :] for k, frame in enumerate(truth)]
+    names = [f"{k:04d}{'<img src=x onerror=alert(1)>' if k == 4 else ''}.png" for k in range(12)]
+    export = write_pngs(tmp_path / "pngs", images, names)
+    before = snapshot(tilted["dicom"]), snapshot(export)
+    report = tmp_path / "report"
+    run = run_cli("check", tilted["dicom"], tilted["seg"], export, "--json", "-o", report)
+    assert run.code == 1, run.stderr
+    assert json.loads((report / "report.json").read_text()) == json.loads(run.stdout)
+    assert sorted(p.name for p in (report / "frames").iterdir()) == ["frame_0004.png"]
+    picture = read_png(report / "frames" / "frame_0004.png")
+    scale = PANEL_SIZE // 31
+    assert picture.shape == (29 * scale, 3 * 31 * scale + 16, 3)
+    difference = picture[:, 2 * (31 * scale + 8):]
+    user, true = images[4] != 0, truth[4] != 0
+    r, c = np.argwhere(true & ~user)[0]
+    assert tuple(difference[r * scale, c * scale]) == ONLY_TRUTH
+    r, c = np.argwhere(user & ~true)[0]
+    assert tuple(difference[r * scale, c * scale]) == ONLY_USER
+    page = (report / "index.html").read_text()
+    assert "frames/frame_0004.png" in page and "<img src=x" not in page and "&lt;img src=x onerror" in page
+    assert "frames 0-3 as they are, 4 flip_rows, 5-11 as they are" in html_unescape(page)
+    assert (snapshot(tilted["dicom"]), snapshot(export)) == before, "nothing is written into the inputs"
+    # again into the same folder: an earlier report is replaced
+    exact = run_cli("check", tilted["dicom"], tilted["seg"], tilted["export"], "-o", report)
+    assert exact.code == 0 and not any((report / "frames").iterdir())
+    assert json.loads((report / "report.json").read_text())["exact"] is True
+
+
+def html_unescape(text: str) -> str:
+    import html
+
+    return html.unescape(text)
+
+
+def test_report_folder_is_never_an_input_or_someone_elses(tilted, tmp_path: Path) -> None:
+    export = write_pngs(tmp_path / "pngs", [frame[::-1, :] for frame in tilted["truth"]])
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path), snapshot(tilted["dicom"])
+    for folder in (taken, export / "report", tilted["dicom"] / "report", export):
+        run = run_cli("check", tilted["dicom"], tilted["seg"], export, "-o", folder)
+        assert run.code == 2 and run.stdout == "" and run.stderr.count("\n") == 1, run.stderr
+        assert "cannot compare" in run.stderr
+    assert (snapshot(tmp_path), snapshot(tilted["dicom"])) == before
