@@ -143,15 +143,17 @@ class Counts:
 
     def __init__(self, image: np.ndarray) -> None:
         flat = image.ravel()
-        if image.dtype == np.uint8 or (flat.size and int(flat.max()) < 4096):
-            counted = np.bincount(flat)
+        inside = flat[flat != 0]  # the background is counted as what is left: most pixels, never looked at twice
+        if image.dtype == np.uint8 or (inside.size and int(inside.max()) < 4096):
+            counted = np.bincount(inside)
             values = np.flatnonzero(counted)
             counts = counted[values]
         else:
-            values, counts = np.unique(flat, return_counts=True)
-        self.values = values.astype(np.int64)
-        self.counts = counts.astype(np.int64)
-        labelled = self.counts[self.values != 0]
+            values, counts = np.unique(inside, return_counts=True)
+        background = flat.size - inside.size
+        self.values = np.concatenate([[0], values]).astype(np.int64) if background else values.astype(np.int64)
+        self.counts = np.concatenate([[background], counts]).astype(np.int64) if background else counts.astype(np.int64)
+        labelled = counts.astype(np.int64)
         #: Invariant under the in-plane transforms and renamed labels: the sorted counts of the labels present.
         self.signature = (tuple(sorted(image.shape)), tuple(sorted(labelled.tolist(), reverse=True)))
         self.foreground = int(labelled.sum())
@@ -334,13 +336,7 @@ def diagnose(
     top = 1 + max([int(t.max()) for t in truth if t.size] + [int(i.max()) for i in images if i.size]
                   + [label.value for label in segments] + [0])
     truth_counts = [Counts(t) for t in truth]
-    image_counts = [Counts(i) for i in images]
-    truth_total: dict[int, int] = {}
-    for counted in truth_counts:
-        add_counts(truth_total, counted.as_dict())
-    user_total: dict[int, int] = {}
-    for counted in image_counts:
-        add_counts(user_total, counted.as_dict())
+    counted_images: list[Counts | None] = [None] * len(images)  # an image equal to its frame has its counts
 
     # ---------------------------------------------------------------- before any explanation
     verdicts = [ImageVerdict(name, t) for name, t in zip(user.names, tied)]
@@ -349,11 +345,15 @@ def diagnose(
     held = [0] * count
     for index, verdict in enumerate(verdicts):
         image, frame = images[index], verdict.tied
+        if frame is not None and image.shape == truth[frame].shape and np.array_equal(image, truth[frame]):
+            counted_images[index] = truth_counts[frame]
+        else:
+            counted_images[index] = Counts(image)
         if frame is None:
-            verdict.mismatched = image_counts[index].foreground
+            verdict.mismatched = counted_images[index].foreground  # type: ignore[union-attr]
         elif image.shape != truth[frame].shape:
-            verdict.mismatched = image_counts[index].foreground + truth_counts[frame].foreground
-        elif np.array_equal(image, truth[frame]):
+            verdict.mismatched = counted_images[index].foreground + truth_counts[frame].foreground  # type: ignore[union-attr]
+        elif counted_images[index] is truth_counts[frame]:
             add_counts(before, {(v, v): n for v, n in truth_counts[frame].as_dict().items()})
         else:
             add_counts(before, pair_counts(truth[frame], image, top))
@@ -361,6 +361,13 @@ def diagnose(
         if frame is not None:
             held[frame] += 1
         mismatched += verdict.mismatched
+    image_counts: list[Counts] = counted_images  # type: ignore[assignment]
+    truth_total: dict[int, int] = {}
+    for counted in truth_counts:
+        add_counts(truth_total, counted.as_dict())
+    user_total: dict[int, int] = {}
+    for counted in image_counts:
+        add_counts(user_total, counted.as_dict())
     unheld = [f for f in range(count) if held[f] == 0]
     mismatched += sum(truth_counts[f].foreground for f in unheld)
     exact = mismatched == 0 and all(n == 1 for n in held) and all(v.tied is not None for v in verdicts)
