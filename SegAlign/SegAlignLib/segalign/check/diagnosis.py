@@ -163,16 +163,27 @@ class Counts:
         return dict(zip(self.values.tolist(), self.counts.tolist()))
 
 
-def pair_counts(truth: np.ndarray, user: np.ndarray, top: int) -> dict[tuple[int, int], int]:
-    """How many pixels hold true label v and user label w, for every pair present."""
-    if top <= 1024:
-        codes = truth.astype(np.int64).ravel() * top + user.ravel()
-        counted = np.bincount(codes, minlength=1)
-        present = np.flatnonzero(counted)
-        return {(int(c // top), int(c % top)): int(counted[c]) for c in present}
-    codes = truth.astype(np.int64).ravel() * top + user.astype(np.int64).ravel()
-    present, counted = np.unique(codes, return_counts=True)
-    return {(int(c // top), int(c % top)): int(n) for c, n in zip(present, counted)}
+def pair_counts(truth: np.ndarray, user: np.ndarray, top: int, off_diagonal: bool = True) -> dict[tuple[int, int], int]:
+    """How many pixels hold true label v and user label w, for every pair present: pixels that agree by one count
+    of their labels, pixels that differ (few, once a fault is undone) pair by pair; ``off_diagonal=False`` counts
+    only the agreeing ones."""
+    equal = truth == user
+    labelled = truth[equal & (truth != 0)]
+    result: dict[tuple[int, int], int] = {}
+    if labelled.size:
+        counted = np.bincount(labelled)
+        for value in np.flatnonzero(counted):
+            result[(int(value), int(value))] = int(counted[value])
+    background = int(np.count_nonzero(equal)) - int(labelled.size)
+    if background:
+        result[(0, 0)] = background
+    if off_diagonal and background + labelled.size < equal.size:
+        differ = ~equal
+        codes = truth[differ].astype(np.int64) * top + user[differ].astype(np.int64)
+        present, counted = np.unique(codes, return_counts=True)
+        for code, n in zip(present.tolist(), counted.tolist()):
+            result[(code // top, code % top)] = n
+    return result
 
 
 def add_counts(total: dict, more: dict) -> None:
@@ -290,41 +301,86 @@ def _example(names: list[str], shown: int = 4) -> str:
 class _Pairs:
     """Pixel comparisons of user images with true frames, each made once: which transforms fit best."""
 
+    #: Transforms whose labelled pixels' centroid lands farther than this (pixels) beyond the nearest one's are
+    #: not compared pixel by pixel when none fits exactly (they cannot be the best).
+    CENTROID_SLACK = 3.0
+
     def __init__(self, truth: Sequence[np.ndarray], images: Sequence[np.ndarray]) -> None:
         self.truth = truth
         self.images = images
-        self._truth_fg: dict[int, np.ndarray] = {}
-        self._image_fg: dict[int, np.ndarray] = {}
+        self._truth_fg: dict[int, tuple[np.ndarray, tuple[float, float] | None]] = {}
+        self._image_fg: dict[int, tuple[np.ndarray, tuple[float, float] | None]] = {}
         self._best: dict[tuple[int, int], tuple[int, list[str]]] = {}
 
-    def truth_fg(self, frame: int) -> np.ndarray:
+    @staticmethod
+    def _with_centroid(labels: np.ndarray) -> tuple[np.ndarray, tuple[float, float] | None]:
+        mask = labels != 0
+        total = int(np.count_nonzero(mask))
+        if not total:
+            return mask, None
+        rows = mask.sum(axis=1, dtype=np.int64) @ np.arange(mask.shape[0], dtype=np.float64)
+        columns = mask.sum(axis=0, dtype=np.int64) @ np.arange(mask.shape[1], dtype=np.float64)
+        return mask, (rows / total, columns / total)
+
+    def truth_fg(self, frame: int) -> tuple[np.ndarray, tuple[float, float] | None]:
         if frame not in self._truth_fg:
-            self._truth_fg[frame] = self.truth[frame] != 0
+            self._truth_fg[frame] = self._with_centroid(self.truth[frame])
         return self._truth_fg[frame]
 
-    def image_fg(self, image: int) -> np.ndarray:
+    def image_fg(self, image: int) -> tuple[np.ndarray, tuple[float, float] | None]:
         if image not in self._image_fg:
-            self._image_fg[image] = self.images[image] != 0
+            self._image_fg[image] = self._with_centroid(self.images[image])
         return self._image_fg[image]
 
     def best(self, image: int, frame: int) -> tuple[int, list[str]]:
         """The fewest labelled pixels that differ between image and a transform of the frame, and every
-        transform that gives that few (in :data:`TRANSFORMS` order); (size, []) when no transform fits its shape."""
+        transform that gives that few (in :data:`TRANSFORMS` order); (size, []) when no transform fits its shape.
+
+        Transforms are compared in the order of how near they put the frame's labelled centroid to the image's:
+        once one fits exactly, only those that put it at the same place can fit too (a symmetric frame)."""
         key = (image, frame)
-        if key not in self._best:
-            user = self.image_fg(image)
-            truth = self.truth_fg(frame)
-            found: dict[str, int] = {}
-            for name in TRANSFORMS:
-                candidate = transformed(truth, name)
-                if candidate.shape == user.shape:
-                    found[name] = int(np.count_nonzero(candidate != user))
-            if not found:
-                self._best[key] = (int(user.size) + int(np.count_nonzero(user)), [])
-            else:
-                fewest = min(found.values())
-                self._best[key] = (fewest, [name for name in TRANSFORMS if found.get(name) == fewest])
+        if key in self._best:
+            return self._best[key]
+        user, user_centre = self.image_fg(image)
+        truth, truth_centre = self.truth_fg(frame)
+        shaped = [name for name in TRANSFORMS if _shape_after(truth.shape, name) == user.shape]
+        if not shaped:
+            self._best[key] = (int(user.size) + int(np.count_nonzero(user)), [])
+            return self._best[key]
+        if user_centre is None or truth_centre is None:
+            distance = {name: 0.0 for name in shaped}
+        else:
+            distance = {name: float(np.hypot(*np.subtract(_centre_after(truth_centre, truth.shape, name), user_centre)))
+                        for name in shaped}
+        nearest = min(distance.values())
+        found: dict[str, int] = {}
+        for name in sorted(shaped, key=lambda n: (distance[n], TRANSFORMS.index(n))):
+            if found and min(found.values()) == 0 and distance[name] > 1e-6:
+                break  # it puts the labels' centroid elsewhere: it cannot fit exactly
+            if found and distance[name] > nearest + self.CENTROID_SLACK:
+                break
+            found[name] = int(np.count_nonzero(transformed(truth, name) != user))
+        fewest = min(found.values())
+        self._best[key] = (fewest, [name for name in TRANSFORMS if found.get(name) == fewest])
         return self._best[key]
+
+
+def _shape_after(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
+    return shape[::-1] if name.startswith("transpose") else shape
+
+
+def _centre_after(centre: tuple[float, float], shape: tuple[int, ...], name: str) -> tuple[float, float]:
+    """Where a point (row, column) of an image of ``shape`` lands under the transform ``name``."""
+    (r, c), (rows, columns) = centre, shape
+    if name.startswith("transpose"):
+        r, c, rows, columns = c, r, columns, rows
+    if name.endswith("flip_rows"):
+        r = rows - 1 - r
+    elif name.endswith("flip_columns"):
+        c = columns - 1 - c
+    elif name.endswith("rotate_180"):
+        r, c = rows - 1 - r, columns - 1 - c
+    return r, c
 
 
 def diagnose(
@@ -356,7 +412,7 @@ def diagnose(
         elif counted_images[index] is truth_counts[frame]:
             add_counts(before, {(v, v): n for v, n in truth_counts[frame].as_dict().items()})
         else:
-            add_counts(before, pair_counts(truth[frame], image, top))
+            add_counts(before, pair_counts(truth[frame], image, top, off_diagonal=False))
             verdict.mismatched = int(np.count_nonzero(image != truth[frame]))
         if frame is not None:
             held[frame] += 1
@@ -414,7 +470,9 @@ def diagnose(
         if frame is None or transform is None:
             verdict.residual = verdict.off_boundary = image_counts[index].foreground
         else:
-            expected = lookup[transformed(truth[frame], transform)]
+            expected = transformed(truth[frame], transform)
+            if mapping:
+                expected = lookup[expected]
             differ = expected != images[index]
             verdict.residual = int(np.count_nonzero(differ))
             if verdict.residual:
@@ -503,14 +561,17 @@ def _choose_order(
     if all(f is not None and f in matches[i] for i, f in enumerate(best[4]) if i in set(labelled)):
         return best[3]  # every labelled image has exactly its predicted frame's counts
     contenders = [item for item in scored if item[0] >= NEAR * best[0]][:VERIFIED_ORDERS]
-    verified = []
-    for score, exactly, rank, order, predicted in contenders:
+    fewest: tuple[int, Order] | None = None
+    for score, exactly, rank, order, predicted in contenders:  # the likeliest first: the others soon fall behind
         differing = 0
         for i, f in enumerate(predicted):
             differing += pairs.best(i, f)[0] if f is not None else image_counts[i].foreground
-        verified.append((differing, -score, -rank, order))
-    verified.sort(key=lambda item: (item[0], item[1], item[2]))
-    return verified[0][3]
+            if fewest is not None and differing >= fewest[0]:
+                break
+        else:
+            fewest = (differing, order)
+    assert fewest is not None
+    return fewest[1]
 
 
 def _frames_held(
@@ -805,10 +866,14 @@ def _label_table(
 ) -> list[dict[str, object]]:
     """value, name, frames (how many true frames hold it), dice_before, dice_after, per segment."""
     written = {v: mapping.get(v, v) for v in set(truth_total) | {label.value for label in segments}}
+    holding: dict[int, int] = {}
+    for counted in truth_counts:
+        for value in counted.values.tolist():
+            holding[value] = holding.get(value, 0) + 1
     result = []
     for label in segments:
         value = label.value
-        frames = sum(1 for c in truth_counts if value in c.as_dict())
+        frames = holding.get(value, 0)
         dice_before = _dice(before.get((value, value), 0), truth_total.get(value, 0), user_total.get(value, 0))
         target = written[value]
         if target == 0:
