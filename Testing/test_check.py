@@ -545,3 +545,87 @@ def test_report_folder_is_never_an_input_or_someone_elses(tilted, tmp_path: Path
         assert run.code == 2 and run.stdout == "" and run.stderr.count("\n") == 1, run.stderr
         assert "cannot compare" in run.stderr
     assert (snapshot(tmp_path), snapshot(tilted["dicom"])) == before
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a shift of whole pixels; more kinds of export; frames missing, extra, twice
+# ---------------------------------------------------------------------------------------------------------------
+
+def move(labels: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """Labels moved down and right (negative: up, left), written out here; background comes in."""
+    result = np.zeros_like(labels)
+    height, width = labels.shape
+    for r in range(height):
+        for c in range(width):
+            if 0 <= r + rows < height and 0 <= c + columns < width:
+                result[r + rows, c + columns] = labels[r, c]
+    return result
+
+
+def test_a_shift_of_whole_pixels_after_a_flip(tilted, tmp_path: Path) -> None:
+    """A crop or pad one off: every image's labels two rows down and one column left, of a flipped frame."""
+    truth = tilted["truth"]
+    images = [move(frame[::-1, :], 2, -1) for frame in truth]
+    export = write_pngs(tmp_path / "pngs", images)
+    code, result = check_json(tilted["dicom"], tilted["seg"], export)
+    assert result["in_plane"] == "flip_rows" and result["frame_of_image"] == list(range(12))
+    lost = sum(int(np.count_nonzero(move(move(frame[::-1, :], 2, -1), -2, 1) != frame[::-1, :])) for frame in truth)
+    assert lost and result["residual_mismatched_pixels"] == 0  # explained; what fell off the edge is said
+    shift_line = finding(result, "moved 2 pixels down and 1 pixel left", f"{lost} labelled pixels fell off")
+    assert not any("the export is exact" in line for line in result["findings"])
+    flip_line = finding(result, "(flip_rows)")
+    assert result["findings"].index(shift_line) < result["findings"].index(flip_line)  # undone first
+    for image, frame in zip(images, truth):
+        scope = run_undo(shift_line, image=image)
+        fixed = run_undo(flip_line, image=scope["image"])["fixed"]
+        kept = move(move(frame[::-1, :], 2, -1), -2, 1)[::-1, :] != 0
+        assert np.array_equal(fixed[kept], frame[kept])
+
+
+def test_tiff_16_bit_named_by_sop_instance_uid_and_npy_frames(tilted, tmp_path: Path) -> None:
+    alignment = segalign.align(tilted["dicom"], tilted["seg"])
+    folder = tmp_path / "tiff"
+    folder.mkdir()
+    for frame in alignment:
+        Image.fromarray(frame.labels.astype(np.uint16)).save(folder / f"mask_{frame.frame.sop_instance_uid}.tif")
+    assert Image.open(next(folder.iterdir())).mode.startswith("I;16")
+    code, result = check_json(tilted["dicom"], tilted["seg"], folder)
+    assert code == 0, result["findings"]
+    finding(result, "SOPInstanceUID in their names")
+    npy = tmp_path / "npy"
+    npy.mkdir()
+    for index, frame in enumerate(alignment):
+        np.save(npy / f"slice_{index}.npy", frame.labels[:, ::-1].astype(np.int16))
+    code, result = check_json(tilted["dicom"], tilted["seg"], npy)
+    assert result["in_plane"] == "flip_columns" and result["frame_of_image"] == list(range(12))
+    assert result["image_names"] == [f"slice_{index}.npy" for index in range(12)]
+
+
+def test_one_folder_of_masks_per_label_value_all_transposed(tilted, tmp_path: Path) -> None:
+    truth = tilted["truth"]
+    for value in (1, 2, 7):
+        write_pngs(tmp_path / "masks" / str(value), [((frame == value) * 255).astype(np.uint8).T for frame in truth])
+    code, result = check_json(tilted["dicom"], tilted["seg"], tmp_path / "masks")
+    assert result["in_plane"] == "transpose" and result["residual_mismatched_pixels"] == 0
+    finding(result, "one folder of masks per label: 1 = 1, 2 = 2, 7 = 7")
+
+
+def test_frames_missing_extra_and_twice(tilted, tmp_path: Path) -> None:
+    """Named by InstanceNumber: frames 3 and 7 left out, and an image for InstanceNumber 8 (the series has none)
+    that is a copy of the one for 10."""
+    alignment = segalign.align(tilted["dicom"], tilted["seg"])
+    numbers = [frame.frame.instance_number for frame in alignment]
+    assert 8 not in numbers
+    kept = [k for k in range(12) if k not in (3, 7)]
+    twice = numbers.index(10)
+    assert twice not in (3, 7)
+    images = [tilted["truth"][k] for k in kept] + [tilted["truth"][twice]]
+    names = [f"IN{numbers[k]}.png" for k in kept] + ["IN8.png"]
+    code, result = check_json(tilted["dicom"], tilted["seg"], write_pngs(tmp_path / "pngs", images, names))
+    assert result["image_names"] == [f"IN{numbers[k]}.png" for k in kept] + ["IN8.png"]
+    assert result["frame_of_image"] == kept + [twice]
+    finding(result, "2 frames are in no image: 3, 7 (2 of them with labels)")
+    finding(result, f"1 frame is in more than one image: {twice}")
+    missing = int(np.count_nonzero(tilted["truth"][3]) + np.count_nonzero(tilted["truth"][7]))
+    assert result["residual_mismatched_pixels"] == missing
+    assert result["mismatched_pixels"] == missing + int(np.count_nonzero(tilted["truth"][twice]))

@@ -74,6 +74,9 @@ UNDO_STACK = {
 }
 #: Counts that differ by less than this (relative) still let an order be checked pixel by pixel.
 NEAR = 0.9
+#: A shift of whole pixels explains an image when moving its labels back leaves at most 1/SHIFT_FIXES of the
+#: differing labelled pixels.
+SHIFT_FIXES = 10
 #: The most orders compared pixel by pixel when counts alone do not decide.
 VERIFIED_ORDERS = 4
 
@@ -90,6 +93,19 @@ def transformed(labels: np.ndarray, name: str) -> np.ndarray:
     return result
 
 
+def shifted(labels: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """``labels`` moved down by ``rows`` and right by ``columns`` (negative: up, left), background coming in."""
+    if not rows and not columns:
+        return labels
+    result = np.zeros_like(labels)
+    height, width = labels.shape
+    if abs(rows) >= height or abs(columns) >= width:
+        return result
+    result[max(rows, 0):height + min(rows, 0), max(columns, 0):width + min(columns, 0)] = \
+        labels[max(-rows, 0):height - max(rows, 0), max(-columns, 0):width - max(columns, 0)]
+    return result
+
+
 @dataclass
 class ImageVerdict:
     """What one user image is."""
@@ -98,9 +114,11 @@ class ImageVerdict:
     tied: int | None  #: the frame it is meant for
     frame: int | None = None  #: the frame it holds (best match), or None
     transform: str | None = None  #: the in-plane transform that takes its frame's labels to it
+    shift: tuple[int, int] = (0, 0)  #: then moved by this many (rows, columns)
     mismatched: int = 0  #: pixels that differ from the frame it is meant for, before any explanation
     residual: int = 0  #: pixels that still differ once every explanation is undone
     off_boundary: int = 0  #: of those, pixels farther than one pixel from a change of the true label
+    lost: int = 0  #: labelled pixels its shift moved off the image (in no image, so not undone)
 
 
 @dataclass
@@ -451,12 +469,18 @@ def diagnose(
         fits.append(pairs.best(index, frame)[1] if frame is not None else [])
     fits = _refine_ties(fits, frame_of_image, truth, images, top)
     in_plane, per_image = _consensus(fits, frame_of_image, truth_counts)
+    moves = [_shift_of(pairs, index, frame, per_image[index]) if frame is not None and per_image[index] else (0, 0)
+             for index, frame in enumerate(frame_of_image)]
+
+    def expected_of(index: int) -> np.ndarray:
+        frame, transform = frame_of_image[index], per_image[index]
+        return shifted(transformed(truth[frame], transform), *moves[index])  # type: ignore[index, arg-type]
 
     # ---------------------------------------------------------------- 3. label values
     after: dict[tuple[int, int], int] = {}
     for index, frame in enumerate(frame_of_image):
         if frame is not None and per_image[index] is not None:
-            add_counts(after, pair_counts(transformed(truth[frame], per_image[index]), images[index], top))
+            add_counts(after, pair_counts(expected_of(index), images[index], top))
     mapping = _label_mapping(after)
     lookup = np.arange(top, dtype=np.int64)
     for value, written in mapping.items():
@@ -466,11 +490,13 @@ def diagnose(
     residual_total = 0
     for index, verdict in enumerate(verdicts):
         frame, transform = frame_of_image[index], per_image[index]
-        verdict.frame, verdict.transform = frame, transform
+        verdict.frame, verdict.transform, verdict.shift = frame, transform, moves[index]
         if frame is None or transform is None:
             verdict.residual = verdict.off_boundary = image_counts[index].foreground
         else:
-            expected = transformed(truth[frame], transform)
+            expected = expected_of(index)
+            if moves[index] != (0, 0):
+                verdict.lost = truth_counts[frame].foreground - int(np.count_nonzero(expected))
             if mapping:
                 expected = lookup[expected]
             differ = expected != images[index]
@@ -489,11 +515,12 @@ def diagnose(
     findings = [f"{plural(len(images), 'image')} for {plural(count, 'frame')}, tied to frames by {user.rule}: "
                 f"{mismatched} pixels differ from SegAlign's labels"]
     findings += order_findings
+    findings += _describe_shift(verdicts, truth_counts, order_name)
     findings += _describe_in_plane(in_plane, per_image, verdicts, user, order_name)
     findings += _describe_mapping(mapping, segments, lookup)
     findings += _describe_missing(missing, verdicts, image_counts, truth_counts, holders)
     findings += _describe_residual(verdicts, residual_total - sum(truth_counts[f].foreground for f in missing))
-    if residual_total == 0:
+    if residual_total == 0 and not any(v.lost for v in verdicts):
         findings.append("with that undone, the export is exact")
     labels = _label_table(segments, truth_counts, truth_total, user_total, before, after, mapping)
     return Diagnosis(False, count, len(images), list(user.names), mismatched, frame_of_image, in_plane,
@@ -649,6 +676,37 @@ def _consensus(fits: Sequence[list[str]], held: Sequence[int | None],
     return (common if agree else None), per_image
 
 
+def _shift_of(pairs: _Pairs, index: int, frame: int, transform: str) -> tuple[int, int]:
+    """How far the image's labels lie from its frame's (after the transform), in whole pixels, when moving them
+    back leaves at most a tenth of the labelled pixels that differ (:data:`SHIFT_FIXES`); else (0, 0). Another
+    rounding rule moves some boundary pixels by one, never nearly all of them. Tried: the move between their centroids,
+    and the moves one pixel around it (labels cut off at the image's edge move the centroid)."""
+    user, user_centre = pairs.image_fg(index)
+    truth, truth_centre = pairs.truth_fg(frame)
+    if user_centre is None or truth_centre is None:
+        return (0, 0)
+    expected_centre = _centre_after(truth_centre, truth.shape, transform)
+    rows, columns = round(user_centre[0] - expected_centre[0]), round(user_centre[1] - expected_centre[1])
+    if not rows and not columns:
+        return (0, 0)
+    base = transformed(truth, transform)
+    unmoved = int(np.count_nonzero(base != user))
+    if not unmoved:
+        return (0, 0)
+    tried = {}
+    for dr in (0, -1, 1):
+        for dc in (0, -1, 1):
+            move = (rows + dr, columns + dc)
+            if move != (0, 0):
+                tried[move] = int(np.count_nonzero(shifted(base, *move) != user))
+            if tried.get((rows, columns)) == 0:
+                break
+        if tried.get((rows, columns)) == 0:
+            break
+    best = min(tried, key=lambda move: (tried[move], abs(move[0]) + abs(move[1])))
+    return best if tried[best] * SHIFT_FIXES <= unmoved else (0, 0)
+
+
 def _label_mapping(confusion: dict[tuple[int, int], int]) -> dict[int, int]:
     """True label value -> the value the user wrote for it, where they differ: the user value most of its
     pixels hold, when that is more than half of them."""
@@ -740,6 +798,41 @@ def _runs(items: Sequence[tuple[int, ImageVerdict]], limit: int = 8) -> list[str
     if len(runs) > limit:
         described.append(f"and {len(runs) - limit} more runs")
     return described
+
+
+def _describe_shift(verdicts: Sequence[ImageVerdict], truth_counts: Sequence[Counts], order_name: str) -> list[str]:
+    """One line when every image with labels is moved alike, else the images that are, grouped by move."""
+    telling = [(i, v) for i, v in enumerate(verdicts) if v.frame is not None and truth_counts[v.frame].foreground]
+    moves = {v.shift for _, v in telling}
+    if moves == {(0, 0)} or not moves:
+        return []
+
+    def words(move: tuple[int, int]) -> str:
+        rows, columns = move
+        parts = []
+        if rows:
+            parts.append(f"{plural(abs(rows), 'pixel')} {'down' if rows > 0 else 'up'}")
+        if columns:
+            parts.append(f"{plural(abs(columns), 'pixel')} {'right' if columns > 0 else 'left'}")
+        return " and ".join(parts)
+
+    def undo(move: tuple[int, int]) -> str:
+        return f"image = np.roll(image, ({-move[0]}, {-move[1]}), axis=(0, 1))"
+
+    lost = sum(v.lost for v in verdicts)
+    gone = f"; {lost} labelled pixels fell off the images' edges and cannot come back" if lost else ""
+    if len(moves) == 1:
+        move = next(iter(moves))
+        return [f"every image's labels are moved {words(move)} (a shift of whole pixels; before any other undo "
+                f"below){gone}: undo: {undo(move)}"]
+    by_frame = order_name == "identity"
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, verdict in telling:
+        if verdict.shift != (0, 0):
+            groups.setdefault(verdict.shift, []).append(verdict.frame if by_frame else index)  # type: ignore[arg-type]
+    what = "frames" if by_frame else "images"
+    return [f"the labels of {what} {ranges(members)} are moved {words(move)}; undo: {undo(move)}"
+            for move, members in groups.items()] + ([gone[2:]] if gone else [])
 
 
 def _describe_in_plane(in_plane: str | None, per_image: Sequence[str | None], verdicts: Sequence[ImageVerdict],
