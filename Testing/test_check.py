@@ -629,3 +629,53 @@ def test_frames_missing_extra_and_twice(tilted, tmp_path: Path) -> None:
     missing = int(np.count_nonzero(tilted["truth"][3]) + np.count_nonzero(tilted["truth"][7]))
     assert result["residual_mismatched_pixels"] == missing
     assert result["mismatched_pixels"] == missing + int(np.count_nonzero(tilted["truth"][twice]))
+
+
+def test_names_without_numbers_are_tied_by_their_sorted_order(tilted, tmp_path: Path) -> None:
+    letters = [f"mask_{chr(ord('a') + k)}.png" for k in range(12)]
+    export = write_pngs(tmp_path / "pngs", [frame[::-1, ::-1] for frame in tilted["truth"]], letters)
+    code, result = check_json(tilted["dicom"], tilted["seg"], export)
+    assert result["image_names"] == letters and result["in_plane"] == "rotate_180"
+    finding(result, "sorted name order")
+
+
+def test_enhanced_multiframe_export_and_pngs_named_by_uid_and_frame(tmp_path: Path) -> None:
+    from segalign.synthetic import write_enhanced
+
+    specs = stack((-12.4, -12.8, -10.1), 9, (0, 0, 2.3), spacing=(0.81, 0.79), rows=33, columns=30)
+    phantom = phantom_around(specs[4].pixel_centres()[16, 15], 10.0)
+    path = write_enhanced(tmp_path / "dicom" / "enhanced.dcm", specs, phantom)
+    affine, shape = las_affine((-30, -30, -25), (30, 30, 25), (0.9, 0.9, 1.1))
+    write_nifti(tmp_path / "seg.nii.gz", rasterize(phantom, shape, affine), affine)
+    assert run_cli("export", tmp_path / "dicom", tmp_path / "seg.nii.gz", "-o", tmp_path / "out").code == 0
+    code, result = check_json(tmp_path / "dicom", tmp_path / "seg.nii.gz", tmp_path / "out")
+    assert code == 0
+    uid = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+    truth = segalign.align(tmp_path / "dicom", tmp_path / "seg.nii.gz").labels
+    order = [4, 0, 8, 2, 6, 1, 3, 5, 7]
+    export = write_pngs(tmp_path / "pngs", [truth[k].T for k in order], [f"{uid}_{k + 1}.png" for k in order])
+    code, result = check_json(tmp_path / "dicom", tmp_path / "seg.nii.gz", export)
+    assert result["image_names"] == [f"{uid}_{k + 1}.png" for k in range(9)]
+    assert result["frame_of_image"] == list(range(9)) and result["in_plane"] == "transpose"
+
+
+def test_real_totalsegmentator_case_nibabel_slices_in_nifti_order(testdata: Path, tmp_path: Path) -> None:
+    """TotalSegmentator's example CT (InstanceNumber against z) and its segmentation on the CT's own grid (LAS):
+    PNGs written as seg[:, :, k] in the NIfTI's order, as notebooks do, are transposed, mirrored and reversed;
+    SegAlign's export of it is exact."""
+    from conftest import require
+
+    base = require(testdata / "totalsegmentator_example")
+    dicom, segmentation = require(base / "ct_dicom"), require(base / "segmentation_ml.nii.gz")
+    assert run_cli("export", dicom, segmentation, "-o", tmp_path / "out").code == 0
+    code, result = check_json(dicom, segmentation, tmp_path / "out")
+    assert code == 0 and result["frames"] == 20
+    image = nib.load(segmentation)
+    assert nib.aff2axcodes(image.affine) == ("L", "A", "S")
+    data = np.asarray(image.dataobj)
+    export = write_pngs(tmp_path / "pngs", [data[:, :, k].astype(np.uint8) for k in range(data.shape[2])])
+    code, result = check_json(dicom, segmentation, export)
+    assert result["in_plane"] == "transpose_flip_columns"
+    assert result["frame_of_image"] == list(range(19, -1, -1))
+    assert result["residual_mismatched_pixels"] == 0
+    finding(result, "reverse order")
