@@ -679,3 +679,21 @@ def test_real_totalsegmentator_case_nibabel_slices_in_nifti_order(testdata: Path
     assert result["frame_of_image"] == list(range(19, -1, -1))
     assert result["residual_mismatched_pixels"] == 0
     finding(result, "reverse order")
+
+
+def test_the_suite_can_check_every_export_it_makes(tilted, tmp_path: Path, monkeypatch) -> None:
+    """SEGALIGN_CHECK_EXPORTS=1 makes every successful ``segalign export`` of the suite (through conftest.run_cli)
+    also pass ``segalign check``; here it is shown to run, and to fail on a check that is not exact."""
+    import segalign.check
+
+    monkeypatch.setenv("SEGALIGN_CHECK_EXPORTS", "1")
+    assert run_cli("export", tilted["dicom"], tilted["seg"], "-o", tmp_path / "a").code == 0
+    calls = []
+
+    class NotExact:
+        exact, findings = False, ["made up"]
+
+    monkeypatch.setattr(segalign.check, "check_export", lambda *args, **kwargs: calls.append(args) or NotExact())
+    with pytest.raises(AssertionError, match="made up"):
+        run_cli("export", tilted["dicom"], tilted["seg"], "-o", tmp_path / "b")
+    assert len(calls) == 1 and str(calls[0][2]) == str(tmp_path / "b")
