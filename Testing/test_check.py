@@ -296,7 +296,7 @@ def test_sorted_by_position_instead_of_acquisition_order(interleaved, tmp_path: 
     code, result = check_json(interleaved["dicom"], interleaved["seg"], export)
     assert result["frame_of_image"] == by_position
     assert result["residual_mismatched_pixels"] == 0 and result["in_plane"] == "identity"
-    line = finding(result, "sorted by position along the slice normal (not by InstanceNumber)")
+    line = finding(result, "sorted by position along the slice normal (instead of by InstanceNumber)")
     scope = run_undo(line, images=np.stack(images), frame_of_image=result["frame_of_image"],
                      fixed=np.zeros_like(interleaved["truth"]))
     assert np.array_equal(scope["fixed"], interleaved["truth"])
@@ -314,7 +314,7 @@ def test_dicom_files_sorted_by_name_as_plain_text(interleaved, tmp_path: Path) -
     code, result = check_json(dicom, interleaved["seg"], export)
     assert result["image_names"] == [f"{k + 1}.png" for k in range(12)]  # tied by the number, from 1
     assert result["frame_of_image"] == held
-    finding(result, "DICOM file names sorted as plain text (1.dcm, 10.dcm, 11.dcm, 12.dcm ...)")
+    finding(result, "the images hold the frames sorted by DICOM file name as plain text (1.dcm, 10.dcm, 11.dcm, 12.dcm ...)")
     finding(result, "tied to frames by the InstanceNumber in their names")  # here the same as the index from 1
 
 
@@ -328,7 +328,7 @@ def test_array_stacked_from_pngs_sorted_as_text(tilted, tmp_path: Path) -> None:
     code, result = check_json(tilted["dicom"], tilted["seg"], tmp_path / "stacked.npy")
     assert result["frame_of_image"] == [int(path.stem) - 1 for path in sorted(folder.glob("*.png"))]
     assert result["residual_mismatched_pixels"] == 0
-    finding(result, "numbers from 1 sorted as text (1, 10, 11, 12 ...)")
+    finding(result, "the images hold the frames sorted by number from 1 as text (1, 10, 11, 12 ...)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -697,3 +697,103 @@ def test_the_suite_can_check_every_export_it_makes(tilted, tmp_path: Path, monke
     with pytest.raises(AssertionError, match="made up"):
         run_cli("export", tilted["dicom"], tilted["seg"], "-o", tmp_path / "b")
     assert len(calls) == 1 and str(calls[0][2]) == str(tmp_path / "b")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DICOM SEG: judged frame by frame through its references
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def seg_case(tilted, tmp_path_factory) -> dict:
+    """The tilted series copied (with the patient and study attributes highdicom needs), its truth, and its
+    datasets in acquisition order and in file name order."""
+    import shutil
+
+    from seg_cases import highdicom_ready, need_highdicom
+
+    need_highdicom()
+    root = tmp_path_factory.mktemp("seg_case")
+    shutil.copytree(tilted["dicom"], root / "dicom")
+    datasets = highdicom_ready(sorted((root / "dicom").iterdir()))  # sorted by file name: not acquisition order
+    alignment = segalign.align(root / "dicom", tilted["seg"])
+    by_uid = {dataset.SOPInstanceUID: dataset for dataset in datasets}
+    return {"root": root, "dicom": root / "dicom", "seg": tilted["seg"], "truth": alignment.labels,
+            "by_name": datasets, "in_order": [by_uid[frame.frame.sop_instance_uid] for frame in alignment],
+            "uids": [frame.frame.sop_instance_uid for frame in alignment]}
+
+
+NAMES = {1: "big", 2: "left_blob", 7: "tilted_rod"}
+
+
+def seg_references(path: Path) -> dict[str, str]:
+    """``frame N`` -> the SOPInstanceUID SEG frame N references (read here with pydicom)."""
+    dataset = pydicom.dcmread(path)
+    return {f"frame {n + 1}": item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            for n, item in enumerate(dataset.PerFrameFunctionalGroupsSequence)}
+
+
+@pytest.mark.parametrize("kind", ["binary", "labelmap"])
+def test_segalign_dicom_seg_is_exact(seg_case, tmp_path: Path, kind: str) -> None:
+    run = run_cli("export", seg_case["dicom"], seg_case["seg"], "-o", tmp_path / "out", "--dicom-seg-type", kind)
+    assert run.code == 0, run.stderr
+    code, result = check_json(seg_case["dicom"], seg_case["seg"], tmp_path / "out" / "seg.dcm")
+    assert code == 0, result["findings"]
+    assert all(name.startswith("frame ") for name in result["image_names"])
+
+
+@pytest.mark.parametrize("kind", ["binary", "labelmap"])
+def test_highdicom_seg_of_masks_paired_with_files_sorted_by_name(seg_case, tmp_path: Path, kind: str) -> None:
+    """The masks in acquisition order, the source datasets as sorted(glob(...)) gives them: every SEG frame
+    references the file of that rank by name."""
+    from seg_cases import highdicom_seg
+
+    path = highdicom_seg(tmp_path / "seg.dcm", seg_case["by_name"], seg_case["truth"], NAMES, kind)
+    code, result = check_json(seg_case["dicom"], seg_case["seg"], path)
+    references = seg_references(path)
+    rank_by_name = {dataset.SOPInstanceUID: rank for rank, dataset in enumerate(seg_case["by_name"])}
+    assert result["frame_of_image"] == [rank_by_name[references[name]] for name in result["image_names"]]
+    assert result["in_plane"] == "identity" and result["residual_mismatched_pixels"] == 0
+    finding(result, "the SEG's frames hold the frames in acquisition order, but their names or references were given "
+            "in the order of the frames sorted by DICOM file name as plain text", "give it the source datasets")
+
+
+def test_highdicom_seg_with_frames_mirrored(seg_case, tmp_path: Path) -> None:
+    """TotalSegmentator PR #598: a writer mirroring A/P (the rows of an axial-ish frame): on every frame, then on
+    one frame only."""
+    from seg_cases import highdicom_seg
+
+    truth = seg_case["truth"]
+    path = highdicom_seg(tmp_path / "all.dcm", seg_case["in_order"], truth[:, ::-1, :], NAMES, "binary")
+    code, result = check_json(seg_case["dicom"], seg_case["seg"], path)
+    assert result["in_plane"] == "flip_rows" and result["residual_mismatched_pixels"] == 0
+    finding(result, "every frame of the SEG is its frame upside down", "give it mask[::-1, :] of each mask")
+    one = truth.copy()
+    one[6] = one[6][::-1, :]
+    path = highdicom_seg(tmp_path / "one.dcm", seg_case["in_order"], one, NAMES, "binary")
+    code, result = check_json(seg_case["dicom"], seg_case["seg"], path)
+    assert result["in_plane"] is None and result["residual_mismatched_pixels"] == 0
+    finding(result, "frames 0-5 as they are, 6 flip_rows, 7-11 as they are")
+
+
+def test_seg_frames_referencing_the_wrong_image(seg_case, tmp_path: Path) -> None:
+    """Two frames of a right SEG with their references (and plane positions) swapped."""
+    from seg_cases import highdicom_seg
+
+    path = highdicom_seg(tmp_path / "seg.dcm", seg_case["in_order"], seg_case["truth"], NAMES, "labelmap")
+    dataset = pydicom.dcmread(path)
+    items = dataset.PerFrameFunctionalGroupsSequence
+    first, second = items[3], items[8]
+    for keyword in ("DerivationImageSequence", "PlanePositionSequence"):
+        a, b = getattr(first, keyword), getattr(second, keyword)
+        setattr(first, keyword, b)
+        setattr(second, keyword, a)
+    dataset.save_as(path)
+    code, result = check_json(seg_case["dicom"], seg_case["seg"], path)
+    references = seg_references(path)
+    meant = [seg_case["uids"].index(references[name]) for name in result["image_names"]]
+    held = result["frame_of_image"]
+    wrong = [i for i in range(len(held)) if held[i] != meant[i]]
+    assert len(wrong) == 2 and held[wrong[0]] == meant[wrong[1]] and held[wrong[1]] == meant[wrong[0]]
+    assert result["residual_mismatched_pixels"] == 0 and result["in_plane"] == "identity"
+    finding(result, "2 images hold another frame than the one they reference",
+            f"{result['image_names'][wrong[0]]} holds frame {held[wrong[0]]}, not {meant[wrong[0]]}")

@@ -228,18 +228,26 @@ def near_edges(labels: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Order:
-    """A frame order a user may have taken for acquisition order: image meant for frame t holds ``pick(t)``."""
+    """A frame order a user may have taken for acquisition order: the image meant for frame t holds
+    ``predict(t)``."""
 
-    name: str  #: "identity", "reversed", "offset", "sorted"
+    name: str  #: "identity", "reversed", "offset", "position", ...
     words: str  #: what it is, in a finding
     predict: Callable[[int], int | None]
     offset: int = 0
-    aliases: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)  #: the phrases of other orders that predict the same
+    phrase: str = ""  #: a short name of the order, when another one is the same
+
+    def at(self, image: int, tied: int | None) -> int | None:
+        """The frame the order says image number ``image``, meant for frame ``tied``, holds."""
+        return self.predict(tied) if tied is not None else None
 
 
 def frame_orders(frames: Sequence[Frame], tied: Sequence[int | None], offsets: Iterable[int],
                  dicom_root: Path | None) -> list[Order]:
-    """The orders worth trying, most likely first."""
+    """The orders worth trying, most likely first: the tie itself, reversed, offsets, the frames sorted by another
+    key (the user took that order for acquisition order), and the other way round (images in acquisition order,
+    their names or references given in another order)."""
     count = len(frames)
     inside = (lambda f: f if 0 <= f < count else None)
     orders = [
@@ -261,36 +269,44 @@ def frame_orders(frames: Sequence[Frame], tied: Sequence[int | None], offsets: I
     positions = [float(np.dot(frame.tiles[0].position if frame.tiles else frame.position, normal)) for frame in frames]
     names = [_relative(frame.source_file, dicom_root) for frame in frames]
     numbers = [frame.instance_number for frame in frames]
-    sorted_orders = [
-        ("position", "the frames sorted by position along the slice normal (not by InstanceNumber)",
+    sorted_orders = [  # (name, the key in words, an example of its order, the frames in that order)
+        ("position", "position along the slice normal", " (instead of by InstanceNumber)",
          by(lambda i: (positions[i], i))),
-        ("position_descending", "the frames sorted by position along the slice normal, downwards",
-         by(lambda i: (-positions[i], i))),
-        ("file_names_plain", "the frames in the order of their DICOM file names sorted as plain text "
-         f"({_example(sorted(names))})", by(lambda i: (names[i], i))),
-        ("file_names_natural", "the frames in the order of their DICOM file names sorted naturally "
-         f"({_example(sorted(names, key=natural_key))})", by(lambda i: (natural_key(names[i]), i))),
-        ("numbers_as_text", "the frames in the order of their numbers from 1 sorted as text "
-         f"({_example(sorted(str(i + 1) for i in range(count)))})", by(lambda i: (str(i + 1), i))),
-        ("numbers_as_text", "the frames in the order of their numbers from 0 sorted as text "
-         f"({_example(sorted(str(i) for i in range(count)))})", by(lambda i: (str(i), i))),
+        ("position_descending", "position along the slice normal, downwards", "", by(lambda i: (-positions[i], i))),
+        ("file_names_plain", "DICOM file name as plain text", f" ({_example(sorted(names))})",
+         by(lambda i: (names[i], i))),
+        ("file_names_natural", "DICOM file name in natural order", f" ({_example(sorted(names, key=natural_key))})",
+         by(lambda i: (natural_key(names[i]), i))),
+        ("numbers_as_text", "number from 1 as text", f" ({_example(sorted(str(i + 1) for i in range(count)))})",
+         by(lambda i: (str(i + 1), i))),
+        ("numbers_as_text", "number from 0 as text", f" ({_example(sorted(str(i) for i in range(count)))})",
+         by(lambda i: (str(i), i))),
     ]
     if all(number is not None for number in numbers) and len(set(numbers)) == count:
-        sorted_orders.append(("numbers_as_text", "the frames in the order of their InstanceNumbers sorted as text "
-                              f"({_example(sorted(str(n) for n in numbers))})", by(lambda i: (str(numbers[i]), i))))
-    for name, words, permutation in sorted_orders:
-        orders.append(Order(name, words, lambda t, p=permutation: p[t] if 0 <= t < count else None))
+        sorted_orders.append(("numbers_as_text", "InstanceNumber as text",
+                              f" ({_example(sorted(str(n) for n in numbers))})", by(lambda i: (str(numbers[i]), i))))
+    for name, key, example, permutation in sorted_orders:
+        orders.append(Order(name, f"the frames sorted by {key}{example}",
+                            lambda t, p=permutation: p[t] if 0 <= t < count else None, phrase=f"sorted by {key}"))
+    for name, key, example, permutation in sorted_orders:  # the other way round: names or references in that order
+        inverse = [0] * count
+        for rank, frame in enumerate(permutation):
+            inverse[frame] = rank
+        orders.append(Order(f"{name}_paired", "the frames in acquisition order, but their names or references were "
+                            f"given in the order of the frames sorted by {key}{example}",
+                            lambda t, p=inverse: p[t] if 0 <= t < count else None,
+                            phrase=f"acquisition order named or referenced by {key}"))
     # one order of every prediction: the first name, the others as aliases
     unique: list[Order] = []
     predictions: list[list[int | None]] = []
     for order in orders:
-        predicted = [order.predict(t) if t is not None else None for t in tied]
+        predicted = [order.at(index, t) for index, t in enumerate(tied)]
         same = next((i for i, seen in enumerate(predictions) if seen == predicted), None)
         if same is None:
             unique.append(order)
             predictions.append(predicted)
-        elif order.words not in unique[same].aliases and order.name != unique[same].name:
-            unique[same].aliases.append(order.words)
+        elif order.phrase and order.phrase not in unique[same].aliases and order.name != unique[same].name:
+            unique[same].aliases.append(order.phrase)
     return unique
 
 
@@ -444,14 +460,20 @@ def diagnose(
         add_counts(user_total, counted.as_dict())
     unheld = [f for f in range(count) if held[f] == 0]
     mismatched += sum(truth_counts[f].foreground for f in unheld)
-    exact = mismatched == 0 and all(n == 1 for n in held) and all(v.tied is not None for v in verdicts)
+    optional = user.empty_frames_optional  # a DICOM object need not hold frames without labels
+    exact = (mismatched == 0 and all(n == 1 or (n == 0 and optional and not truth_counts[f].foreground)
+                                     for f, n in enumerate(held)) and all(v.tied is not None for v in verdicts))
     if exact:
         for verdict in verdicts:
             verdict.frame, verdict.transform = verdict.tied, "identity"
         labels = _label_table(segments, truth_counts, truth_total, user_total, before, before, {})
         return Diagnosis(True, count, len(images), list(user.names), 0, [v.frame for v in verdicts], "identity", 0,
                          [f"exact: each of the {plural(count, 'frame')} has its image, equal to SegAlign's labels "
-                          f"pixel for pixel ({plural(len(images), 'image')} tied to frames by {user.rule})"],
+                          f"pixel for pixel ({plural(len(images), 'image')} tied to frames by {user.rule})"
+                          if len(images) == count else
+                          f"exact: each of the {plural(len(images), 'frame')} with labels has its image, equal to "
+                          f"SegAlign's labels pixel for pixel ({plural(len(images), 'image')} tied to frames by "
+                          f"{user.rule}; the {plural(count - len(images), 'frame')} without labels need none)"],
                          labels, verdicts, [], "identity", {})
 
     # ---------------------------------------------------------------- 1. which frame each image holds
@@ -518,6 +540,8 @@ def diagnose(
     findings += _describe_shift(verdicts, truth_counts, order_name)
     findings += _describe_in_plane(in_plane, per_image, verdicts, user, order_name)
     findings += _describe_mapping(mapping, segments, lookup)
+    if optional:
+        missing = [f for f in missing if truth_counts[f].foreground]
     findings += _describe_missing(missing, verdicts, image_counts, truth_counts, holders)
     findings += _describe_residual(verdicts, residual_total - sum(truth_counts[f].foreground for f in missing))
     if residual_total == 0 and not any(v.lost for v in verdicts):
@@ -578,7 +602,7 @@ def _choose_order(
     """The order whose predictions the images agree with most: by counts, then pixel by pixel among the best."""
     scored = []
     for rank, order in enumerate(orders):
-        predicted = [order.predict(t) if t is not None else None for t in tied]
+        predicted = [order.at(index, t) for index, t in enumerate(tied)]
         score = sum(float(similarity[i, f]) for i, f in enumerate(predicted) if f is not None)
         exactly = sum(1 for i, f in enumerate(predicted) if f is not None and f in matches[i])
         scored.append((score, exactly, -rank, order, predicted))
@@ -608,7 +632,7 @@ def _frames_held(
     """The frame each image holds: the chosen order's when it fits about as well as any, else the best match."""
     held: list[int | None] = []
     for index, t in enumerate(tied):
-        predicted = order.predict(t) if t is not None else None
+        predicted = order.at(index, t)
         row = similarity[index]
         if not image_counts[index].foreground:  # an image without labels fits every frame without labels
             fits = predicted is not None and not truth_counts[predicted].foreground and row[predicted] >= 0
@@ -749,16 +773,20 @@ def _describe_order(
     truth_counts: Sequence[Counts], count: int, user: UserImages,
 ) -> tuple[str, list[str]]:
     """The order explanation that holds for every image holding a labelled frame, or runs of images."""
-    telling = [(i, v) for i, v in enumerate(verdicts)
-               if v.frame is not None and v.tied is not None and truth_counts[v.frame].foreground]
+    telling = [(i, v) for i, v in enumerate(verdicts) if v.frame is not None and truth_counts[v.frame].foreground]
     if all(v.frame == v.tied for _, v in telling):
         return "identity", []
     stacked = all(v.tied == i for i, v in enumerate(verdicts))  # image i is meant for frame i
     for order in [chosen] + [o for o in orders if o is not chosen]:
-        if order.name == "identity":
+        if order.name == "identity" or any(v.tied is None for _, v in telling):
             continue
-        if all(order.predict(v.tied) == v.frame for _, v in telling):  # type: ignore[arg-type]
-            also = f" (the same as {'; '.join(order.aliases)})" if order.aliases else ""
+        if all(order.at(i, v.tied) == v.frame for i, v in telling):
+            also = f" (the same as: {'; '.join(order.aliases)})" if order.aliases else ""
+            if user.kind == "DICOM SEG":
+                return order.name, [
+                    f"the SEG's frames hold {order.words}{also}, not the images they reference (DerivationImageSequence, "
+                    "PlanePositionSequence): its writer was given the masks and the source images in different "
+                    "orders; give it the source datasets in the order of the masks"]
             line = f"the images hold {order.words}{also}: "
             if order.name == "reversed" and stacked and len(verdicts) == count:
                 line += f"image i holds frame {count - 1} - i; undo: images = images[::-1]"
@@ -769,9 +797,17 @@ def _describe_order(
             else:
                 line += "undo: for i, f in enumerate(frame_of_image): fixed[f] = images[i]"
             return order.name, [line]
+    moved = [v for _, v in telling if v.frame != v.tied]
+    meant = "reference" if user.kind == "DICOM SEG" else "are meant for"
+    undo = ("" if user.kind == "DICOM SEG" else
+            "; undo: for i, f in enumerate(frame_of_image): fixed[f] = images[i]")
+    if len(moved) <= 8:
+        return "mixed", [f"{plural(len(moved), 'image')} {'holds' if len(moved) == 1 else 'hold'} another frame than "
+                         f"the one {'it' if len(moved) == 1 else 'they'} {meant}: " + "; ".join(
+                             f"{v.name} holds frame {v.frame}, not {v.tied if v.tied is not None else 'any'}"
+                             for v in moved) + undo]
     runs = _runs([(i, v) for i, v in enumerate(verdicts)])
-    return "mixed", ["the images follow no one frame order: " + "; ".join(runs)
-                     + "; undo: for i, f in enumerate(frame_of_image): fixed[f] = images[i]"]
+    return "mixed", ["the images follow no one frame order: " + "; ".join(runs) + undo]
 
 
 def _runs(items: Sequence[tuple[int, ImageVerdict]], limit: int = 8) -> list[str]:
@@ -848,6 +884,10 @@ def _describe_in_plane(in_plane: str | None, per_image: Sequence[str | None], ve
             if frames_last and in_plane == "transpose":
                 code = "images = np.transpose(array, (2, 1, 0))"
             return [f"every image is its frame {TRANSFORM_WORDS[in_plane]} ({in_plane}); undo: {code}"]
+        if user.kind == "DICOM SEG":
+            given = UNDO_IMAGE[in_plane].split(" = ", 1)[1].replace("image", "mask")
+            return [f"every frame of the SEG is its frame {TRANSFORM_WORDS[in_plane]} ({in_plane}): its writer was "
+                    f"given masks in another layout than pixel_array's rows x columns; give it {given} of each mask"]
         return [f"every image is its frame {TRANSFORM_WORDS[in_plane]} ({in_plane}); undo: {UNDO_IMAGE[in_plane]}"]
     groups: list[tuple[str, list[int]]] = []
     by_frame = order_name == "identity"

@@ -53,6 +53,11 @@ class UserImages:
     layout: str | None = None  #: for an array: "frames first" or "frames last"
     notes: list[str] = field(default_factory=list)  #: how the export was read (not faults)
 
+    @property
+    def empty_frames_optional(self) -> bool:
+        """Whether frames without labels may have no image (a DICOM object leaves them out)."""
+        return self.kind == "DICOM SEG"
+
     def with_ties(self, names: list[str], images: list[np.ndarray], tied: list[int | None], rule: str) -> "UserImages":
         return UserImages(self.kind, self.source, names, images, tied, rule, self.layout, list(self.notes))
 
@@ -66,8 +71,10 @@ def read_export(export: Path, frames: Sequence[Frame], segments: Sequence[Label]
     if export.is_file():
         if _suffix(export) in ARRAY_SUFFIXES:
             return _array_readings(export, len(frames))
-        raise SegAlignError(f"the export {short_path(export)} is not a folder of images or an array file "
-                            f"({', '.join(ARRAY_SUFFIXES)})")
+        if _is_dicom(export):
+            return [_seg_reading(export, frames, segments)]
+        raise SegAlignError(f"the export {short_path(export)} is not a folder of images, an array file "
+                            f"({', '.join(ARRAY_SUFFIXES)}) or a DICOM SEG")
     manifest = _manifest_of(export)
     if manifest is not None:
         return [_segalign_export(manifest, frames)]
@@ -195,6 +202,148 @@ def _read_array(path: Path) -> np.ndarray:
         raise
     except Exception as error:  # the readers raise their own types for damaged files
         raise SegAlignError(f"{short_path(path)} cannot be read: {short(error, 160)}") from None
+
+
+# ------------------------------------------------------------------------------------------------ DICOM SEG
+
+#: Segmentation Storage and Label Map Segmentation Storage.
+SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as stream:
+            return stream.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _seg_reading(path: Path, frames: Sequence[Frame], segments: Sequence[Label]) -> UserImages:
+    """A DICOM SEG, frame by frame through its references: one label image per source frame it references (a
+    BINARY SEG's segments on that frame together), tied to that frame (by ReferencedSOPInstanceUID and
+    ReferencedFrameNumber; by its ImagePositionPatient when it references none), in the order of the SEG's frames,
+    each named by the number of its first SEG frame (``frame N``, from 1 as DICOM counts)."""
+    import pydicom
+
+    from ..errors import describe, quiet_warnings
+
+    try:
+        with quiet_warnings():
+            dataset = pydicom.dcmread(str(path))
+    except Exception as error:
+        raise SegAlignError(f"{short_path(path)} is not a readable DICOM file: {describe(error)}") from None
+    sop_class = str(dataset.get("SOPClassUID", ""))
+    if sop_class not in SEG_SOP_CLASSES:
+        raise SegAlignError(f"{short_path(path)} is a DICOM {short(dataset.get('Modality', '?'), 16)} object, not a "
+                            "DICOM SEG (the only DICOM object a check reads yet)")
+    try:
+        with quiet_warnings():
+            pixels = np.asarray(dataset.pixel_array)
+    except Exception as error:
+        raise SegAlignError(f"the pixel data of {short_path(path)} cannot be decoded: {describe(error)}") from None
+    count = int(dataset.get("NumberOfFrames", 1) or 1)
+    pixels = pixels.reshape(count, int(dataset.Rows), int(dataset.Columns))
+    kind = str(dataset.get("SegmentationType", "BINARY")).upper()
+    if kind == "FRACTIONAL":
+        pixels = pixels.astype(np.int64) * 2 >= int(dataset.get("MaximumFractionalValue", 255) or 255)
+    values = _segment_values(dataset, segments)
+    shared = _first(dataset.get("SharedFunctionalGroupsSequence"))
+    per_frame = list(dataset.get("PerFrameFunctionalGroupsSequence") or [])
+    by_reference = {(frame.sop_instance_uid, frame.frame_number): index for index, frame in enumerate(frames)}
+    order: list[object] = []
+    members: dict[object, list[int]] = {}
+    tied: dict[object, int | None] = {}
+    for number in range(count):
+        item = per_frame[number] if number < len(per_frame) else None
+        reference = _reference(item) or _reference(shared)
+        if reference is not None:
+            key: object = reference
+            tied.setdefault(key, by_reference.get(reference))
+        else:
+            position = _position(item) or _position(shared)
+            key = ("position", position)
+            tied.setdefault(key, _frame_at(position, frames) if position is not None else None)
+        if key not in members:
+            members[key] = []
+            order.append(key)
+        members[key].append(number)
+    largest = max(values.values(), default=1)
+    dtype = np.uint16 if largest > 255 else np.uint8
+    lookup = np.zeros(max(list(values) + [int(pixels.max()) if kind == "LABELMAP" and pixels.size else 0]) + 1,
+                      dtype=np.int64)
+    for number, value in values.items():
+        lookup[number] = value
+    names, images = [], []
+    for key in order:
+        image = np.zeros(pixels.shape[1:], dtype=dtype)
+        for number in members[key]:
+            if kind == "LABELMAP":
+                labelled = pixels[number] != 0
+                image[labelled] = lookup[pixels[number][labelled]]
+            else:
+                segment = _segment_number(per_frame[number] if number < len(per_frame) else None) \
+                    or _segment_number(shared)
+                if segment is None:
+                    raise SegAlignError(f"frame {number + 1} of {short_path(path)} names no segment "
+                                        "(SegmentIdentificationSequence)")
+                image[pixels[number] != 0] = values.get(segment, segment)
+        names.append(f"frame {members[key][0] + 1}")
+        images.append(image)
+    note = (f"a {kind} DICOM SEG of {count} frames, read frame by frame: each source frame it references is one image "
+            "(tied by ReferencedSOPInstanceUID, else by ImagePositionPatient), named by its first SEG frame")
+    return UserImages("DICOM SEG", path, names, images, [tied[key] for key in order],
+                      "the images the SEG's frames reference", notes=[note])
+
+
+def _first(sequence: object) -> object:
+    return sequence[0] if sequence else None  # type: ignore[index]
+
+
+def _reference(item: object) -> tuple[str, int] | None:
+    derivation = _first(getattr(item, "DerivationImageSequence", None)) if item is not None else None
+    source = _first(getattr(derivation, "SourceImageSequence", None)) if derivation is not None else None
+    uid = getattr(source, "ReferencedSOPInstanceUID", None) if source is not None else None
+    if not uid:
+        return None
+    number = getattr(source, "ReferencedFrameNumber", None)
+    if isinstance(number, (list, tuple)) or (number is not None and hasattr(number, "__len__") and
+                                             not isinstance(number, str)):
+        number = number[0] if len(number) else None  # type: ignore[index]
+    return str(uid), int(number) if number not in (None, "") else 1
+
+
+def _position(item: object) -> tuple[float, float, float] | None:
+    plane = _first(getattr(item, "PlanePositionSequence", None)) if item is not None else None
+    position = getattr(plane, "ImagePositionPatient", None) if plane is not None else None
+    return tuple(float(v) for v in position) if position else None  # type: ignore[return-value]
+
+
+def _segment_number(item: object) -> int | None:
+    identification = _first(getattr(item, "SegmentIdentificationSequence", None)) if item is not None else None
+    number = getattr(identification, "ReferencedSegmentNumber", None) if identification is not None else None
+    return int(number) if number is not None else None
+
+
+def _frame_at(position: Sequence[float], frames: Sequence[Frame], tolerance: float = 0.01) -> int | None:
+    """The frame whose ImagePositionPatient is ``position`` (within ``tolerance`` mm), if exactly one is."""
+    found = [index for index, frame in enumerate(frames)
+             if np.max(np.abs(np.subtract(frame.position, position))) <= tolerance]
+    return found[0] if len(found) == 1 else None
+
+
+def _segment_values(dataset: object, segments: Sequence[Label]) -> dict[int, int]:
+    """SegmentNumber -> label value of the segmentation: the value SegAlign wrote in SegmentDescription ("label
+    value N"), else the segment whose name is the SegmentLabel (ignoring case), else the segment number."""
+    by_name: dict[str, list[int]] = {}
+    for label in segments:
+        by_name.setdefault(label.name.casefold(), []).append(label.value)
+    values = {}
+    for item in getattr(dataset, "SegmentSequence", None) or []:
+        number = int(item.SegmentNumber)
+        described = re.fullmatch(r"label value ([0-9]+)", str(item.get("SegmentDescription", "")).strip())
+        named = by_name.get(str(item.get("SegmentLabel", "")).strip().casefold(), [])
+        values[number] = int(described.group(1)) if described else named[0] if len(named) == 1 else number
+    return values
 
 
 # ------------------------------------------------------------------------------------------------ SegAlign's manifest
