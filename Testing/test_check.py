@@ -797,3 +797,57 @@ def test_seg_frames_referencing_the_wrong_image(seg_case, tmp_path: Path) -> Non
     assert result["residual_mismatched_pixels"] == 0 and result["in_plane"] == "identity"
     finding(result, "2 images hold another frame than the one they reference",
             f"{result['image_names'][wrong[0]]} holds frame {held[wrong[0]]}, not {meant[wrong[0]]}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# RTSTRUCT: contours filled on the frames they reference
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_segalign_rtstruct_is_exact_and_contours_moved_off_their_plane_are_not(seg_case, tmp_path: Path) -> None:
+    run = run_cli("export", seg_case["dicom"], seg_case["seg"], "-o", tmp_path / "out", "--rtstruct")
+    assert run.code == 0, run.stderr
+    path = tmp_path / "out" / "rtstruct.dcm"
+    code, result = check_json(seg_case["dicom"], seg_case["seg"], path)
+    assert code == 0, result["findings"]
+    dataset = pydicom.dcmread(path)
+    normal = np.cross(*np.reshape(np.asarray(pydicom.dcmread(next(seg_case["dicom"].iterdir()))
+                                             .ImageOrientationPatient, float), (2, 3)))
+    for roi in dataset.ROIContourSequence:
+        for contour in roi.ContourSequence:
+            points = np.asarray(contour.ContourData, float).reshape(-1, 3) + 0.4 * normal
+            contour.ContourData = [f"{v:.4f}" for v in points.ravel()]
+    moved = tmp_path / "moved.dcm"
+    dataset.save_as(moved)
+    code, result = check_json(seg_case["dicom"], seg_case["seg"], moved)
+    assert code == 1 and result["residual_mismatched_pixels"] == 0 and result["frame_of_image"] == list(range(12))
+    finding(result, "lie off the plane of the frame they are on, by up to 0.4 mm")
+
+
+def test_rtutils_rtstruct_shrinks_every_structure_by_its_boundary(tmp_path: Path) -> None:
+    """rt-utils as its users call it (SimpleITK resampling, add_roi per label) on a regular axial series with an
+    LAS segmentation (no pixel centre half-way between voxels, so SimpleITK samples as SegAlign does) and pixels of
+    0.9 x 0.8 mm: its contours are placed with the two spacings swapped, and OpenCV's contours run through the
+    centres of the boundary pixels, so filled at the pixel centres every structure loses boundary pixels."""
+    from rt_readers import rtutils_like_users
+    from seg_cases import highdicom_ready
+
+    pytest.importorskip("rt_utils")
+    pytest.importorskip("SimpleITK")
+    specs = stack((-12.4, -11.2, 0.0), 10, (0.0, 0.0, 2.5), spacing=(0.9, 0.8), rows=29, columns=31)
+    phantom = phantom_around(specs[5].pixel_centres()[14, 15] - np.array([0, 0, 1.25]), 12.0)
+    write_series(tmp_path / "dicom", specs, phantom)
+    highdicom_ready(sorted((tmp_path / "dicom").iterdir()))
+    affine, shape = las_affine((-30, -30, -15), (30, 30, 40), (0.71, 0.83, 0.97))
+    write_nifti(tmp_path / "seg.nii.gz", rasterize(phantom, shape, affine), affine,
+                label_table_xml=phantom.label_table_xml())
+    path, _, _ = rtutils_like_users(tmp_path / "dicom", tmp_path / "seg.nii.gz", NAMES, tmp_path / "rtutils.dcm")
+    code, result = check_json(tmp_path / "dicom", tmp_path / "seg.nii.gz", path)
+    assert code == 1 and result["in_plane"] == "identity"
+    assert result["frame_of_image"] == [int(name.split()[1]) for name in result["image_names"]]
+    assert result["residual_mismatched_pixels"] == result["mismatched_pixels"] > 0
+    finding(result, "all of them labelled by SegAlign only and on label boundaries", "smaller by up to one pixel",
+            "rt-utils")
+    # rt-utils scales columns by PixelSpacing[0] and rows by PixelSpacing[1]: on these 0.9 x 0.8 mm pixels that
+    # stretches every contour; the check names it and judges the rest with it undone
+    finding(result, "PixelSpacing's two values swapped (0.9 mm between rows taken as the spacing of the columns")
+    assert all(label["dice_after"] < 1.0 for label in result["labels"])

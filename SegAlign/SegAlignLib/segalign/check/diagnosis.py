@@ -119,6 +119,8 @@ class ImageVerdict:
     residual: int = 0  #: pixels that still differ once every explanation is undone
     off_boundary: int = 0  #: of those, pixels farther than one pixel from a change of the true label
     lost: int = 0  #: labelled pixels its shift moved off the image (in no image, so not undone)
+    only_truth: int = 0  #: of the residual, pixels labelled by SegAlign only
+    only_user: int = 0  #: of the residual, pixels labelled in the user's image only
 
 
 @dataclass
@@ -210,8 +212,9 @@ def add_counts(total: dict, more: dict) -> None:
 
 
 def near_edges(labels: np.ndarray) -> np.ndarray:
-    """Pixels with a pixel of another label within one pixel (the 8 neighbours; the image edge does not count)."""
-    padded = np.pad(labels, 1, mode="edge")
+    """Pixels with a pixel of another label within one pixel (the 8 neighbours; beyond the image is background, so
+    a structure cut by the image's edge has its boundary there)."""
+    padded = np.pad(labels, 1, mode="constant", constant_values=0)
     centre = padded[1:-1, 1:-1]
     rows, columns = labels.shape
     near = np.zeros(labels.shape, dtype=bool)
@@ -345,6 +348,7 @@ class _Pairs:
         self._truth_fg: dict[int, tuple[np.ndarray, tuple[float, float] | None]] = {}
         self._image_fg: dict[int, tuple[np.ndarray, tuple[float, float] | None]] = {}
         self._best: dict[tuple[int, int], tuple[int, list[str]]] = {}
+        self._found: dict[tuple[int, int], dict[str, int]] = {}
 
     @staticmethod
     def _with_centroid(labels: np.ndarray) -> tuple[np.ndarray, tuple[float, float] | None]:
@@ -396,7 +400,13 @@ class _Pairs:
             found[name] = int(np.count_nonzero(transformed(truth, name) != user))
         fewest = min(found.values())
         self._best[key] = (fewest, [name for name in TRANSFORMS if found.get(name) == fewest])
+        self._found[key] = found
         return self._best[key]
+
+    def mismatches(self, image: int, frame: int) -> dict[str, int]:
+        """Labelled pixels that differ under every transform compared (see :meth:`best`)."""
+        self.best(image, frame)
+        return self._found.get((image, frame), {})
 
 
 def _shape_after(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
@@ -461,7 +471,7 @@ def diagnose(
     unheld = [f for f in range(count) if held[f] == 0]
     mismatched += sum(truth_counts[f].foreground for f in unheld)
     optional = user.empty_frames_optional  # a DICOM object need not hold frames without labels
-    exact = (mismatched == 0 and all(n == 1 or (n == 0 and optional and not truth_counts[f].foreground)
+    exact = (not user.faults and mismatched == 0 and all(n == 1 or (n == 0 and optional and not truth_counts[f].foreground)
                                      for f, n in enumerate(held)) and all(v.tied is not None for v in verdicts))
     if exact:
         for verdict in verdicts:
@@ -490,7 +500,7 @@ def diagnose(
     for index, frame in enumerate(frame_of_image):
         fits.append(pairs.best(index, frame)[1] if frame is not None else [])
     fits = _refine_ties(fits, frame_of_image, truth, images, top)
-    in_plane, per_image = _consensus(fits, frame_of_image, truth_counts)
+    in_plane, per_image = _consensus(fits, frame_of_image, truth_counts, pairs)
     moves = [_shift_of(pairs, index, frame, per_image[index]) if frame is not None and per_image[index] else (0, 0)
              for index, frame in enumerate(frame_of_image)]
 
@@ -525,6 +535,8 @@ def diagnose(
             verdict.residual = int(np.count_nonzero(differ))
             if verdict.residual:
                 verdict.off_boundary = int(np.count_nonzero(differ & ~near_edges(expected)))
+                verdict.only_truth = int(np.count_nonzero(differ & (images[index] == 0)))
+                verdict.only_user = int(np.count_nonzero(differ & (expected == 0)))
         residual_total += verdict.residual
     holders = [0] * count
     for frame in frame_of_image:
@@ -536,6 +548,7 @@ def diagnose(
     order_name, order_findings = _describe_order(chosen, orders, verdicts, image_counts, truth_counts, count, user)
     findings = [f"{plural(len(images), 'image')} for {plural(count, 'frame')}, tied to frames by {user.rule}: "
                 f"{mismatched} pixels differ from SegAlign's labels"]
+    findings += user.faults
     findings += order_findings
     findings += _describe_shift(verdicts, truth_counts, order_name)
     findings += _describe_in_plane(in_plane, per_image, verdicts, user, order_name)
@@ -543,8 +556,8 @@ def diagnose(
     if optional:
         missing = [f for f in missing if truth_counts[f].foreground]
     findings += _describe_missing(missing, verdicts, image_counts, truth_counts, holders)
-    findings += _describe_residual(verdicts, residual_total - sum(truth_counts[f].foreground for f in missing))
-    if residual_total == 0 and not any(v.lost for v in verdicts):
+    findings += _describe_residual(verdicts, user)
+    if residual_total == 0 and not any(v.lost for v in verdicts) and not user.faults:
         findings.append("with that undone, the export is exact")
     labels = _label_table(segments, truth_counts, truth_total, user_total, before, after, mapping)
     return Diagnosis(False, count, len(images), list(user.names), mismatched, frame_of_image, in_plane,
@@ -629,7 +642,9 @@ def _frames_held(
     order: Order, tied: Sequence[int | None], similarity: np.ndarray, matches: Sequence[set[int]],
     image_counts: Sequence[Counts], truth_counts: Sequence[Counts], pairs: _Pairs,
 ) -> list[int | None]:
-    """The frame each image holds: the chosen order's when it fits about as well as any, else the best match."""
+    """The frame each image holds: the chosen order's when it has the image's counts or counts about as near as
+    any frame's, or when no frame with near counts fits the image clearly better pixel by pixel (under its best
+    transform); else the best of those."""
     held: list[int | None] = []
     for index, t in enumerate(tied):
         predicted = order.at(index, t)
@@ -638,21 +653,28 @@ def _frames_held(
             fits = predicted is not None and not truth_counts[predicted].foreground and row[predicted] >= 0
             held.append(predicted if fits else None)
             continue
-        if predicted is not None and (predicted in matches[index] or (
-                not matches[index] and row[predicted] >= row.max() - (1 - NEAR) / 2 and row[predicted] > 0.5)):
-            held.append(predicted)
+        anchor = predicted if predicted is not None else (t if t is not None else 0)
+        if matches[index]:  # frames with exactly its counts
+            held.append(predicted if predicted in matches[index] else
+                        min(sorted(matches[index]), key=lambda f: (pairs.best(index, f)[0], abs(f - anchor), f)))
             continue
-        if matches[index]:
-            candidates = sorted(matches[index])
-        else:
-            candidates = [int(f) for f in np.argsort(-row, kind="stable")[:3] if row[f] > 0.5]
-            if predicted is not None and row[predicted] > 0.5 and predicted not in candidates:
-                candidates.append(predicted)
+        if predicted is not None and row[predicted] > 0.5 and row[predicted] >= row.max() - (1 - NEAR) / 2:
+            held.append(predicted)  # its counts are about as near as any frame's (a shift, another rounding)
+            continue
+        candidates = [int(f) for f in np.argsort(-row, kind="stable")[:3] if row[f] > 0.5]
+        if predicted is not None and row[predicted] >= 0 and predicted not in candidates:
+            candidates.append(predicted)
         if not candidates:
             held.append(None)
             continue
-        anchor = predicted if predicted is not None else (t if t is not None else 0)
-        held.append(min(candidates, key=lambda f: (pairs.best(index, f)[0], abs(f - anchor), f)))
+        differing = {f: pairs.best(index, f)[0] for f in candidates}
+        fewest = min(differing.values())
+        if predicted in differing and differing[predicted] <= 1.5 * fewest + 2:
+            held.append(predicted)
+            continue
+        best = min(candidates, key=lambda f: (differing[f], abs(f - anchor), f))
+        overlapping = differing[best] < image_counts[index].foreground + truth_counts[best].foreground
+        held.append(best if overlapping else None)
     return held
 
 
@@ -678,25 +700,37 @@ def _refine_ties(fits: list[list[str]], held: Sequence[int | None], truth: Seque
     return refined
 
 
-def _consensus(fits: Sequence[list[str]], held: Sequence[int | None],
-               truth_counts: Sequence[Counts]) -> tuple[str | None, list[str | None]]:
-    """The transform every image fits (None when they disagree), and each image's own."""
-    tally: dict[str, int] = {}
-    for names, frame in zip(fits, held):
+def _consensus(fits: Sequence[list[str]], held: Sequence[int | None], truth_counts: Sequence[Counts],
+               pairs: _Pairs) -> tuple[str | None, list[str | None]]:
+    """The transform every image fits (None when they disagree), and each image's own.
+
+    The common transform is the one under which the fewest labelled pixels differ over all images with labelled
+    frames. An image keeps it unless another fits it exactly, or fits with fewer than half as many differing pixels
+    (boundary noise, as from contours through pixel centres, can favour a flip of a nearly symmetric frame a
+    little, never by half)."""
+    totals = {name: 0 for name in TRANSFORMS}
+    for index, (names, frame) in enumerate(zip(fits, held)):
         if names and frame is not None and truth_counts[frame].foreground:
-            for name in names:
-                tally[name] = tally.get(name, 0) + 1
-    common = max(TRANSFORMS, key=lambda name: (tally.get(name, 0), -TRANSFORMS.index(name)))
+            found = pairs.mismatches(index, frame)
+            size = pairs.images[index].size
+            for name in TRANSFORMS:
+                totals[name] += found.get(name, size)
+    common = min(TRANSFORMS, key=lambda name: (totals[name], TRANSFORMS.index(name)))
     per_image: list[str | None] = []
     agree = True
-    for names, frame in zip(fits, held):
+    for index, (names, frame) in enumerate(zip(fits, held)):
         if not names:
             per_image.append(None)
-        elif common in names:
+            continue
+        found = pairs.mismatches(index, frame) if frame is not None else {}
+        fewest = min(found.values()) if found else 0
+        kept = found.get(common)
+        if common in names or (kept is not None and fewest > 0 and kept <= 2 * fewest):
             per_image.append(common)
         else:
             per_image.append(names[0])
-            agree = False
+            if frame is not None and truth_counts[frame].foreground:
+                agree = False
     return (common if agree else None), per_image
 
 
@@ -782,11 +816,11 @@ def _describe_order(
             continue
         if all(order.at(i, v.tied) == v.frame for i, v in telling):
             also = f" (the same as: {'; '.join(order.aliases)})" if order.aliases else ""
-            if user.kind == "DICOM SEG":
+            if user.dicom_object:
                 return order.name, [
-                    f"the SEG's frames hold {order.words}{also}, not the images they reference (DerivationImageSequence, "
-                    "PlanePositionSequence): its writer was given the masks and the source images in different "
-                    "orders; give it the source datasets in the order of the masks"]
+                    f"{user.dicom_object} hold {order.words}{also}, not the images they reference: its writer was "
+                    "given the masks and the source images in different orders; give it the source datasets in the "
+                    "order of the masks"]
             line = f"the images hold {order.words}{also}: "
             if order.name == "reversed" and stacked and len(verdicts) == count:
                 line += f"image i holds frame {count - 1} - i; undo: images = images[::-1]"
@@ -798,8 +832,8 @@ def _describe_order(
                 line += "undo: for i, f in enumerate(frame_of_image): fixed[f] = images[i]"
             return order.name, [line]
     moved = [v for _, v in telling if v.frame != v.tied]
-    meant = "reference" if user.kind == "DICOM SEG" else "are meant for"
-    undo = ("" if user.kind == "DICOM SEG" else
+    meant = "reference" if user.dicom_object else "are meant for"
+    undo = ("" if user.dicom_object else
             "; undo: for i, f in enumerate(frame_of_image): fixed[f] = images[i]")
     if len(moved) <= 8:
         return "mixed", [f"{plural(len(moved), 'image')} {'holds' if len(moved) == 1 else 'hold'} another frame than "
@@ -884,9 +918,10 @@ def _describe_in_plane(in_plane: str | None, per_image: Sequence[str | None], ve
             if frames_last and in_plane == "transpose":
                 code = "images = np.transpose(array, (2, 1, 0))"
             return [f"every image is its frame {TRANSFORM_WORDS[in_plane]} ({in_plane}); undo: {code}"]
-        if user.kind == "DICOM SEG":
+        if user.dicom_object:
             given = UNDO_IMAGE[in_plane].split(" = ", 1)[1].replace("image", "mask")
-            return [f"every frame of the SEG is its frame {TRANSFORM_WORDS[in_plane]} ({in_plane}): its writer was "
+            what = "frame of the SEG" if user.kind == "DICOM SEG" else "frame's contours"
+            return [f"every {what} is its frame {TRANSFORM_WORDS[in_plane]} ({in_plane}): its writer was "
                     f"given masks in another layout than pixel_array's rows x columns; give it {given} of each mask"]
         return [f"every image is its frame {TRANSFORM_WORDS[in_plane]} ({in_plane}); undo: {UNDO_IMAGE[in_plane]}"]
     groups: list[tuple[str, list[int]]] = []
@@ -971,19 +1006,31 @@ def _describe_missing(missing: Sequence[int], verdicts: Sequence[ImageVerdict], 
     return findings
 
 
-def _describe_residual(verdicts: Sequence[ImageVerdict], residual: int) -> list[str]:
+def _describe_residual(verdicts: Sequence[ImageVerdict], user: UserImages) -> list[str]:
+    """What still differs: on boundaries only (smaller, larger, or both), or not."""
     differing = [v for v in verdicts if v.frame is not None and v.residual]
     if not differing:
         return []
     total = sum(v.residual for v in differing)
     off = sum(v.off_boundary for v in differing)
     where = ranges([v.frame for v in differing])  # type: ignore[misc]
-    if off == 0:
-        return [f"{total} pixels on {plural(len(differing), 'frame')} ({where}) still differ, all of them on label "
-                "boundaries (within one pixel of a change of the true label): another rounding or interpolation rule "
-                "(np.round rounds halves to even; SegAlign takes the nearest voxel, ties rounded up)"]
-    return [f"{total} pixels on {plural(len(differing), 'frame')} ({where}) still differ, {off} of them away from "
-            "label boundaries"]
+    head = f"{total} pixels on {plural(len(differing), 'frame')} ({where}) still differ"
+    if off:
+        return [f"{head}, {off} of them away from label boundaries"]
+    only_truth = sum(v.only_truth for v in differing)
+    only_user = sum(v.only_user for v in differing)
+    if only_truth == total:
+        cause = ("contours drawn through the centres of the boundary pixels (as OpenCV's findContours draws them for "
+                 "rt-utils) shrink every structure by half a pixel" if user.kind == "RTSTRUCT" else
+                 "eroded by one pixel, or another rounding or interpolation rule")
+        return [f"{head}, all of them labelled by SegAlign only and on label boundaries: the structures are smaller "
+                f"by up to one pixel along their edges ({cause})"]
+    if only_user == total:
+        return [f"{head}, all of them labelled in the export only and on label boundaries: the structures are larger "
+                "by up to one pixel along their edges (dilated, or another rounding or interpolation rule)"]
+    return [f"{head}, all of them on label boundaries (within one pixel of a change of the true label): another "
+            "rounding or interpolation rule (np.round rounds halves to even; SegAlign takes the nearest voxel, ties "
+            "rounded up)"]
 
 
 def _dice(both: int, first: int, second: int) -> float | None:

@@ -27,6 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..dicom import Frame
+from ..dicom.model import plural
 from ..errors import SegAlignError, short, short_path
 from ..files import safe_name
 from ..segmentation import Label
@@ -52,14 +53,21 @@ class UserImages:
     rule: str  #: how the images were tied to frames, in words
     layout: str | None = None  #: for an array: "frames first" or "frames last"
     notes: list[str] = field(default_factory=list)  #: how the export was read (not faults)
+    faults: list[str] = field(default_factory=list)  #: faults found while reading (a DICOM object's): never exact
 
     @property
     def empty_frames_optional(self) -> bool:
         """Whether frames without labels may have no image (a DICOM object leaves them out)."""
-        return self.kind == "DICOM SEG"
+        return self.kind in ("DICOM SEG", "RTSTRUCT")
+
+    @property
+    def dicom_object(self) -> str | None:
+        """What a finding calls the parts of a DICOM object ("the SEG's frames"), None for images and arrays."""
+        return {"DICOM SEG": "the SEG's frames", "RTSTRUCT": "the RTSTRUCT's contours"}.get(self.kind)
 
     def with_ties(self, names: list[str], images: list[np.ndarray], tied: list[int | None], rule: str) -> "UserImages":
-        return UserImages(self.kind, self.source, names, images, tied, rule, self.layout, list(self.notes))
+        return UserImages(self.kind, self.source, names, images, tied, rule, self.layout, list(self.notes),
+                          list(self.faults))
 
 
 def read_export(export: Path, frames: Sequence[Frame], segments: Sequence[Label]) -> list[UserImages]:
@@ -233,9 +241,11 @@ def _seg_reading(path: Path, frames: Sequence[Frame], segments: Sequence[Label])
     except Exception as error:
         raise SegAlignError(f"{short_path(path)} is not a readable DICOM file: {describe(error)}") from None
     sop_class = str(dataset.get("SOPClassUID", ""))
+    if sop_class == RT_STRUCTURE_SET_STORAGE:
+        return _rtstruct_reading(dataset, path, frames, segments)
     if sop_class not in SEG_SOP_CLASSES:
         raise SegAlignError(f"{short_path(path)} is a DICOM {short(dataset.get('Modality', '?'), 16)} object, not a "
-                            "DICOM SEG (the only DICOM object a check reads yet)")
+                            "DICOM SEG or RTSTRUCT")
     try:
         with quiet_warnings():
             pixels = np.asarray(dataset.pixel_array)
@@ -342,6 +352,144 @@ def _segment_values(dataset: object, segments: Sequence[Label]) -> dict[int, int
         number = int(item.SegmentNumber)
         described = re.fullmatch(r"label value ([0-9]+)", str(item.get("SegmentDescription", "")).strip())
         named = by_name.get(str(item.get("SegmentLabel", "")).strip().casefold(), [])
+        values[number] = int(described.group(1)) if described else named[0] if len(named) == 1 else number
+    return values
+
+
+# ------------------------------------------------------------------------------------------------ RTSTRUCT
+
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+#: A contour point farther than this from the plane of the frame it lies on (mm) is off its plane.
+OFF_PLANE_MM = 0.01
+
+
+def _rtstruct_reading(dataset: object, path: Path, frames: Sequence[Frame], segments: Sequence[Label]) -> UserImages:
+    """An RT Structure Set, contour by contour: each CLOSED_PLANAR contour is put on the frame its
+    ContourImageSequence references (else the frame whose plane holds it), in that frame's pixel coordinates, and
+    the contours of one ROI on one frame are filled together by the even-odd rule at the pixel centres. One image
+    per frame with contours, in frame order, named ``frame N`` (N: the frame's index in acquisition order)."""
+    values = _roi_values(dataset, segments)
+    by_reference = {(frame.sop_instance_uid, frame.frame_number): index for index, frame in enumerate(frames)}
+    planes = [_plane(frame) for frame in frames]
+    polygons: dict[int, dict[int, list[tuple[np.ndarray, np.ndarray]]]] = {}  # (row, column) as read, as swapped
+    off_plane: list[float] = []
+    unplaced = skipped = 0
+    for roi in getattr(dataset, "ROIContourSequence", None) or []:
+        value = values.get(int(roi.get("ReferencedROINumber", 0) or 0))
+        for contour in roi.get("ContourSequence", None) or []:
+            if value is None or str(contour.get("ContourGeometricType", "")).upper() != "CLOSED_PLANAR":
+                skipped += 1
+                continue
+            points = np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
+            image = _first(contour.get("ContourImageSequence", None))
+            index = None
+            if image is not None and image.get("ReferencedSOPInstanceUID"):
+                number = image.get("ReferencedFrameNumber", None)
+                index = by_reference.get((str(image.ReferencedSOPInstanceUID), int(number) if number else 1))
+            if index is None:
+                index = _plane_holding(points, planes)
+            if index is None:
+                unplaced += 1
+                continue
+            inverse, origin = planes[index][1], planes[index][2]
+            local = (points - origin) @ inverse.T  # (column, row, distance from the plane)
+            off_plane.append(float(np.max(np.abs(local[:, 2]))))
+            row_spacing, column_spacing = frames[index].pixel_spacing
+            swapped = local[:, [1, 0]] * np.array([row_spacing / column_spacing, column_spacing / row_spacing])
+            polygons.setdefault(index, {}).setdefault(value, []).append((local[:, [1, 0]], swapped))
+    faults = []
+    chosen = 0
+    if _on_grid([rc for shapes in polygons.values() for pairs in shapes.values() for rc, _ in pairs]) < 0.5 and \
+            _on_grid([rc for shapes in polygons.values() for pairs in shapes.values() for _, rc in pairs]) >= 0.9:
+        chosen = 1
+        row_spacing, column_spacing = frames[min(polygons)].pixel_spacing
+        faults.append(f"the contours were placed with PixelSpacing's two values swapped ({row_spacing:g} mm between "
+                      f"rows taken as the spacing of the columns, {column_spacing:g} mm as that of the rows): every "
+                      f"structure is stretched by {row_spacing / column_spacing:.3g} along the rows and "
+                      f"{column_spacing / row_spacing:.3g} along the columns; what follows is judged with that undone")
+    names, images, tied = [], [], []
+    dtype = np.uint16 if max(values.values(), default=1) > 255 else np.uint8
+    for index in sorted(polygons):
+        frame = frames[index]
+        image = np.zeros((frame.rows, frame.columns), dtype=dtype)
+        for value, shapes in polygons[index].items():
+            image[even_odd([pair[chosen] for pair in shapes], frame.rows, frame.columns)] = value
+        names.append(f"frame {index}")
+        images.append(image)
+        tied.append(index)
+    notes = [f"an RTSTRUCT of {plural(sum(len(v) for p in polygons.values() for v in p.values()), 'contour')} on "
+             f"{plural(len(images), 'frame')}, each filled on the frame it references (ContourImageSequence), by the "
+             "even-odd rule at the pixel centres"]
+    off = [distance for distance in off_plane if distance > OFF_PLANE_MM]
+    if off:
+        faults.append(f"{plural(len(off), 'contour')} of {len(off_plane)} lie off the plane of the frame they are "
+                     f"on, by up to {max(off):.3g} mm (a writer that placed them on another geometry, e.g. a volume "
+                     "resampled across a tilted or unevenly spaced series)")
+    if unplaced:
+        faults.append(f"{plural(unplaced, 'contour')} reference no frame of the series and lie on none of its planes")
+    if skipped:
+        notes.append(f"{plural(skipped, 'contour')} of no known ROI or not CLOSED_PLANAR left out")
+    return UserImages("RTSTRUCT", path, names, images, tied, "the frames the contours reference", notes=notes,
+                      faults=faults)
+
+
+def _on_grid(polygons: Sequence[np.ndarray]) -> float:
+    """The share of vertex coordinates on the pixel grid (a whole or half pixel, within 0.001): a writer's contours
+    follow pixel edges or centres in the geometry it used."""
+    if not polygons:
+        return 0.0
+    values = np.concatenate([np.asarray(p, dtype=float).ravel() for p in polygons]) * 2
+    return float(np.mean(np.abs(values - np.round(values)) <= 0.002))
+
+
+def _plane(frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(matrix, its inverse, origin): LPS = origin + matrix @ (column, row, distance along the normal)."""
+    iop = np.asarray(frame.orientation, dtype=float)
+    row_spacing, column_spacing = frame.pixel_spacing
+    normal = np.cross(iop[:3], iop[3:6])
+    matrix = np.column_stack([column_spacing * iop[:3], row_spacing * iop[3:6], normal / np.linalg.norm(normal)])
+    return matrix, np.linalg.inv(matrix), np.asarray(frame.position, dtype=float)
+
+
+def _plane_holding(points: np.ndarray, planes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> int | None:
+    """The frame whose plane holds the points best, when they lie within a tenth of a millimetre of it."""
+    distances = [float(np.max(np.abs((points - origin) @ inverse[2]))) for _, inverse, origin in planes]
+    best = int(np.argmin(distances)) if distances else None
+    return best if best is not None and distances[best] <= 0.1 else None
+
+
+def even_odd(polygons: Sequence[np.ndarray], rows: int, columns: int) -> np.ndarray:
+    """Pixel centres inside polygons given as (row, column) vertices, by the even-odd rule (the polygons of one
+    structure together: holes and islands XOR). An edge counts on the pixel rows it spans half-open (lower end
+    included), and a centre is inside when an odd number of crossings lies at or left of it: a centre exactly on a
+    left edge is inside, on a right edge outside."""
+    toggles = np.zeros((rows, columns + 1), dtype=np.int32)
+    for polygon in polygons:
+        start = np.asarray(polygon, dtype=float)
+        end = np.roll(start, -1, axis=0)
+        low, high = np.minimum(start[:, 0], end[:, 0]), np.maximum(start[:, 0], end[:, 0])
+        spans = high > low
+        for (r0, c0), (r1, c1), a, b in zip(start[spans], end[spans], low[spans], high[spans]):
+            crossed = np.arange(max(int(np.ceil(a - 1e-9)), 0), min(int(np.ceil(b - 1e-9)), rows))
+            if not crossed.size:
+                continue
+            at = c0 + (crossed - r0) * (c1 - c0) / (r1 - r0)
+            first = np.clip(np.ceil(at - 1e-9).astype(np.int64), 0, columns)
+            np.add.at(toggles, (crossed, first), 1)
+    return (np.cumsum(toggles, axis=1)[:, :columns] % 2).astype(bool)
+
+
+def _roi_values(dataset: object, segments: Sequence[Label]) -> dict[int, int]:
+    """ROINumber -> label value: SegAlign's ROIDescription ("label value N"), else the segment whose name is the
+    ROIName (ignoring case), else the ROI number."""
+    by_name: dict[str, list[int]] = {}
+    for label in segments:
+        by_name.setdefault(label.name.casefold(), []).append(label.value)
+    values = {}
+    for item in getattr(dataset, "StructureSetROISequence", None) or []:
+        number = int(item.ROINumber)
+        described = re.fullmatch(r"label value ([0-9]+)", str(item.get("ROIDescription", "")).strip())
+        named = by_name.get(str(item.get("ROIName", "")).strip().casefold(), [])
         values[number] = int(described.group(1)) if described else named[0] if len(named) == 1 else number
     return values
 
