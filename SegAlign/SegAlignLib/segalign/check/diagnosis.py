@@ -1067,4 +1067,5 @@ def _label_table(
     return result
 
 
-__all__ = ["Diagnosis", "ImageVerdict", "TRANSFORMS", "UNDO_IMAGE", "UNDO_STACK", "diagnose", "ranges", "transformed"]
+__all__ = ["TRANSFORMS", "UNDO_IMAGE", "UNDO_STACK", "Diagnosis", "ImageVerdict", "diagnose", "ranges", "shifted",
+           "transformed"]

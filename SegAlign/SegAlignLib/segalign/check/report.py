@@ -82,7 +82,8 @@ class CheckResult:
         return "\n".join([head] + [f"  - {finding}" for finding in d.findings])
 
     def differing_frames(self) -> list[tuple[int, int | None]]:
-        """(frame, the image meant for it or None) for every frame its image does not equal, in frame order."""
+        """(frame, the image meant for it or None) for every frame its image does not equal, and every frame with
+        labels that has no image, in frame order."""
         d = self.diagnosis
         meant: dict[int, int] = {}
         for index, verdict in enumerate(d.verdicts):
@@ -92,7 +93,7 @@ class CheckResult:
         for frame in range(d.frames):
             image = meant.get(frame)
             if image is None:
-                if self.truth[frame].any() or not d.exact:
+                if self.truth[frame].any():  # a frame without labels needs no image in a DICOM object
                     result.append((frame, None))
             elif d.verdicts[image].mismatched:
                 result.append((frame, image))
@@ -229,8 +230,7 @@ def refuse_report_folder(folder: Path, inputs: Sequence[Path]) -> None:
     target = folder.absolute().resolve()
     for given in inputs:
         source = Path(given).absolute().resolve()
-        inside = source if source.is_dir() else source
-        if target == inside or inside in target.parents:
+        if target == source or source in target.parents:
             raise SegAlignError(f"the report folder {short_path(folder)} is inside the input {short_path(given)}: "
                                 "a check never writes into the DICOM folder or the export",
                                 cli_message=f"REPORT_DIR {short_path(folder)} is inside the input {short_path(given)}: "
