@@ -358,3 +358,15 @@ def test_help_of_the_package_names_align_first() -> None:
     assert "segalign.align(" in segalign.__doc__.split("building blocks")[0]
     assert "align" in segalign.__all__ and "align" in dir(segalign)
     assert segalign.align is align and segalign.Alignment.__doc__
+
+
+def test_importing_the_module_leaves_the_function_in_place() -> None:
+    """``import segalign.alignment`` (as a type hint needs it) must not replace ``segalign.align``, the function."""
+    import importlib
+    import subprocess
+    import sys
+
+    code = ("import segalign.alignment, segalign; from segalign.alignment import Alignment; "
+            "assert callable(segalign.align) and segalign.align is segalign.alignment.align")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert importlib.import_module("segalign.alignment").align is align

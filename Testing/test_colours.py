@@ -45,8 +45,9 @@ def test_labels_sharing_a_colour_are_named_in_the_warnings(tmp_path: Path) -> No
     assert run.code == 0, run.stderr
     warnings = json.loads((tmp_path / "out" / "export.json").read_text())["warnings"]
     shared = [w for w in warnings if "share a colour" in w]
-    assert len(shared) == 1 and "1 kidney_right and 2 kidney_left are all rgb(200, 80, 80)" in shared[0], shared
-    assert "aorta" not in shared[0] and "--labels" in shared[0]
+    assert len(shared) == 1 and "rgb(200, 80, 80): 1 kidney_right, 2 kidney_left" in shared[0], shared
+    assert "aorta" not in shared[0] and "label_table=TABLE" in shared[0]  # not TotalSegmentator's labels
+    assert "--labels TABLE" in run.stderr
     assert "share a colour" in run.stderr  # said on the terminal too
     assert "share a colour" in (tmp_path / "out" / "index.html").read_text()  # and in the preview's warnings
     table.write_text("1,kidney_right,200,80,80\n2,kidney_left,80,80,200\n7,aorta,10,10,250\n")

@@ -30,7 +30,7 @@ from .version import __version__  # noqa: F401 (the package version, as segalign
 #: The public names and their modules. They are imported when first used, so that ``import segalign`` (and the
 #: ``segalign`` command's start, which a Ctrl-C may interrupt) does not load NumPy, pydicom and nibabel first.
 _PUBLIC = {
-    "align": "align", "Alignment": "align", "AlignedFrame": "align",
+    "align": "alignment", "Alignment": "alignment", "AlignedFrame": "alignment",
     "check_export": "check", "CheckResult": "check",
     "DicomScan": "dicom.model", "Frame": "dicom.model", "Series": "dicom.model", "scan_folder": "dicom.scan",
     "SeriesReport": "dicom.diagnosis", "diagnose": "dicom.diagnosis",
@@ -83,7 +83,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from .align import AlignedFrame, Alignment, align
+    from .alignment import AlignedFrame, Alignment, align
     from .check import CheckResult, check_export
     from .dicom.diagnosis import SeriesReport, diagnose
     from .dicom.model import DicomScan, Frame, Series

@@ -35,6 +35,28 @@ class SegAlignError(ValueError):
         """Lines that explain the message further (listings), shown after it."""
 
 
+class WarningText(str):
+    """A warning for the user that names an option, so the library and the command line word it differently:
+    the string itself is the library's wording (what export.json and :attr:`ExportResult.warnings` hold),
+    :attr:`cli_message` the command line's. Either may go on over several lines: the first says what is wrong and
+    what to do, in a short line; the lines after it list what it is about (printed indented after the first).
+
+    It is a :class:`str`, so lists of warnings stay lists of strings; only the command line looks for
+    :attr:`cli_message` (:func:`cli_text`)."""
+
+    cli_message: str
+
+    def __new__(cls, message: str, cli_message: str | None = None) -> "WarningText":
+        text = super().__new__(cls, message)
+        text.cli_message = cli_message if cli_message is not None else message
+        return text
+
+
+def cli_text(warning: str) -> str:
+    """A warning as the command line words it (:attr:`WarningText.cli_message`, else the warning itself)."""
+    return getattr(warning, "cli_message", warning)
+
+
 class NoOverlapError(SegAlignError):
     """The segmentation does not cover any pixel of the DICOM series."""
 

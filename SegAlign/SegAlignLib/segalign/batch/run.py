@@ -91,13 +91,16 @@ def run_batch(
     part_id: int = 0,
     redo: bool = False,
     progress: BatchProgress | None = None,
+    studies: str | os.PathLike[str] | None = None,
 ) -> BatchResult:
     """Export every job (or, with ``num_parts``, this part's share) into ``out_root``, and write batch.csv.
 
     ``workers`` processes run on this machine (default: one per core; 1 runs the jobs in this process), or, with
     ``scheduler`` (``"tcp://host:port"``), the workers of that Dask cluster. ``redo`` exports complete jobs again.
-    ``progress(done, total, failed, result)`` is called as each job ends. An interrupt (Ctrl-C, SIGTERM) stops the
-    workers, whose exports remove what they wrote; the table keeps the jobs that ended.
+    ``progress(done, total, failed, result)`` is called as each job ends. ``studies`` is the folder of studies the
+    jobs were found in (:func:`~segalign.batch.find_jobs`): ``out_root`` may not lie inside it, nor inside a job's
+    DICOM folder or folder of masks. An interrupt (Ctrl-C, SIGTERM) stops the workers, whose exports remove what
+    they wrote; the table keeps the jobs that ended.
     """
     options = options if options is not None else ExportOptions()
     read_options = read_options if read_options is not None else ReadOptions()
@@ -125,11 +128,18 @@ def run_batch(
     out_root = Path(out_root).absolute()
     if out_root.exists() and not out_root.is_dir():
         raise SegAlignError(f"output {out_root} exists and is not a folder")
-    for job in jobs:  # exports inside a DICOM folder would change its fingerprint at every run
-        dicom_dir = Path(job.dicom_dir).absolute()
-        if out_root == dicom_dir or dicom_dir in out_root.parents:
-            raise SegAlignError(f"output folder {out_root} lies inside the DICOM folder of job {job.name} "
-                                f"({dicom_dir}); choose a folder outside the inputs")
+    # Up front, in one line: exports inside an input folder would be scanned with it (and change its fingerprint)
+    # at every run, and exports inside the folder of studies would be taken for studies.
+    if studies is not None:
+        folders.check_nesting(out_root, [folders.Input(Path(studies).absolute(), "folder of studies")], holds=False)
+    label_file = read_options.label_file
+    label_file = [folders.Input(Path(label_file).absolute(), "label table")] if label_file else []
+    for job in jobs:
+        segmentation = Path(job.segmentation).absolute()
+        what = "folder of masks" if segmentation.is_dir() else "segmentation"
+        inputs = [folders.Input(Path(job.dicom_dir).absolute(), "DICOM folder", f"of job {job.name}"),
+                  folders.Input(segmentation, what, f"of job {job.name}"), *label_file]
+        folders.check_nesting(out_root, inputs, holds=False)
     out_root.mkdir(parents=True, exist_ok=True)
     selected = jobs[part_id::num_parts]
     table = out_root / ("batch.csv" if num_parts == 1 else f"batch-part-{part_id}-of-{num_parts}.csv")

@@ -46,7 +46,7 @@ def check_export(
     ``dicom``, ``segmentation``, ``series`` and ``label_table`` are :func:`segalign.align`'s. Raises
     :class:`SegAlignError` (one line) when the two cannot be compared at all.
     """
-    from ..align import align
+    from ..alignment import align
 
     alignment = align(dicom, segmentation, series=series, order="instance", label_table=label_table)
     if alignment.segmentation.overlapping:

@@ -1,6 +1,6 @@
 """What the command line prints besides its results: errors on one line (``segalign: error: ...``, then any details
-indented, :data:`DETAIL_LIMIT` lines at most), the line an interrupt gets, warnings and notes (silenced by
-``--quiet``), and :func:`write_line`, which prints anything (a path of undecodable bytes) without failing."""
+indented, :data:`DETAIL_LIMIT` lines at most), the line an interrupt gets, warnings (a line, then any details
+indented) and notes (silenced by ``--quiet``), and :func:`write_line`, which prints anything (a path of undecodable bytes) without failing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import Sequence, TextIO
 
-from ..errors import one_line
+from ..errors import cli_text, one_line
 from ..signals import Interrupted, signal_number
 
 #: The most detail lines printed after an error's line: a listing of 5,000 series never floods the terminal (the
@@ -73,8 +73,13 @@ class Reporter:
         self.stream = stream or sys.stderr
 
     def warn(self, message: str) -> None:
+        """``segalign: warning: ...``, in the command line's wording (:func:`~segalign.errors.cli_text`); the
+        lines after a warning's first are printed indented below it."""
         if not self.quiet:
-            write_line(self.stream, f"segalign: warning: {message}")
+            first, *more = cli_text(message).split("\n")
+            write_line(self.stream, f"segalign: warning: {first}")
+            for line in more:
+                write_line(self.stream, f"  {line}")
 
     def note(self, message: str) -> None:
         if not self.quiet:

@@ -28,7 +28,8 @@ from ..errors import MESSAGE_LIMIT, NoOverlapError, SegAlignError, short
 from ..options import ExportOptions
 from ..segmentation import Segmentation, SegmentationSampler
 from ..files import has_csv_header, unique_safe_names
-from .core import ExportResult, export_segmentation
+from . import folders
+from .core import ExportResult, export_inputs, export_segmentation
 
 #: The columns of series.csv.
 SERIES_COLUMNS = ("folder", "status", "frames", "series_number", "modality", "description", "series_instance_uid",
@@ -80,6 +81,8 @@ def export_all_series(
     output_dir = Path(output_dir).absolute()
     if not scan.series:
         scan.select()  # raises: no series, saying what was skipped
+    # Up front, not once per series: an output inside the DICOM folder would be scanned with it next time.
+    folders.check_nesting(output_dir, export_inputs(Path(scan.root), segmentation, other_inputs), holds=False)
     if (output_dir / "export.json").exists():
         raise SegAlignError(f"output folder {output_dir} holds a single export; give another folder for all series")
     table = output_dir / "series.csv"

@@ -31,7 +31,7 @@ from ..signals import Interrupted, signal_number, signals_held
 from .. import files
 from ..writers import Writer, writers_for
 from ..writers.images.folder import read_pixels
-from ..writers.base import ExportContext, FrameLabels
+from ..writers.base import ExportContext, FrameLabels, InventedUids
 from . import folders, locks, report
 
 ProgressCallback = Callable[[int, int], None]
@@ -108,7 +108,7 @@ class _Plan:
     output_dir: Path  #: absolute
     frames: list[Frame]  #: in export order (with ``split_mosaics``, a mosaic's tiles)
     root: Path  #: the folder source files are named relative to
-    inputs: list[Path]  #: never an output location: the DICOM folder, the segmentation, other inputs
+    inputs: list[folders.Input]  #: never an output location, nor around one: the DICOM folder, the segmentation...
     sampler: SegmentationSampler  #: every layer of the segmentation
     writers: list[Writer]
 
@@ -136,11 +136,9 @@ def _check_inputs(
         more = f" (and {len(series.problems) - 1} more problems)" if len(series.problems) > 1 else ""
         raise SegAlignError(series.problems[0] + more)
     frames = _frames_in_export_order(series, options)
-    root = Path(dicom_root).absolute() if dicom_root is not None else Path(os.path.commonpath(series.files)).absolute()
-    if root.is_file():
-        root = root.parent
-    source = [path.absolute() for path in ([segmentation.source] if segmentation.source else []) + segmentation.also_from]
-    inputs = [root, *source, *(Path(p).absolute() for p in other_inputs)]
+    given = Path(dicom_root).absolute() if dicom_root is not None else Path(os.path.commonpath(series.files)).absolute()
+    root = given.parent if given.is_file() else given
+    inputs = export_inputs(given, segmentation, other_inputs)
     folders.check_output_dir(output_dir, overwrite, protected=inputs)
 
     sampler = SegmentationSampler(segmentation)
@@ -155,6 +153,20 @@ def _check_inputs(
                 f"and the {type(writer).__name__} output cannot hold them; use --overlap later-wins to flatten them")
         writer.check(series, frames, options, segmentation)
     return _Plan(series, segmentation, options, output_dir, frames, root, inputs, sampler, writers)
+
+
+def export_inputs(
+    dicom: Path, segmentation: Segmentation, other_inputs: Sequence[str | os.PathLike[str]] = ()
+) -> list[folders.Input]:
+    """The inputs of an export, which its output may neither be, hold nor lie inside (if a folder): the DICOM folder
+    (or file), the segmentation's files or folder of masks, and ``other_inputs`` (a label table...). A file's
+    folder is not among them: an output beside the segmentation file is fine."""
+    sources = ([segmentation.source] if segmentation.source else []) + list(segmentation.also_from)
+    return [
+        folders.Input(dicom.absolute(), "DICOM folder" if dicom.is_dir() else "DICOM file"),
+        *(folders.Input(path.absolute(), "folder of masks" if path.is_dir() else "segmentation") for path in sources),
+        *(folders.Input(Path(path).absolute()) for path in other_inputs),
+    ]
 
 
 def _frames_in_export_order(series: Series, options: ExportOptions) -> list[Frame]:
@@ -219,6 +231,7 @@ class _Export:
         context = ExportContext(
             self.temporary, plan.series, plan.segmentation, tuple(plan.frames), plan.options, plan.root, normal,
             resample=lambda index: plan.sampler.sample_counted(plan.frames[index])[0],
+            uids=InventedUids(),  # one set for the export: its SEG and RTSTRUCT share what they make up
         )
         for writer in plan.writers:
             writer.begin(context)

@@ -6,7 +6,9 @@ have mistyped it, may have given a folder of their own work, or may have another
 * An output folder that is not empty is replaced only if it is an earlier SegAlign export (:func:`export_problem`
   is None: its export.json says SegAlign wrote it, and it holds nothing but :data:`EXPORT_ENTRIES`, the names the
   writers write, and the files file managers drop into any folder) and only with ``overwrite``. Any other folder is
-  refused whatever the options (:func:`check_output_dir`), as is an output folder that is or holds an input.
+  refused whatever the options (:func:`check_output_dir`), as is an output folder that is or holds an input, or
+  lies inside an input folder (the DICOM folder, a folder of masks), whose next scan would take the export's files
+  for input (:func:`check_nesting`).
 * Even then, deleting is done entry by entry, of export entries only (:func:`remove_export`): whatever appeared in
   the folder after it was checked stays, and so does the folder.
 * An export is written into a hidden temporary folder beside the output (:func:`make_partial`,
@@ -30,9 +32,11 @@ import os
 import re
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from ..errors import SegAlignError
+from ..errors import SegAlignError, short_path
 from .. import files
 from ..writers.images import ENTRIES as PNG_ENTRIES
 from ..writers.dicom_seg import ENTRIES as DICOM_SEG_ENTRIES
@@ -41,9 +45,9 @@ from . import locks
 from .locks import WRITTEN_BY
 
 __all__ = [
-    "EXPORT_ENTRIES", "FILE_MANAGER_METADATA", "FOLDER_SUFFIXES", "PARTIAL_MARKER", "WRITTEN_BY", "check_output_dir",
-    "export_problem", "foreign_entry", "make_parents", "make_partial", "publish", "remove_export", "remove_parents",
-    "remove_stale_partials",
+    "EXPORT_ENTRIES", "FILE_MANAGER_METADATA", "FOLDER_SUFFIXES", "Input", "PARTIAL_MARKER", "WRITTEN_BY",
+    "check_nesting", "check_output_dir", "export_problem", "foreign_entry", "make_parents", "make_partial", "publish",
+    "remove_export", "remove_parents", "remove_stale_partials",
 ]
 
 #: Everything an export folder may hold: a name ending in "/" is a folder (of PNG images, or of folders of PNG
@@ -63,21 +67,33 @@ FILE_MANAGER_METADATA = frozenset({".ds_store", "thumbs.db", "desktop.ini", ".di
 FOLDER_SUFFIXES: dict[str, tuple[str, ...]] = {"viewer/": (".js",)}
 
 
-def check_output_dir(output_dir: Path, overwrite: bool, protected: list[Path]) -> None:
-    """Refuse an output location that is not a folder, holds an input (one of ``protected``), or is a non-empty
-    folder that may not be replaced: one that is not an earlier SegAlign export (never), or one that is, without
-    ``overwrite``."""
+@dataclass(frozen=True)
+class Input:
+    """An input of an export or a batch, which an output folder may neither be, hold nor (if the input is a folder)
+    lie inside; ``what`` names it in messages (``"DICOM folder"``, ``"segmentation"``, ``"folder of masks"``...),
+    after its path ``of`` if given (``"of job p1"``)."""
+
+    path: Path
+    what: str = "input"
+    of: str = ""
+
+
+#: What becomes of the files of an output inside an input folder, by the folder's kind (:attr:`Input.what`).
+READ_AS = {"DICOM folder": "scanned as DICOM", "folder of masks": "read as masks",
+           "folder of studies": "searched for studies"}
+
+
+def check_output_dir(output_dir: Path, overwrite: bool, protected: Sequence[Path | Input]) -> None:
+    """Refuse an output location that is not a folder, is or holds an input (one of ``protected``) or lies inside
+    an input folder (:func:`check_nesting`), or is a non-empty folder that may not be replaced: one that is not an
+    earlier SegAlign export (never), or one that is, without ``overwrite``."""
     if output_dir.is_symlink():  # replacing a link would delete or hide what it points to, not the link
         raise SegAlignError(
             f"output {output_dir} is a symbolic link (to {os.readlink(output_dir)}); give the folder itself"
         )
     if output_dir.exists() and not output_dir.is_dir():
         raise SegAlignError(f"output {output_dir} exists and is not a folder")
-    resolved = output_dir.resolve()
-    for path in protected:
-        path = path.resolve()
-        if resolved == path or resolved in path.parents:
-            raise SegAlignError(f"output folder {output_dir} would contain the input {path}; choose another folder")
+    check_nesting(output_dir, protected)
     if output_dir.is_dir() and any(output_dir.iterdir()):
         problem = export_problem(output_dir)
         if problem is not None:  # never replaced, whatever the options: say so now, not after --overwrite
@@ -93,6 +109,24 @@ def check_output_dir(output_dir: Path, overwrite: bool, protected: list[Path]) -
                 return f"output folder {output_dir} holds an earlier SegAlign export; {option} to replace it"
 
             raise SegAlignError(earlier("pass overwrite=True"), cli_message=earlier("use --overwrite"))
+
+
+def check_nesting(output_dir: Path, protected: Sequence[Path | Input], holds: bool = True) -> None:
+    """Refuse an output folder that lies inside an input folder, whose next scan would find the output's files
+    among the input (a plain :class:`~pathlib.Path` in ``protected`` counts as a folder if it is one now), and,
+    with ``holds``, one that is or holds an input (``overwrite`` could delete it). Paths are compared resolved
+    (links and ``..`` followed); a file's folder is not an input, so an output beside an input file is fine."""
+    resolved = output_dir.resolve()
+    for item in protected:
+        item = item if isinstance(item, Input) else Input(Path(item))
+        path = item.path.resolve()
+        named = f"the {item.what} {short_path(item.path, 100)}{' ' + item.of if item.of else ''}"
+        if resolved == path or (holds and resolved in path.parents):
+            raise SegAlignError(f"output folder {short_path(output_dir, 100)} would contain {named}; "
+                                "choose another folder")
+        if path in resolved.parents and path.is_dir():
+            raise SegAlignError(f"output folder {short_path(output_dir, 100)} is inside {named}: its files would be "
+                                f"{READ_AS.get(item.what, 'read as input')} next time; choose an output outside it")
 
 
 def export_problem(folder: str | os.PathLike[str]) -> str | None:

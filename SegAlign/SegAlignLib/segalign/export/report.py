@@ -18,10 +18,10 @@ from typing import Mapping
 import numpy as np
 
 from ..dicom import Series
-from ..errors import NoOverlapError
+from ..errors import NoOverlapError, WarningText
 from ..geometry import LPS_TO_RAS, pixel_to_lps
 from ..options import ExportOptions
-from ..segmentation import Segmentation
+from ..segmentation import Segmentation, builtin_table
 from ..version import __version__
 from ..writers.base import ExportSummary
 from .locks import WRITTEN_BY
@@ -69,24 +69,41 @@ def labels_on_no_frame(segmentation: Segmentation, frames_with_label: dict[int, 
     )
 
 
-def shared_colours(segmentation: Segmentation, present: list[int]) -> str | None:
-    """A warning naming the labels on the frames whose table gives them one colour (TotalSegmentator's own table
-    colours both kidneys alike, and aorta and portal vein), which overlays and viewers cannot tell apart."""
+#: The most groups of labels sharing a colour, and labels of a group, the colour warning lists.
+SHARED_GROUPS, SHARED_LABELS = 12, 8
+
+
+def shared_colours(segmentation: Segmentation, present: list[int]) -> WarningText | None:
+    """A warning naming the labels on the frames whose table gives them one colour, which overlays and viewers
+    cannot tell apart: a short first line saying what to do, then a line per colour with its labels (value and
+    name). TotalSegmentator's own table cycles through 12 colours; when the labels are TotalSegmentator's (named
+    as in the built-in table, whose colours tell them apart), the fix is that table: ``--labels totalsegmentator``
+    (``label_table="totalsegmentator"``)."""
+    table = segmentation.label_table
     by_colour: dict[tuple[int, ...], list[int]] = {}
     for value in present:
-        by_colour.setdefault(tuple(segmentation.label_table[value].color), []).append(value)
+        by_colour.setdefault(tuple(table[value].color), []).append(value)
     groups = [values for values in by_colour.values() if len(values) > 1]
     if not groups:
         return None
-    described = "; ".join(
-        " and ".join(f"{v} {segmentation.label_table[v].name}" for v in values[:4])
-        + (f" (and {len(values) - 4} more)" if len(values) > 4 else "")
-        + f" are all rgb{tuple(segmentation.label_table[values[0]].color)}"
-        for values in groups[:5]
-    )
-    more = f"; and {len(groups) - 5} more groups" if len(groups) > 5 else ""
-    return (f"{sum(len(g) for g in groups)} labels on the frames share a colour with another, so overlays and "
-            f"viewers cannot tell them apart: {described}{more}; give them colours with --labels")
+    builtin = builtin_table("totalsegmentator")
+    totalsegmentator = all(value in builtin and builtin[value].name == table[value].name for value in present) \
+        and len({tuple(builtin[value].color) for value in present}) == len(present)
+    shared = sum(len(values) for values in groups)
+    if totalsegmentator:
+        fixes = ('label_table="totalsegmentator" gives each its own', "--labels totalsegmentator gives each its own")
+    else:
+        fixes = ("give them their own with label_table=TABLE", "give them their own with --labels TABLE")
+    lines = [
+        f"rgb{tuple(table[values[0]].color)}: " + ", ".join(f"{v} {table[v].name}" for v in values[:SHARED_LABELS])
+        + (f" and {len(values) - SHARED_LABELS} more" if len(values) > SHARED_LABELS else "")
+        for values in groups[:SHARED_GROUPS]
+    ]
+    if len(groups) > SHARED_GROUPS:
+        lines.append(f"... and {len(groups) - SHARED_GROUPS} more colours")
+    first = f"{shared} labels on the frames share a colour; {{fix}}:"
+    return WarningText("\n".join([first.format(fix=fixes[0]), *lines]),
+                       cli_message="\n".join([first.format(fix=fixes[1]), *lines]))
 
 
 def coverage(series: Series, segmentation: Segmentation, outside: list[bool], without_label: int) -> dict:

@@ -21,17 +21,44 @@ methods of every writer.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from pydicom.uid import generate_uid
 
 from ..dicom import Frame, Series
 from ..options import ExportOptions
 from ..dicom import FramePixels
 from ..segmentation import Segmentation
+
+
+class InventedUids:
+    """The UIDs one export makes up where its source has none (a StudyInstanceUID, a SeriesInstanceUID blanked by an
+    anonymiser), shared by every writer of the export: the SEG and the RTSTRUCT of one export are in the same
+    study and reference the source series by the same UID. Thread-safe; a UID is made the first time it is asked
+    for and the same one is given after."""
+
+    def __init__(self) -> None:
+        self._uids: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, role: str, source: str) -> str:
+        """The UID this export uses as ``role`` (a keyword: ``"StudyInstanceUID"``) of ``source`` (what identifies
+        the source: its first SOPInstanceUID)."""
+        with self._lock:
+            uid = self._uids.get((role, source))
+            if uid is None:
+                uid = self._uids[(role, source)] = generate_uid()
+            return uid
+
+    def made(self) -> dict[tuple[str, str], str]:
+        """Every UID made so far, by (role, source)."""
+        with self._lock:
+            return dict(self._uids)
 
 
 @dataclass(frozen=True)
@@ -48,6 +75,8 @@ class ExportContext:
     #: The labels of frame ``index`` sampled again, one array per layer (for a writer that learns only at the end
     #: what it must write).
     resample: Callable[[int], list[np.ndarray]]
+    #: The UIDs the export makes up where the source has none, one set for every writer (made once per export).
+    uids: InventedUids = field(default_factory=InventedUids)
 
 
 @dataclass

@@ -11,6 +11,7 @@ dcmqi or dicompyler-core in the tests.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import re
@@ -34,7 +35,7 @@ from ..errors import SegAlignError, describe, quiet_warnings, short, short_path
 from ..options import DicomSegOptions, ExportOptions, RtStructOptions
 from ..segmentation import Segmentation
 from ..version import __version__
-from .base import ExportContext, ExportSummary, Writer
+from .base import ExportContext, ExportSummary, InventedUids, Writer
 from .segment_codes import Code
 
 #: Copied from the first source instance; written empty when the source lacks them (Type 2), as anonymised
@@ -55,8 +56,8 @@ class SourceSeries:
     """The source series as a DICOM object derived from it must reference it."""
 
     header: Dataset  #: the first source file's attributes (no pixel data)
-    study_uid: str
-    series_uid: str
+    study_uid: str  #: blank until :func:`with_invented_uids` if the source has none
+    series_uid: str  #: likewise
     frame_of_reference_uid: str
     instances: dict[str, str]  #: SOPInstanceUID -> SOPClassUID of every source instance, in export order
     notes: list[str] = field(default_factory=list)  #: warnings for the user (UIDs SegAlign had to make up)
@@ -92,6 +93,7 @@ class DicomWriter(Writer):
         self.context = context
         if self.source is None:  # the core calls check() first; a writer used on its own checks here
             self.check(context.series, context.frames, context.options, context.segmentation)
+        self.source = with_invented_uids(self.source, context.uids, self.FILE_NAME)
         self.spool = Spool(context.folder)
 
     def end(self, summary: ExportSummary) -> dict[str, str]:
@@ -162,8 +164,8 @@ class DicomWriter(Writer):
 def check_source(series: Series, frames: Sequence[Frame], product: str, file_name: str) -> SourceSeries:
     """Refuse a series that ``product`` (``"a DICOM SEG"``, ``"an RTSTRUCT"``) cannot reference exactly, before
     anything is written: missing or invalid SOP instance, SOP class or frame of reference UIDs, one SOP instance in
-    several files, several frames of reference, Siemens mosaics. A blank study or series UID is replaced by a new
-    one, with a note saying so."""
+    several files, several frames of reference, Siemens mosaics. A blank study or series UID is left blank here:
+    :func:`with_invented_uids` makes it up once the export's writers begin."""
     for keyword, attribute, why in (
         ("SOPInstanceUID", "sop_instance_uid", f"which {product} references"),
         ("SOPClassUID", "sop_class_uid", f"which {product} references"),
@@ -210,22 +212,31 @@ def check_source(series: Series, frames: Sequence[Frame], product: str, file_nam
                 f"{short_path(frames[0].source_file)}: {keyword} {short(current)!r} is not a valid UID; "
                 f"{file_name} cannot be written"
             )
-    # A source without study or series UID (some anonymisers blank them) still gets its object, which references
-    # the source instances all the same; the UIDs it must carry are new, and the user is told.
-    notes = []
+    instances: dict[str, str] = {}
+    for frame in frames:
+        instances.setdefault(frame.sop_instance_uid, frame.sop_class_uid)
+    return SourceSeries(header, study_uid, series_uid, frames[0].frame_of_reference_uid, instances)
+
+
+def with_invented_uids(source: SourceSeries, uids: InventedUids, file_name: str) -> SourceSeries:
+    """``source`` with the study and series UIDs it lacks, as this export makes them up (``uids``, shared by all
+    its writers, so every object of one export is in the same new study and references the source series by the
+    same UID), and a note for each saying so.
+
+    A source without study or series UID (some anonymisers blank them) still gets its object, which references
+    the source instances all the same; the UIDs it must carry are new, and the user is told."""
+    key = next(iter(source.instances))  # the first source instance: the same for every writer of the export
+    study_uid, series_uid, notes = source.study_uid, source.series_uid, []
     if not study_uid:
-        study_uid = generate_uid()
+        study_uid = uids.get("StudyInstanceUID", key)
         notes.append(
             f"the series has no StudyInstanceUID, so {file_name} is in a new study ({study_uid}): a PACS will not "
             "file it with its source; it still references the source instances"
         )
     if not series_uid:
-        series_uid = generate_uid()
+        series_uid = uids.get("SeriesInstanceUID", key)
         notes.append(f"the series has no SeriesInstanceUID; {file_name} references it as {series_uid}")
-    instances: dict[str, str] = {}
-    for frame in frames:
-        instances.setdefault(frame.sop_instance_uid, frame.sop_class_uid)
-    return SourceSeries(header, study_uid, series_uid, frames[0].frame_of_reference_uid, instances, notes)
+    return dataclasses.replace(source, study_uid=study_uid, series_uid=series_uid, notes=source.notes + notes)
 
 
 class Spool:

@@ -6,8 +6,8 @@ number, for a multi-frame source). So oblique, tilted, unevenly spaced, left-han
 multi-frame series are exact, and repeated positions (4D series) are no problem. Empty frames are omitted
 when SpacingBetweenSlices is written (an evenly spaced series), so a reader can place them; else they are written.
 
-The object is written with pydicom, not highdicom (see the README: highdicom builds one functional-group dataset
-per frame, which for 4,000 frames of 117 labels takes several seconds and holds the whole pixel data): the
+The object is written with pydicom, not highdicom (see docs/architecture.md: highdicom builds one functional-group
+dataset per frame, which for 4,000 frames of 117 labels takes several seconds and holds the whole pixel data): the
 top-level dataset is an ordinary pydicom dataset; the per-frame functional groups, identical in structure from
 frame to frame, are encoded directly as explicit VR little endian bytes; and the pixel data is streamed to the
 file from a spool of each frame's packed bits (BINARY) or RLE fragment (LABELMAP), so memory does not grow with
