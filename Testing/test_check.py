@@ -626,6 +626,11 @@ def test_frames_missing_extra_and_twice(tilted, tmp_path: Path) -> None:
     missing = int(np.count_nonzero(tilted["truth"][3]) + np.count_nonzero(tilted["truth"][7]))
     assert result["residual_mismatched_pixels"] == missing
     assert result["mismatched_pixels"] == missing + int(np.count_nonzero(tilted["truth"][twice]))
+    # the report pictures the frames without an image: SegAlign's labels beside an empty panel
+    run = run_cli("check", tilted["dicom"], tilted["seg"], tmp_path / "pngs", "-o", tmp_path / "report")
+    assert run.code == 1
+    assert sorted(p.name for p in (tmp_path / "report" / "frames").iterdir()) == ["frame_0003.png", "frame_0007.png"]
+    assert "no image is meant for this frame" in (tmp_path / "report" / "index.html").read_text()
 
 
 def test_names_without_numbers_are_tied_by_their_sorted_order(tilted, tmp_path: Path) -> None:
@@ -848,3 +853,12 @@ def test_rtutils_rtstruct_shrinks_every_structure_by_its_boundary(tmp_path: Path
     # stretches every contour; the check names it and judges the rest with it undone
     finding(result, "PixelSpacing's two values swapped (0.9 mm between rows taken as the spacing of the columns")
     assert all(label["dice_after"] < 1.0 for label in result["labels"])
+
+
+def test_labels_option_names_the_segments_in_findings(tilted, tmp_path: Path) -> None:
+    (tmp_path / "table.csv").write_text("1,liver\n2,spleen\n7,aorta\n")
+    images = [np.where(frame == 2, 0, frame).astype(np.uint8) for frame in tilted["truth"]]
+    export = write_pngs(tmp_path / "pngs", images)
+    code, result = check_json(tilted["dicom"], tilted["seg"], export, "--labels", tmp_path / "table.csv")
+    assert [(label["value"], label["name"]) for label in result["labels"]] == [(1, "liver"), (2, "spleen"), (7, "aorta")]
+    finding(result, "label 2 (spleen) is missing from the export")
