@@ -938,9 +938,11 @@ def _describe_in_plane(in_plane: str | None, per_image: Sequence[str | None], ve
     what = "frames" if by_frame else "images"
     described = [f"{ranges(members)} {name if name != 'identity' else 'as they are'}" for name, members in groups]
     codes = sorted({name for name, _ in groups if name != "identity"}, key=TRANSFORMS.index)
+    undo = ("; its writer was given those masks in another layout than pixel_array's rows x columns"
+            if user.dicom_object else
+            "; undo per image: " + "; ".join(f"{name}: {UNDO_IMAGE[name]}" for name in codes))
     return [f"the in-plane transform differs between {what}: {what} " + ", ".join(described[:12])
-            + (" ..." if len(described) > 12 else "")
-            + "; undo per image: " + "; ".join(f"{name}: {UNDO_IMAGE[name]}" for name in codes)]
+            + (" ..." if len(described) > 12 else "") + undo]
 
 
 def _describe_mapping(mapping: dict[int, int], segments: Sequence[Label], lookup: np.ndarray) -> list[str]:

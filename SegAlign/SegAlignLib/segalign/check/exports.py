@@ -7,7 +7,9 @@ An export is one of:
 * a folder of such folders, one per label (each folder named by a label's name or value): every image a mask;
 * a SegAlign export folder (its ``manifest.csv`` ties each ``label_png`` to its frame);
 * one 3D array file (``.npy``, NIfTI, NRRD) meant as "the slices in DICOM order", taken as stored: frames on its
-  first axis (numpy's ``(frames, rows, columns)``) or on its last (nibabel's and pynrrd's ``(x, y, z)``).
+  first axis (numpy's ``(frames, rows, columns)``) or on its last (nibabel's and pynrrd's ``(x, y, z)``);
+* a DICOM SEG, one image per source frame it references; an RTSTRUCT, one image per frame its contours lie on
+  (filled by the even-odd rule at the pixel centres), with the faults of its writer found while reading it.
 
 Images are tied to the frames they are meant for (:class:`UserImages` ``tied``) by, in turn: SegAlign's manifest;
 a SOPInstanceUID in their names; a number in their names read as the InstanceNumber, the index from 0 or the index
