@@ -46,7 +46,8 @@ def run_cli(*args: object) -> CliRun:
     """Run ``segalign`` in-process with ``args``; returns exit code and captured output.
 
     Every export that succeeds is checked against ``segalign.align`` (:func:`assert_align_matches_export`), so the
-    notebook API is held to the command's output on every case of the suite."""
+    notebook API is held to the command's output on every case of the suite; with SEGALIGN_CHECK_EXPORTS=1, also
+    ``segalign check`` must find it exact (:func:`assert_check_is_exact`)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -55,7 +56,29 @@ def run_cli(*args: object) -> CliRun:
             code = int(exit_.code or 0)
     if code == 0 and args and str(args[0]) == "export" and os.environ.get("SEGALIGN_ALIGN_CHECK", "1") != "0":
         assert_align_matches_export([str(arg) for arg in args])
+    if code == 0 and args and str(args[0]) == "export" and os.environ.get("SEGALIGN_CHECK_EXPORTS", "0") == "1":
+        assert_check_is_exact([str(arg) for arg in args])
     return CliRun(code, out.getvalue(), err.getvalue())
+
+
+def assert_check_is_exact(argv: list[str]) -> None:
+    """``segalign check`` of the export just written finds it exact (opt in: SEGALIGN_CHECK_EXPORTS=1). Exports
+    the check does not compare are left out: several series or segmentations at once, split mosaics, overlapping
+    segments, label maps read with --overlap or --allow-many-labels."""
+    from segalign import check as checking
+    from segalign.cli.parser import build_parser
+
+    args = build_parser().parse_args(argv)
+    if args.all_series or args.split_mosaics or len(args.segmentation) > 1 or args.overlap != "keep" \
+            or args.allow_many_labels or not (Path(args.output) / "manifest.csv").is_file():
+        return
+    from segalign import load_segmentation
+
+    segmentation = load_segmentation(args.segmentation[0], args.labels)
+    if segmentation.overlapping:
+        return
+    result = checking.check_export(args.dicom_dir, segmentation, args.output, series=args.series)
+    assert result.exact, f"segalign check of {args.output} is not exact: {result.findings}"
 
 
 def assert_align_matches_export(argv: list[str]) -> None:

@@ -31,6 +31,7 @@ from .version import __version__  # noqa: F401 (the package version, as segalign
 #: ``segalign`` command's start, which a Ctrl-C may interrupt) does not load NumPy, pydicom and nibabel first.
 _PUBLIC = {
     "align": "alignment", "Alignment": "alignment", "AlignedFrame": "alignment",
+    "check_export": "check", "CheckResult": "check",
     "DicomScan": "dicom.model", "Frame": "dicom.model", "Series": "dicom.model", "scan_folder": "dicom.scan",
     "SeriesReport": "dicom.diagnosis", "diagnose": "dicom.diagnosis",
     "NoOverlapError": "errors", "SegAlignError": "errors",
@@ -44,6 +45,7 @@ _PUBLIC = {
 __all__ = [  # the keys of _PUBLIC
     "AlignedFrame",
     "Alignment",
+    "CheckResult",
     "DicomScan",
     "ExportCancelled",
     "ExportResult",
@@ -56,6 +58,7 @@ __all__ = [  # the keys of _PUBLIC
     "Series",
     "SeriesReport",
     "align",
+    "check_export",
     "diagnose",
     "export_segmentation",
     "load_segmentation",
@@ -81,6 +84,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from .alignment import AlignedFrame, Alignment, align
+    from .check import CheckResult, check_export
     from .dicom.diagnosis import SeriesReport, diagnose
     from .dicom.model import DicomScan, Frame, Series
     from .dicom.scan import scan_folder

@@ -1,4 +1,4 @@
-"""The ``segalign`` command line: ``export``, ``batch``, ``jobs``, ``info`` and ``demo``.
+"""The ``segalign`` command line: ``export``, ``batch``, ``jobs``, ``info``, ``check`` and ``demo``.
 
 User errors print one line (``segalign: error: ...``, then any details indented on the lines after it) and exit
 with status 1; an export interrupted by Ctrl-C, SIGTERM or SIGHUP exits with 128 + the signal's number (130 for
@@ -55,5 +55,6 @@ def command(name: str) -> Callable[[argparse.Namespace], int]:
         "batch": commands.run_batch_command,
         "jobs": commands.run_jobs,
         "info": commands.run_info,
+        "check": commands.run_check,
         "demo": commands.run_demo,
     }[name]

@@ -1,6 +1,6 @@
 """The ``segalign`` commands, one function each, taking the parsed arguments and returning the exit status:
-:func:`run_export` (and ``export --all-series``), :func:`run_batch_command`, :func:`run_jobs`, :func:`run_info`
-and :func:`run_demo`.
+:func:`run_export` (and ``export --all-series``), :func:`run_batch_command`, :func:`run_jobs`, :func:`run_info`,
+:func:`run_check` and :func:`run_demo`.
 
 Errors are raised (``SegAlignError``, ``OSError``) for :func:`segalign.cli.main` to print on one line. A command
 interrupted once it has done something says so by raising what the user should be told:
@@ -214,6 +214,40 @@ def run_info(args: argparse.Namespace) -> int:
         (f"[{index}] " if len(reports) > 1 else "") + report.to_text() for index, report in enumerate(reports, 1)
     ))
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """``segalign check``: compare an export with the truth and print what is wrong with it (text or JSON), and
+    write the report folder if asked; exit 0 when exact, 1 when not, 2 when the two cannot be compared (one line
+    on standard error saying why)."""
+    from ..check import check_export
+    from ..check.report import refuse_report_folder
+
+    try:
+        if args.output is not None:
+            refuse_report_folder(args.output, [args.dicom_dir, args.export])
+        result = check_export(args.dicom_dir, args.segmentation, args.export, series=args.series,
+                              label_table=args.labels)
+    except SegAlignError as error:
+        print_error(f"cannot compare: {error.cli_message}")
+        return 2
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        print_error(f"cannot compare: {where}{error.strerror or error}")
+        return 2
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2, allow_nan=False))
+    else:
+        write_line(sys.stdout, result.to_text())
+    if args.output is not None:
+        try:
+            result.write_report(args.output)
+        except (SegAlignError, OSError) as error:
+            print_error(f"the report cannot be written: {getattr(error, 'cli_message', None) or error}")
+            return 2
+        if not args.json:
+            write_line(sys.stdout, f"report: {args.output / 'index.html'}")
+    return 0 if result.exact else 1
 
 
 def invocation() -> str:

@@ -40,7 +40,7 @@ def join_negative_window(argv: list[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``segalign`` argument parser: commands export, batch, jobs, info and demo (``args.command`` names the
+    """The ``segalign`` argument parser: commands export, batch, jobs, info, check and demo (``args.command`` names the
     one given)."""
     parser = argparse.ArgumentParser(
         prog="segalign",
@@ -126,6 +126,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("dicom_dir", metavar="DICOM_DIR", type=Path)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    check = commands.add_parser(
+        "check", help="compare an export you already made with the truth, and name what is wrong with it",
+        description="Compare EXPORT (a folder of label images or masks, one per frame; a folder of mask folders, one "
+        "per label; or a 3D array file: .npy, NIfTI, NRRD, meant as the slices in DICOM order) with SEGMENTATION "
+        "sampled on every frame of the series in DICOM_DIR in acquisition order (what 'segalign export' writes), "
+        "and explain every difference: in-plane flips and transposes, frame order (reversed, one slice off, sorted "
+        "by file name or position), renamed or merged labels, differences on boundaries only, frames missing. "
+        "Exit status: 0 exact, 1 not exact, 2 cannot compare.",
+    )
+    check.add_argument("dicom_dir", metavar="DICOM_DIR", type=Path,
+                       help="folder with the DICOM series (searched recursively)")
+    check.add_argument("segmentation", metavar="SEGMENTATION", type=Path,
+                       help=f"the segmentation the export was made from: {ACCEPTED}")
+    check.add_argument("export", metavar="EXPORT", type=Path, help="the export to check")
+    check.add_argument("--series", metavar="SERIES",
+                       help="the series when DICOM_DIR holds several: SeriesInstanceUID, SeriesNumber or index")
+    check.add_argument("--labels", metavar="TABLE",
+                       help="label names and colours of SEGMENTATION, as for 'segalign export --labels'")
+    check.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    check.add_argument("-o", "--output", type=Path, metavar="REPORT_DIR",
+                       help="also write report.json, a side-by-side picture of every frame that differs and an "
+                       "index.html listing them (a new folder, or an earlier report's)")
 
     demo = commands.add_parser(
         "demo", help="make a synthetic CT and segmentation, and export it",
