@@ -66,9 +66,11 @@ def assert_check_is_exact(argv: list[str]) -> None:
     the check does not compare are left out: several series or segmentations at once, split mosaics, overlapping
     segments, label maps read with --overlap or --allow-many-labels."""
     from segalign import check as checking
-    from segalign.cli.parser import build_parser
+    from segalign.cli import parse_arguments
 
-    args = build_parser().parse_args(argv)
+    if "--help" in argv or "-h" in argv:
+        return
+    args = parse_arguments(argv)
     if args.all_series or args.split_mosaics or len(args.segmentation) > 1 or args.overlap != "keep" \
             or args.allow_many_labels or not (Path(args.output) / "manifest.csv").is_file():
         return
