@@ -189,6 +189,7 @@ class SegAlignTest(ScriptedLoadableModuleTest):
         for value in first.labels_found:  # surfaces converted one by one may share voxels: each segment is kept whole
             mine = np.concatenate([self._segment(after, row, value).ravel() for row in self._rows(after)])
             truth = np.concatenate([self._segment(before, row, value).ravel() for row in self._rows(before)])
+            self.assertTrue(0 < truth.sum() < truth.size // 2, value)  # an organ: some pixels, not most
             self.assertGreater(2 * (mine & truth).sum() / (mine.sum() + truth.sum()), 0.8, value)
 
     def test_panel_exports(self) -> None:
