@@ -486,9 +486,15 @@ def read_on_series(
                 f"{where}: {count} {what} (e.g. {example}); pass skip_unplaced_contours=True to read the others",
                 cli_message=f"{where}: {count} {what} (e.g. {example}); use --skip-unplaced-contours to export the "
                 "others",
-                details=lines[:LISTED] + ([f"... and {len(lines) - LISTED} more"] if len(lines) > LISTED else []),
+                details=lines,  # every one (the command line prints the first few and counts the rest)
             )
         warnings.append(_listing(f"{count} of {path.name} {what}: left out, as asked", lines))
+    if not placement.polygons:
+        contours = sum(len(roi.contours) for roi in structure_set.rois)
+        raise SegAlignError(
+            f"{where}: no contour of the structure set encloses an area on a frame of series "
+            f"{short(drawn_on.uid or '(no SeriesInstanceUID)', 64)} ({contours} contours: {len(placement.unplaced)} on "
+            f"no frame, {len(placement.markers)} markers, {len(placement.pointless)} of fewer than three points)")
     if placement.markers:
         warnings.append(_listing(f"{len(placement.markers)} contours of {path.name} are markers (POINT, OPEN_PLANAR), "
                                  "not areas: left out", placement.markers))
