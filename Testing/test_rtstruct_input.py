@@ -501,6 +501,36 @@ def test_onto_another_series_of_the_frame_of_reference(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "export.json").read_text())["series_description"] == "thin"
 
 
+def test_a_study_folder_with_its_structure_set_is_a_job(tmp_path: Path) -> None:
+    """Planning systems export a CT and its structure set together: a study folder with no segmentation file but
+    one RT Structure Set among its DICOM files is a job, and the batch exports it; two are a choice to make."""
+    from segalign.batch import find_jobs
+
+    studies = tmp_path / "studies"
+    dicom, path, frames = written_case(studies / "patient1", "axial")
+    path.rename(dicom / "RS.patient1.dcm")
+    written_case(studies / "patient2", "tilted")  # its structure set beside the DICOM folder, in the study folder
+    jobs, notes = find_jobs(studies)
+    assert not notes and [(job.name, job.segmentation.name) for job in jobs] == [("patient1", "RS.patient1.dcm"),
+                                                                                 ("patient2", "rtss.dcm")]
+    run = run_cli("batch", studies, "-o", tmp_path / "out", "--workers", "1")
+    assert run.code == 0, run.stderr
+    truth = truth_masks(dicom / "RS.patient1.dcm", frames)
+    alignment = align(dicom, dicom / "RS.patient1.dcm")
+    for index, frame in enumerate(alignment.frames):
+        row = next(r for r in read_manifest(tmp_path / "out" / "patient1")
+                   if r["sop_instance_uid"] == frame.sop_instance_uid)
+        labels = read_png(tmp_path / "out" / "patient1" / row["label_png"])
+        body = truth[1].get((frame.sop_instance_uid, 1), np.zeros(labels.shape, bool))
+        assert np.array_equal(labels == 1, body & ~np.isin(labels, [3, 4, 7, 9]))
+    (studies / "patient2" / "rtss.dcm").rename(studies / "patient2" / "dicom" / "RS.a.dcm")
+    save(pydicom.dcmread(studies / "patient2" / "dicom" / "RS.a.dcm"), studies / "patient2" / "RS.b.dcm")
+    jobs, notes = find_jobs(studies)
+    assert [job.name for job in jobs] == ["patient1"]
+    assert any("2 segmentations (RS.b.dcm, RS.a.dcm): choose with --segmentation PATTERN" in note
+               or "2 segmentations (" in note for note in notes), notes
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # SegAlign's own RTSTRUCT, read back
 # --------------------------------------------------------------------------------------------------------------------
@@ -735,6 +765,12 @@ def _hostile_between_slices(dataset: Dataset, frames: dict) -> None:
     del contour.ContourImageSequence
 
 
+def _hostile_wrong_reference(dataset: Dataset, frames: dict) -> None:
+    contours = dataset.ROIContourSequence[0].ContourSequence  # the first contour names the second one's image
+    contours[0].ContourImageSequence[0].ReferencedSOPInstanceUID = \
+        contours[1].ContourImageSequence[0].ReferencedSOPInstanceUID
+
+
 HOSTILE = {
     "empty StructureSetROISequence": (_hostile_empty_rois, "the structure set has no ROIs"),
     "empty ROIContourSequence": (_hostile_empty_contours, "no contour of the structure set encloses an area"),
@@ -745,6 +781,8 @@ HOSTILE = {
     "mixed frames of reference": (_hostile_mixed_frames_of_reference,
                                   "ROI 3 'Organ' contour 1 is in another frame of reference"),
     "an ROI without ROINumber": (_hostile_no_roi_number, "item 1 of StructureSetROISequence has no valid ROINumber"),
+    "a contour on another frame than it references": (
+        _hostile_wrong_reference, "ROI 1 'BODY' contour 1 lies 2.5 mm off the plane of the frame it references"),
     "a contour between slices": (_hostile_between_slices,
                                  "ROI 1 'BODY' contour 1 lies 1.25 mm from the nearest frame's plane"),
 }

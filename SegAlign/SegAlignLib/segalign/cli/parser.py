@@ -114,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser(
         "jobs", help="write the jobs table of a folder of studies",
         description="Find the jobs of ROOT, one per study folder: a folder holding a DICOM folder (or DICOM files) "
-        "and one segmentation (a NIfTI file or a folder of NIfTI masks such as TotalSegmentator's), or a DICOM "
-        "folder with its segmentation beside it (STUDY/ and STUDY.nii.gz). Folders that are not one job are listed.",
+        "and one segmentation (a NIfTI file or a folder of NIfTI masks such as TotalSegmentator's; else one RT "
+        "Structure Set among its files), or a DICOM folder with its segmentation beside it (STUDY/ and "
+        "STUDY.nii.gz). Folders that are not one job are listed.",
     )
     jobs.add_argument("root", metavar="ROOT", type=Path, help="folder of study folders (or one study folder)")
     jobs.add_argument("-o", "--output", type=Path, metavar="JOBS_CSV", help="write the table here (default: print it)")
