@@ -46,6 +46,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:'FileDataset.is_little_endian' will be removed:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:'FileDataset.is_implicit_VR' will be removed:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:The 'pydicom.pixel_data_handlers' module will be removed:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:Invalid value for VR DS:UserWarning"),  # the hostile NaN, as written here
 ]
 
 
@@ -499,6 +500,9 @@ def test_onto_another_series_of_the_frame_of_reference(tmp_path: Path) -> None:
     run = run_cli("export", tmp_path / "dicom", path, "-o", tmp_path / "out")
     assert run.code == 0, run.stderr
     assert json.loads((tmp_path / "out" / "export.json").read_text())["series_description"] == "thin"
+    run = run_cli("export", tmp_path / "dicom", path, "-o", tmp_path / "all", "--all-series")
+    assert run.code == 0, run.stderr
+    assert run.stdout.startswith("2 of 2 series exported"), run.stdout
 
 
 def test_a_study_folder_with_its_structure_set_is_a_job(tmp_path: Path) -> None:
