@@ -75,8 +75,10 @@ def assert_check_is_exact(argv: list[str]) -> None:
             or args.allow_many_labels or not (Path(args.output) / "manifest.csv").is_file():
         return
     from segalign import load_segmentation
+    from segalign.dicom import scan_folder
 
-    segmentation = load_segmentation(args.segmentation[0], args.labels)
+    segmentation = load_segmentation(args.segmentation[0], args.labels, reference=scan_folder(args.dicom_dir).series,
+                                     skip_unplaced_contours=args.skip_unplaced_contours)
     if segmentation.overlapping:
         return
     result = checking.check_export(args.dicom_dir, segmentation, args.output, series=args.series)
@@ -102,11 +104,16 @@ def assert_align_matches_export(argv: list[str]) -> None:
     if isinstance(segmentation, list):
         from segalign import load_segmentations
 
-        segmentation = load_segmentations(segmentation, args.labels, args.overlap, args.allow_many_labels)
+        from segalign.dicom import scan_folder
+
+        segmentation = load_segmentations(segmentation, args.labels, args.overlap, args.allow_many_labels,
+                                          reference=scan_folder(args.dicom_dir).series,
+                                          skip_unplaced_contours=args.skip_unplaced_contours)
         alignment = align(args.dicom_dir, segmentation, series=args.series, order=args.order)
     else:
         alignment = align(args.dicom_dir, segmentation, series=args.series, order=args.order, label_table=args.labels,
-                          overlap=args.overlap, allow_many_labels=args.allow_many_labels)
+                          overlap=args.overlap, allow_many_labels=args.allow_many_labels,
+                          skip_unplaced_contours=args.skip_unplaced_contours)
     rows = read_manifest(output)
     assert len(rows) == len(alignment), f"align gives {len(alignment)} frames, the export {len(rows)}"
     root = Path(args.dicom_dir).absolute()

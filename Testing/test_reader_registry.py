@@ -18,7 +18,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 from segalign.errors import SegAlignError, short_path
-from segalign.readers import ACCEPTED, READERS, Reading, dicom_seg, load_segmentation, metaimage, nifti, nrrd, sniff
+from segalign.readers import (
+    ACCEPTED,
+    READERS,
+    Reading,
+    dicom_seg,
+    load_segmentation,
+    metaimage,
+    nifti,
+    nrrd,
+    rtstruct,
+    sniff,
+)
 from segalign.readers.registry import HEAD_BYTES, read_head
 
 
@@ -37,6 +48,18 @@ SEG_NRRD = NRRD_LABELS.replace(b"\n\n", b"\nSegment0_ID:=Segment_1\nSegment0_Lab
 METAIMAGE = (b"ObjectType = Image\nNDims = 3\nBinaryData = True\nDimSize = 2 2 2\nElementType = MET_UCHAR\n"
              b"ElementDataFile = LOCAL\n" + bytes(8))
 DICOM = bytes(128) + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + bytes(300)
+
+
+def _meta(sop_class: bytes) -> bytes:
+    """A DICOM file's first bytes: preamble, DICM, and file meta information naming ``sop_class``."""
+    uid = sop_class + b"\x00" * (len(sop_class) % 2)
+    return (bytes(128) + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + (32).to_bytes(4, "little")
+            + b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"
+            + b"\x02\x00\x02\x00UI" + len(uid).to_bytes(2, "little") + uid + bytes(200))
+
+
+RTSTRUCT = _meta(b"1.2.840.10008.5.1.4.1.1.481.3")
+SEG = _meta(b"1.2.840.10008.5.1.4.1.1.66.4")
 
 class Refused(NamedTuple):
     """A file whose reader says it is its kind, but refuses it as it is named."""
@@ -64,6 +87,10 @@ FILES: dict[str, tuple[str, bytes, str | Refused | None]] = {
     "metaimage .mhd, indented, NDims first": ("labels.mhd", b"\n  NDims = 3\nDimSize = 2 2 2\n", "metaimage"),
     "dicom": ("seg.dcm", DICOM, "dicom"),
     "dicom without a suffix": ("1.2.840.1234", DICOM, "dicom"),
+    "dicom seg": ("seg.dcm", SEG, "dicom"),
+    "rt structure set": ("rtss.dcm", RTSTRUCT, "rtstruct"),
+    "rt structure set without a suffix": ("RS.1.2.3", RTSTRUCT, "rtstruct"),
+    "another sop class starting alike": ("x.dcm", _meta(b"1.2.840.10008.5.1.4.1.1.481.30"), "dicom"),
     "DICM in the wrong place": ("seg.dcm", b"DICM" + bytes(400), None),
     "garbage": ("labels.bin", bytes(range(256)) * 2, None),
     "text": ("notes.txt", b"hello", None),
@@ -90,10 +117,12 @@ def written(tmp_path: Path):
 
 
 def test_the_registry_asks_the_readers_in_order_and_each_follows_the_protocol() -> None:
-    assert READERS == (nifti, nrrd, dicom_seg, metaimage)
-    assert [reader.NAME for reader in READERS] == ["nifti", "nrrd", "dicom", "metaimage"]
+    assert READERS == (nifti, nrrd, rtstruct, dicom_seg, metaimage)
+    assert [reader.NAME for reader in READERS] == ["nifti", "nrrd", "rtstruct", "dicom", "metaimage"]
     for reader in READERS:
         assert callable(reader.matches) and callable(reader.read)
+        assert reader.NEEDS_SERIES is (reader is rtstruct)
+        assert not reader.NEEDS_SERIES or callable(reader.read_on_series)
 
 
 @pytest.mark.parametrize("case", sorted(FILES))

@@ -24,6 +24,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "nrrd": ("pynrrd", "slicerio"),  # NRRD label maps and .seg.nrrd
     "metaimage": (),
     "dicom": (),
+    "rtstruct": (),  # pydicom only
     "export": ("Pillow",),
 }
 EVERY_OPERATION = ("numpy", "pydicom")

@@ -59,6 +59,7 @@ def align(
     label_table: str | os.PathLike[str] | Mapping[int, Label] | None = None,
     overlap: Overlap = "keep",
     allow_many_labels: bool = False,
+    skip_unplaced_contours: bool = False,
 ) -> "Alignment":
     """The segmentation on every frame of the series, in memory: an :class:`Alignment` (``len``, ``a[i]``,
     ``a.labels``, ``a.mask(name)``, ``a.export(out)``). Frames are sampled when their labels are first asked for.
@@ -71,8 +72,12 @@ def align(
 
     ``segmentation`` is a path in any format :func:`~segalign.load_segmentation` reads, a nibabel image, a
     SimpleITK image, an ``(array, affine)`` pair whose affine takes ``(i, j, k, 1)`` to **RAS** millimetres
-    (nibabel's convention), or a loaded :class:`Segmentation`. ``label_table``, ``overlap`` and
-    ``allow_many_labels`` are :func:`~segalign.load_segmentation`'s, for a segmentation not loaded yet.
+    (nibabel's convention), or a loaded :class:`Segmentation`. ``label_table``, ``overlap``, ``allow_many_labels``
+    and ``skip_unplaced_contours`` are :func:`~segalign.load_segmentation`'s, for a segmentation not loaded yet.
+
+    An RT Structure Set (``align(dicom, "rtss.dcm")``) is placed on the series it was drawn on: of a folder, the one
+    it references (also when ``series`` chooses another, onto which it is then sampled); of a folder of several
+    series with no ``series`` given, the export is onto that one.
 
     ``order`` is ``"instance"`` (InstanceNumber, then frame number: the scanner's order, the default) or
     ``"position"`` (along the slice normal).
@@ -84,8 +89,9 @@ def align(
         raise SegAlignError(f"order must be 'instance' or 'position', got {short(order)}")
     warnings: list[str] = []
     keep: list[Any] = []  # what must live as long as the alignment (a temporary folder of Datasets)
-    chosen, root, datasets = _series_of(dicom, series, warnings, keep)
-    loaded = _segmentation_of(segmentation, label_table, overlap, allow_many_labels)
+    chosen, root, datasets, candidates = _series_of(dicom, series, warnings, keep, segmentation)
+    loaded = _segmentation_of(segmentation, label_table, overlap, allow_many_labels, candidates,
+                              skip_unplaced_contours)
     return Alignment(chosen, loaded, order, root=root, warnings=warnings, _datasets=datasets, _keep=keep)
 
 
@@ -371,38 +377,54 @@ class AlignedFrame:
 
 def _series_of(
     dicom: DicomInput, series: str | int | None, warnings: list[str], keep: list[Any],
-) -> tuple[Series, Path | None, dict[Path, Any]]:
-    """The series of a DICOM argument, the folder its files are named relative to, and the Datasets it was given
-    as (by the file each was written to)."""
+    segmentation: SegmentationInput = None,
+) -> tuple[Series, Path | None, dict[Path, Any], list[Series]]:
+    """The series of a DICOM argument, the folder its files are named relative to, the Datasets it was given as (by
+    the file each was written to), and every series it holds (what an RT Structure Set may have been drawn on)."""
     if isinstance(dicom, Series):
         _no_series_choice(series, "a Series")
-        return dicom, None, {}
+        return dicom, None, {}, [dicom]
     if isinstance(dicom, DicomScan):
         warnings.extend(dicom.warnings)
-        return dicom.select(series), dicom.root, {}
+        return _select(dicom, series, segmentation), dicom.root, {}, list(dicom.series)
     if isinstance(dicom, (str, os.PathLike)):
         path = Path(dicom)
         if path.is_file():
             _no_series_choice(series, "a file")
-            return series_from_files([path]), path.parent, {}
+            chosen = series_from_files([path])
+            return chosen, path.parent, {}, [chosen]
         scan = scan_folder(path)
         warnings.extend(scan.warnings)
-        return scan.select(series), path, {}
+        return _select(scan, series, segmentation), path, {}, list(scan.series)
     if isinstance(dicom, Iterable) and not isinstance(dicom, (bytes, Mapping)):
         items = list(dicom)
         if not items:
             raise SegAlignError("no DICOM files or datasets given")
         if all(isinstance(item, (str, os.PathLike)) for item in items):
             _no_series_choice(series, "a list of files")
-            return series_from_files(items), None, {}
+            chosen = series_from_files(items)
+            return chosen, None, {}, [chosen]
         import pydicom
 
         if all(isinstance(item, pydicom.Dataset) for item in items):
             _no_series_choice(series, "a list of Datasets")
-            return _series_of_datasets(items, keep)
+            chosen, root, by_path = _series_of_datasets(items, keep)
+            return chosen, root, by_path, [chosen]
     raise SegAlignError(
         "dicom must be a folder, a DICOM file, a list of files or of pydicom Datasets, a DicomScan or a Series; "
         f"got {type(dicom).__name__}")
+
+
+def _select(scan: DicomScan, series: str | int | None, segmentation: SegmentationInput) -> Series:
+    """The series ``series`` names; of several with none named, the one an RT Structure Set given as the
+    segmentation was drawn on (as ``segalign export`` chooses it); else the only one."""
+    if series is None and len(scan.series) > 1 and isinstance(segmentation, (str, os.PathLike)):
+        from .readers import structure_set_series
+
+        drawn_on = structure_set_series(segmentation, scan.series)
+        if drawn_on is not None:
+            return drawn_on
+    return scan.select(series)
 
 
 def _no_series_choice(series: object, given: str) -> None:
@@ -443,6 +465,7 @@ def _series_of_datasets(datasets: list[Any], keep: list[Any]) -> tuple[Series, P
 
 def _segmentation_of(
     segmentation: SegmentationInput, label_table: Any, overlap: Overlap, allow_many_labels: bool,
+    candidates: Sequence[Series] = (), skip_unplaced_contours: bool = False,
 ) -> Segmentation:
     from .readers import load_segmentation
     from .readers.memory import IN_MEMORY, is_in_memory, segmentation_in_memory
@@ -452,7 +475,8 @@ def _segmentation_of(
             raise SegAlignError("label_table= names the labels of a segmentation being read; this one is loaded")
         return segmentation
     if isinstance(segmentation, (str, os.PathLike)):
-        return load_segmentation(segmentation, label_table, overlap, allow_many_labels)
+        return load_segmentation(segmentation, label_table, overlap, allow_many_labels, reference=candidates,
+                                 skip_unplaced_contours=skip_unplaced_contours)
     if is_in_memory(segmentation):
         return segmentation_in_memory(segmentation, label_table, overlap, allow_many_labels)
     raise SegAlignError(f"segmentation must be a path, {IN_MEMORY}, or a Segmentation; got "

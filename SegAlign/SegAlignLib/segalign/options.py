@@ -235,11 +235,14 @@ class ReadOptions:
     ``label_table`` is a label file's path (kept absolute, so that workers with another working folder find it) or
     ``"totalsegmentator"``; ``overlap`` is what to do where segments overlap (``"keep"``,
     ``"later-wins"`` or ``"error"``, see :func:`segalign.load_segmentation`); ``allow_many_labels`` accepts a segmentation that looks like an intensity image.
+    ``skip_unplaced_contours`` reads an RT Structure Set whose contours do not all lie on a frame of its series,
+    leaving those out with a warning (see :mod:`segalign.readers.rtstruct`).
     """
 
     label_table: str | None = None
     overlap: Overlap = "keep"
     allow_many_labels: bool = False
+    skip_unplaced_contours: bool = False
 
     def __post_init__(self) -> None:
         if self.overlap not in OVERLAPS:

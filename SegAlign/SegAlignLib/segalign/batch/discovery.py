@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import zlib
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def find_jobs(
       segmentation: a file (``.nii``, ``.nii.gz``, ``.seg.nrrd``, ``.nrrd``, ``.mha``, ``.mhd``) or a folder of NIfTI
       masks (TotalSegmentator's ``segmentations/``);
     * ``STUDY/`` holds only DICOM, and its segmentation lies beside it: ``STUDY.nii.gz`` (or any suffix above),
-      as model outputs are often written next to their inputs.
+      as model outputs are often written next to their inputs;
+    * ``STUDY/`` holds a DICOM folder (or DICOM files) and no segmentation file but one RT Structure Set among its
+      files (as planning systems export a CT and its structures together): that is its segmentation.
 
     ``dicom`` and ``segmentation`` are shell patterns (``"ct*"``, ``"*.nii.gz"``) that the names of a study's DICOM
     folder and segmentation must match, for studies that hold several. Each job is named after its study folder.
@@ -43,6 +46,8 @@ def find_jobs(
     jobs: list[Job] = []
     notes: list[str] = []
     own = _study_job(root, dicom, segmentation)
+    if own == NO_SEGMENTATION and _holds_dicom(root, depth=0):  # ROOT/ is a study of DICOM files: its structures?
+        own = _study_job(root, dicom, segmentation, structure_set=True)
     if isinstance(own, Job):  # one study: ROOT/ itself, or ROOT/STUDY/ with ROOT/STUDY.nii.gz beside it
         beside = own.dicom_dir.parent == root and own.segmentation.parent == root and _is_named_after(
             own.segmentation, own.dicom_dir)
@@ -62,6 +67,8 @@ def find_jobs(
                       if key in siblings and (segmentation is None or fnmatch(siblings[key].name, segmentation))]
             if len(beside) == 1:
                 found = Job(study.name, study, beside[0])
+        if found == NO_SEGMENTATION:
+            found = _study_job(study, dicom, segmentation, structure_set=True)
         if isinstance(found, Job):
             jobs.append(found)
         else:
@@ -81,8 +88,9 @@ def _is_named_after(path: Path, study: Path) -> bool:
     return any(path.name.lower() == study.name.lower() + suffix for suffix in STUDY_SEGMENTATION_SUFFIXES)
 
 
-def _study_job(study: Path, dicom: str | None, segmentation: str | None) -> Job | str:
-    """The job of one study folder, or why it is not one."""
+def _study_job(study: Path, dicom: str | None, segmentation: str | None, structure_set: bool = False) -> Job | str:
+    """The job of one study folder, or why it is not one; with ``structure_set``, a study with one DICOM folder and
+    no segmentation file may have an RT Structure Set among its files as its segmentation."""
     try:
         entries = sorted(entry for entry in study.iterdir() if not entry.name.startswith("."))
     except OSError as error:
@@ -97,16 +105,48 @@ def _study_job(study: Path, dicom: str | None, segmentation: str | None) -> Job 
                   and (dicom is None or fnmatch(entry.name, dicom)) and _holds_dicom(entry)]
     if dicom is None and not dicom_dirs and _holds_dicom(study, depth=0):
         dicom_dirs = [study]  # the DICOM files lie in the study folder itself
-    if not segmentations:
-        return "no segmentation in it (a .nii/.nii.gz/.seg.nrrd/.nrrd/.mha file, or a folder of NIfTI masks)"
     if not dicom_dirs:
-        return "no folder of DICOM files in it"
+        return "no folder of DICOM files in it" if segmentations else NO_SEGMENTATION
+    if not segmentations and structure_set and len(dicom_dirs) == 1:  # among the DICOM files, as planning
+        segmentations = structure_sets(study, segmentation)  # systems export a CT and its structures
+    if not segmentations:
+        return NO_SEGMENTATION
     choices = (("segmentations", segmentations, "segmentation"), ("DICOM folders", dicom_dirs, "dicom"))
     for kind, found, option in choices:
         if len(found) > 1:
             listed = ", ".join(entry.name for entry in found[:4]) + (", ..." if len(found) > 4 else "")
             return f"{len(found)} {kind} ({listed}): choose with --{option} PATTERN"
     return Job(study.name, dicom_dirs[0], segmentations[0])
+
+
+#: Why a study folder is not a job, when it holds no segmentation.
+NO_SEGMENTATION = ("no segmentation in it (a .nii/.nii.gz/.seg.nrrd/.nrrd/.mha file, a folder of NIfTI masks, or an "
+                   "RT Structure Set)")
+#: The most files of a study folder looked at for an RT Structure Set.
+STRUCTURE_SET_SEARCH_FILES = 20_000
+
+
+def structure_sets(study: Path, pattern: str | None = None) -> list[Path]:
+    """The RT Structure Sets among the files of a study folder (at any depth, hidden folders left out; their names
+    matching ``pattern`` if given), told by their first bytes; at most :data:`STRUCTURE_SET_SEARCH_FILES` files are
+    opened."""
+    from ..readers import rtstruct
+    from ..readers.registry import read_head
+
+    found, opened = [], 0
+    for directory, subdirectories, names in os.walk(study):
+        subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
+        for name in sorted(names):
+            if name.startswith(".") or (pattern is not None and not fnmatch(name, pattern)):
+                continue
+            opened += 1
+            if opened > STRUCTURE_SET_SEARCH_FILES:
+                return found
+            path = Path(directory) / name
+            with contextlib.suppress(OSError, EOFError, zlib.error):
+                if rtstruct.matches(path, read_head(path)):
+                    found.append(path)
+    return found
 
 
 def _is_mask_folder(folder: Path) -> bool:

@@ -33,6 +33,8 @@ def job_fingerprint(job: Job, options: ExportOptions, read_options: ReadOptions)
     reading = read_options.as_dict()
     if reading.get("overlap") == "keep":  # the default before overlaps were kept was "error": an export it made
         reading["overlap"] = "error"  # had no overlap, so "keep" makes it again the same; it is not redone
+    if not reading.get("skip_unplaced_contours"):  # added later: at its default, exports made before stay complete
+        reading.pop("skip_unplaced_contours", None)
     if read_options.label_file is not None:  # by its bytes, not where it lies (hosts mount it in other places)
         reading["label_table"] = _file_digest(Path(read_options.label_file))
     add("segalign-batch", FINGERPRINT_VERSION, job.series, _fingerprinted_options(options), reading)

@@ -19,7 +19,7 @@ from ..dicom import scan_folder
 from ..errors import MESSAGE_LIMIT, SegAlignError, describe, one_line, short
 from ..export import export_segmentation, folders
 from ..options import ExportOptions, ReadOptions
-from ..readers import load_segmentation
+from ..readers import load_segmentation, structure_set_series
 from ..files import safe_name
 from . import executors
 from .fingerprint import completed_frames, job_fingerprint
@@ -48,10 +48,13 @@ def run_job(
         if frames is not None:
             return JobResult(job.name, "skipped", frames, time.monotonic() - start)
         scan = scan_folder(job.dicom_dir)
-        series = scan.select(job.series)
+        drawn_on = structure_set_series(job.segmentation, scan.series) \
+            if job.series is None and len(scan.series) > 1 else None  # an RT Structure Set's own series
+        series = drawn_on or scan.select(job.series)
         segmentation = load_segmentation(
             job.segmentation, label_table=read_options.label_table, overlap=read_options.overlap,
-            allow_many_labels=read_options.allow_many_labels,
+            allow_many_labels=read_options.allow_many_labels, reference=scan.series,
+            skip_unplaced_contours=read_options.skip_unplaced_contours,
         )
         result = export_segmentation(
             series, segmentation, output, options, dicom_root=job.dicom_dir, overwrite=True, warnings=scan.warnings,

@@ -20,10 +20,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..dicom import DicomScan, diagnose, scan_folder
+from ..dicom import DicomScan, Series, diagnose, scan_folder
 from ..errors import SegAlignError, one_line
 from ..export import export_segmentation
-from ..readers import SEGMENTATION_SUFFIXES, load_segmentations
+from ..readers import SEGMENTATION_SUFFIXES, load_segmentations, structure_set_series
 from ..segmentation import Segmentation
 from ..signals import Interrupted, signal_number
 from .output import CommandInterrupted, Reporter, print_error, write_line
@@ -41,8 +41,8 @@ def run_export(args: argparse.Namespace) -> int:
         if args.series is not None:
             raise SegAlignError("give --series or --all-series, not both")
         return _run_all_series(args, scan, bar, report)
-    series = scan.select(args.series)
-    segmentation = _load(args)
+    series = _chosen_series(scan, args.series, args.segmentation)
+    segmentation = _load(args, scan)
     result = export_segmentation(
         series,
         segmentation,
@@ -80,7 +80,7 @@ def _run_all_series(args: argparse.Namespace, scan: DicomScan, bar: ProgressBar,
     none was exported."""
     from ..export import export_all_series
 
-    segmentation = _load(args)
+    segmentation = _load(args, scan)
     outcomes = export_all_series(
         scan, segmentation, args.output, export_options(args), overwrite=args.overwrite,
         other_inputs=[args.labels] if args.labels and Path(args.labels).exists() else [],
@@ -111,11 +111,23 @@ def _run_all_series(args: argparse.Namespace, scan: DicomScan, bar: ProgressBar,
 NOT_DICOM_SUFFIXES = tuple(suffix for suffix in SEGMENTATION_SUFFIXES if suffix != ".dcm")
 
 
-def _load(args: argparse.Namespace) -> Segmentation:
-    """The segmentation (or several, as one) of ``segalign export``."""
+def _load(args: argparse.Namespace, scan: DicomScan) -> Segmentation:
+    """The segmentation (or several, as one) of ``segalign export``; an RT Structure Set is placed on the series of
+    DICOM_DIR it was drawn on."""
     return load_segmentations(
-        args.segmentation, label_table=args.labels, overlap=args.overlap, allow_many_labels=args.allow_many_labels
+        args.segmentation, label_table=args.labels, overlap=args.overlap, allow_many_labels=args.allow_many_labels,
+        reference=scan.series, skip_unplaced_contours=args.skip_unplaced_contours,
     )
+
+
+def _chosen_series(scan: DicomScan, series: str | None, segmentations: list[Path]) -> Series:
+    """The series to export: the one ``--series`` names; else, of a folder of several, the one an RT Structure Set
+    given as the segmentation was drawn on; else the only one (:meth:`DicomScan.select` refuses otherwise)."""
+    if series is None and len(scan.series) > 1 and len(segmentations) == 1:
+        drawn_on = structure_set_series(segmentations[0], scan.series)
+        if drawn_on is not None:
+            return drawn_on
+    return scan.select(series)
 
 
 def _refuse_swapped(dicom_dir: Path, segmentation: Path) -> None:

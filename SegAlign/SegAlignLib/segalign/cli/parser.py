@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--all-series", action="store_true",
         help="export onto every series of DICOM_DIR the segmentation belongs to (its frame of reference for a "
-        "DICOM SEG, else every series it overlaps), each into OUT_DIR/<series folder>/, listed in OUT_DIR/series.csv",
+        "DICOM SEG or RT Structure Set, else every series it overlaps), each into OUT_DIR/<series folder>/, listed "
+        "in OUT_DIR/series.csv",
     )
     add_export_options(export)
     export.add_argument(
@@ -113,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser(
         "jobs", help="write the jobs table of a folder of studies",
         description="Find the jobs of ROOT, one per study folder: a folder holding a DICOM folder (or DICOM files) "
-        "and one segmentation (a NIfTI file or a folder of NIfTI masks such as TotalSegmentator's), or a DICOM "
-        "folder with its segmentation beside it (STUDY/ and STUDY.nii.gz). Folders that are not one job are listed.",
+        "and one segmentation (a NIfTI file or a folder of NIfTI masks such as TotalSegmentator's; else one RT "
+        "Structure Set among its files), or a DICOM folder with its segmentation beside it (STUDY/ and "
+        "STUDY.nii.gz). Folders that are not one job are listed.",
     )
     jobs.add_argument("root", metavar="ROOT", type=Path, help="folder of study folders (or one study folder)")
     jobs.add_argument("-o", "--output", type=Path, metavar="JOBS_CSV", help="write the table here (default: print it)")
@@ -231,6 +233,12 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
         "--allow-many-labels", action="store_true",
         help="accept a segmentation that looks like an intensity image (hundreds of values, smooth histogram)",
     )
+    parser.add_argument(
+        "--skip-unplaced-contours", action="store_true",
+        help="an RT Structure Set whose contours do not all lie on a frame of its series (between slices, off the "
+        "plane of the image they reference, on images not in DICOM_DIR, in another frame of reference) is refused, "
+        "listing them; this exports the others, with a warning listing those left out",
+    )
 
 
 def export_options(args: argparse.Namespace) -> ExportOptions:
@@ -254,6 +262,6 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
 
 
 def read_options(args: argparse.Namespace) -> ReadOptions:
-    """The :class:`~segalign.options.ReadOptions` of the ``--labels``, ``--overlap`` and ``--allow-many-labels``
-    flags."""
-    return ReadOptions(args.labels, args.overlap, args.allow_many_labels)
+    """The :class:`~segalign.options.ReadOptions` of the ``--labels``, ``--overlap``, ``--allow-many-labels`` and
+    ``--skip-unplaced-contours`` flags."""
+    return ReadOptions(args.labels, args.overlap, args.allow_many_labels, args.skip_unplaced_contours)

@@ -1,8 +1,8 @@
 """What a reader is: the :class:`Reader` protocol, the :class:`Reading` it returns, and the label check all share.
 
-A reader is a module of this package (:mod:`.nifti`, :mod:`.nrrd`, :mod:`.dicom_seg`, :mod:`.metaimage`) that
-provides what :class:`Reader` lists: its :data:`NAME`, :func:`matches` (is this file my kind?) and :func:`read`
-(the file's labels, placed). The registry (:mod:`.registry`) asks each in turn and completes the one
+A reader is a module of this package (:mod:`.nifti`, :mod:`.nrrd`, :mod:`.dicom_seg`, :mod:`.metaimage`,
+:mod:`.rtstruct`) that provides what :class:`Reader` lists: its :data:`NAME`, :func:`matches` (is this file my
+kind?) and :func:`read` (the file's labels, placed). The registry (:mod:`.registry`) asks each in turn and completes the one
 :class:`Reading` into a :class:`~segalign.segmentation.Segmentation` (label table, counts, plausibility), as
 nibabel's ``loadsave`` asks each image class whether a file is its kind.
 """
@@ -41,11 +41,19 @@ class Reading:
 
 
 class Reader(Protocol):
-    """A segmentation file format: each reader module of this package provides these three names."""
+    """A segmentation file format: each reader module of this package provides these names.
+
+    A format that has no pixel grid of its own (an RT Structure Set: contours in millimetres, each drawn on one
+    image of a series) is placed on the DICOM series it was drawn on: its reader says :attr:`NEEDS_SERIES` and
+    provides ``read_on_series(path, overlap, series, skip_unplaced_contours)`` (see :mod:`.rtstruct`), which the
+    registry calls with the series it knows; its :func:`read`, without a series, refuses saying so."""
 
     #: What the format is called where the readers are told apart: "nifti", "nrrd" (label maps and Slicer's
-    #: ``.seg.nrrd``), "metaimage", "dicom". The Slicer module installs each format's dependencies by this name.
+    #: ``.seg.nrrd``), "metaimage", "dicom", "rtstruct". The Slicer module installs each format's dependencies by
+    #: this name.
     NAME: str
+    #: Whether the file is placed on a DICOM series the registry gives the reader (an RT Structure Set).
+    NEEDS_SERIES: bool
 
     def matches(self, path: Path, head: bytes) -> bool:
         """Whether the file ``path`` is of this format. ``head`` is its first 352 bytes (decompressed if the file is
@@ -87,3 +95,31 @@ def integer_labels(data: np.ndarray, path: Path) -> np.ndarray:
     target = np.uint8 if high <= 255 else np.uint16
     order = "F" if data.flags.f_contiguous else "C"
     return data if data.dtype == target else data.astype(target, order=order)
+
+
+#: The SOP class of an RT Structure Set (:mod:`.rtstruct` reads it; the DICOM SEG reader leaves it alone).
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+
+
+def media_storage_sop_class(head: bytes) -> str | None:
+    """The MediaStorageSOPClassUID (0002,0002) of a DICOM file's first bytes (file meta information, explicit VR
+    little endian after ``DICM``), or None where they do not hold it."""
+    offset = 132
+    while offset + 8 <= len(head):
+        group, element = int.from_bytes(head[offset:offset + 2], "little"), int.from_bytes(head[offset + 2:offset + 4],
+                                                                                           "little")
+        if group != 0x0002:
+            return None
+        vr = head[offset + 4:offset + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            if offset + 12 > len(head):
+                return None
+            length, start = int.from_bytes(head[offset + 8:offset + 12], "little"), offset + 12
+        else:
+            length, start = int.from_bytes(head[offset + 6:offset + 8], "little"), offset + 8
+        if element == 0x0002:
+            if start + length > len(head):
+                return None
+            return head[start:start + length].rstrip(b"\x00 ").decode("ascii", errors="replace")
+        offset = start + length
+    return None

@@ -13,6 +13,7 @@ label volumes as their overlaps need. The first file's first layer stays whole: 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -87,10 +88,10 @@ class Combination:
         for value in sorted(segmentation.label_table):
             label = segmentation.label_table[value]
             if mask and label.name == default_name(value):
-                label = Label(value, stem, label.color)
+                label = dataclasses.replace(label, name=stem)
             new = value if value not in self.table else _next_free(self.table)
             name = label.name if label.name not in taken else f"{stem}: {label.name}"
-            self.table[new] = Label(new, name, label.color)
+            self.table[new] = dataclasses.replace(label, value=new, name=name)  # an ROI keeps its number and type
             self.file_of[new] = segmentation.name
             taken.add(name)
             remap[value] = new

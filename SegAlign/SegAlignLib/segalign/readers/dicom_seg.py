@@ -19,17 +19,19 @@ import numpy as np
 
 from ..errors import SegAlignError, describe, quiet_warnings, short, short_path
 from ..segmentation import Label, Layer, LayerPacker, Overlap, crop, default_color, label_dtype
-from .base import Reading
+from .base import RT_STRUCTURE_SET_STORAGE, Reading, media_storage_sop_class
 
 NAME = "dicom"
+NEEDS_SERIES = False  #: the file places itself
 #: Segmentation Storage and Label Map Segmentation Storage.
 SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 FRACTIONAL_THRESHOLD = 0.5
 
 
 def matches(path: Path, head: bytes) -> bool:
-    """Whether a file is DICOM (``DICM`` after the 128-byte preamble); :func:`read` refuses one that is not a SEG."""
-    return head[128:132] == b"DICM"
+    """Whether a file is DICOM (``DICM`` after the 128-byte preamble) but not an RT Structure Set (that is
+    :mod:`.rtstruct`'s); :func:`read` refuses one that is not a SEG."""
+    return head[128:132] == b"DICM" and media_storage_sop_class(head) != RT_STRUCTURE_SET_STORAGE
 
 
 def read(path: Path, overlap: Overlap) -> Reading:
@@ -181,64 +183,18 @@ def stacked_frames(
     points = np.array(positions, dtype=float)
     row_direction, column_direction = np.array(orientation[:3]), np.array(orientation[3:])
     normal = np.cross(row_direction, column_direction)
-    distinct: list[np.ndarray] = []
-    plane_of_frame = []
-    for point in points:  # the distinct planes
-        for number, known in enumerate(distinct):
-            if np.linalg.norm(point - known) <= PLANE_TOLERANCE:
-                plane_of_frame.append(number)
-                break
-        else:
-            plane_of_frame.append(len(distinct))
-            distinct.append(point)
-    order = np.argsort([float(np.dot(p, normal)) for p in distinct], kind="stable")
-    planes = np.array(distinct)[order]  # along the normal
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
     spacing_between = spacing_between_slices(dataset)
     omitted = omitted_sources(dataset)
-    if len(planes) == 1:
-        step, origin = normal * (spacing_between or 1.0), planes[0]
-        index_of_plane = np.zeros(1, dtype=np.int64)
-    else:
-        steps = np.diff(planes, axis=0)
-        step = steps[int(np.argmin(np.linalg.norm(steps, axis=1)))]
-        along_normal = float(step @ normal)
-        if along_normal < max(PLANE_TOLERANCE, 0.1 * float(np.linalg.norm(step))):  # more than 84 degrees off
-            raise SegAlignError(f"{where}: the SEG's planes are not stacked along their normal (one step is "
-                                f"{_text(step)} mm), so its frames do not form one volume that can be placed")
-        if spacing_between:  # the source series' own spacing: planes between the SEG's frames are empty
-            multiple = along_normal / spacing_between
-            if round(multiple) < 1 or abs(multiple - round(multiple)) > 0.02 * round(multiple):
-                raise SegAlignError(
-                    f"{where}: the SEG's planes are {along_normal:.4g} mm apart along their normal, not a whole "
-                    f"multiple of its SpacingBetweenSlices {spacing_between:.4g} mm"
-                )
-            step = step / round(multiple)
-        elif omitted:
-            raise SegAlignError(_omitted_message(path, omitted))
-        index_of_plane = np.round((planes - planes[0]) @ step / float(step @ step)).astype(np.int64)
-        # Origin and step fitted to every plane (positions written with few decimals err a little on each).
-        design = np.column_stack([np.ones(len(planes)), index_of_plane])
-        (origin, step), *_ = np.linalg.lstsq(design, planes, rcond=None)
-        off = np.linalg.norm(planes - (origin + np.outer(index_of_plane, step)), axis=1)
-        worst = int(np.argmax(off))
-        if off[worst] > max(POSITION_TOLERANCE, 0.02 * float(np.linalg.norm(step))):
-            raise SegAlignError(
-                f"{where}: the SEG's planes are not evenly spaced on one line (the plane at "
-                f"{_text(planes[worst])} mm is {off[worst]:.3g} mm from the nearest place a step of "
-                f"{_text(step)} mm puts one), so its frames do not form one volume that can be placed"
-            )
-    slices = int(index_of_plane.max()) + 1
-    if index_of_plane.min() != 0 or slices > 4 * len(planes) + 16:
-        raise SegAlignError(f"{where}: the SEG's {len(planes)} planes would span {slices} planes; they are too far "
-                            "apart to be one volume")
+    plane_index, origin, step = stack_planes(
+        points, normal, where, "the SEG's", spacing_between,
+        _omitted_message(path, omitted) if omitted and not spacing_between else None,
+    )
+    slices = int(plane_index.max()) + 1
     with quiet_warnings():
         pixels = np.asarray(dataset.pixel_array)  # type: ignore[attr-defined]
     pixels = pixels.reshape(frames, int(dataset.Rows), int(dataset.Columns))  # type: ignore[attr-defined]
     shape = (slices, pixels.shape[1], pixels.shape[2])
     labels = np.zeros(shape, dtype=np.uint16)
-    plane_index = [int(index_of_plane[rank[plane_of_frame[index]]]) for index in range(frames)]
     overlapping = False
     for index in range(frames):
         target = labels[plane_index[index]]
@@ -265,6 +221,71 @@ def stacked_frames(
     affine[:3, 0], affine[:3, 1], affine[:3, 2] = step, column_direction * dr, row_direction * dc
     affine[:3, 3] = origin
     return labels, affine, more
+
+
+def stack_planes(
+    points: np.ndarray, normal: np.ndarray, where: str, whose: str, spacing_between: float | None = None,
+    gaps_unknown: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plane positions (``(n, 3)`` LPS points, one per frame, in any order; frames closer than
+    :data:`PLANE_TOLERANCE` lie in one plane) as planes of one stack: ``(index of each point's plane, origin,
+    step)``, the position of plane ``k`` being ``origin + k * step`` (``step`` need not be along ``normal``: gantry
+    tilt). The distinct planes must lie on one line at whole multiples of one step, fitted to all of them; the step's
+    component along the normal is ``spacing_between`` when given (then planes between the given ones are empty
+    planes of the stack), and the smallest step between the planes otherwise, unless ``gaps_unknown`` says why the
+    planes in between cannot be placed (it is the refusal). Anything else is refused, ``where`` and ``whose``
+    ("the SEG's") naming the planes in the messages; so is a stack that would span far more planes than it has."""
+    distinct: list[np.ndarray] = []
+    plane_of_point = []
+    for point in points:  # the distinct planes
+        for number, known in enumerate(distinct):
+            if np.linalg.norm(point - known) <= PLANE_TOLERANCE:
+                plane_of_point.append(number)
+                break
+        else:
+            plane_of_point.append(len(distinct))
+            distinct.append(point)
+    order = np.argsort([float(np.dot(p, normal)) for p in distinct], kind="stable")
+    planes = np.array(distinct)[order]  # along the normal
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    if len(planes) == 1:
+        step, origin = normal * (spacing_between or 1.0), planes[0]
+        index_of_plane = np.zeros(1, dtype=np.int64)
+    else:
+        steps = np.diff(planes, axis=0)
+        step = steps[int(np.argmin(np.linalg.norm(steps, axis=1)))]
+        along_normal = float(step @ normal)
+        if along_normal < max(PLANE_TOLERANCE, 0.1 * float(np.linalg.norm(step))):  # more than 84 degrees off
+            raise SegAlignError(f"{where}: {whose} planes are not stacked along their normal (one step is "
+                                f"{_text(step)} mm), so its frames do not form one volume that can be placed")
+        if spacing_between:  # the source series' own spacing: planes between the given ones are empty
+            multiple = along_normal / spacing_between
+            if round(multiple) < 1 or abs(multiple - round(multiple)) > 0.02 * round(multiple):
+                raise SegAlignError(
+                    f"{where}: {whose} planes are {along_normal:.4g} mm apart along their normal, not a whole "
+                    f"multiple of its SpacingBetweenSlices {spacing_between:.4g} mm"
+                )
+            step = step / round(multiple)
+        elif gaps_unknown:
+            raise SegAlignError(gaps_unknown)
+        index_of_plane = np.round((planes - planes[0]) @ step / float(step @ step)).astype(np.int64)
+        # Origin and step fitted to every plane (positions written with few decimals err a little on each).
+        design = np.column_stack([np.ones(len(planes)), index_of_plane])
+        (origin, step), *_ = np.linalg.lstsq(design, planes, rcond=None)
+        off = np.linalg.norm(planes - (origin + np.outer(index_of_plane, step)), axis=1)
+        worst = int(np.argmax(off))
+        if off[worst] > max(POSITION_TOLERANCE, 0.02 * float(np.linalg.norm(step))):
+            raise SegAlignError(
+                f"{where}: {whose} planes are not evenly spaced on one line (the plane at "
+                f"{_text(planes[worst])} mm is {off[worst]:.3g} mm from the nearest place a step of "
+                f"{_text(step)} mm puts one), so its frames do not form one volume that can be placed"
+            )
+    slices = int(index_of_plane.max()) + 1
+    if index_of_plane.min() != 0 or slices > 4 * len(planes) + 16:
+        raise SegAlignError(f"{where}: {whose} {len(planes)} planes would span {slices} planes; they are too far "
+                            "apart to be one volume")
+    return index_of_plane[rank[np.array(plane_of_point, dtype=np.int64)]], np.asarray(origin), np.asarray(step)
 
 
 def _overlap_error(path: Path, names: Mapping[int, str], first: int | None = None, second: int | None = None,

@@ -16,6 +16,7 @@ from ..segmentation import Overlap
 from .base import Reading, integer_labels
 
 NAME = "metaimage"
+NEEDS_SERIES = False  #: the file places itself
 #: The first bytes of a MetaImage header hold one of these keys.
 METAIMAGE_KEYS = (b"ObjectType", b"NDims", b"DimSize", b"ElementType", b"ElementDataFile")
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # nibabel is imported when a NIfTI is read, so the package im
     import nibabel as nib
 
 NAME = "nifti"
+NEEDS_SERIES = False  #: the file places itself
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: deflate cannot compress better than about 1032:1, so a .nii.gz of n bytes holds at most this many times n.
 MAX_DEFLATE_RATIO = 1032

@@ -18,6 +18,7 @@ from ..segmentation import Label, Layer, LayerPacker, Overlap, crop, default_col
 from .base import Reading, integer_labels
 
 NAME = "nrrd"
+NEEDS_SERIES = False  #: the file places itself
 
 #: NRRD ``space`` values SegAlign places, as the sign flips that take them to RAS.
 SPACES = {

@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..dicom import Series
 from ..errors import SegAlignError, describe, short_path
 from ..segmentation import (
     Label,
@@ -27,18 +28,19 @@ from ..segmentation import (
     looks_like_image,
     read_label_file,
 )
-from . import dicom_seg, metaimage, nifti, nrrd
+from . import dicom_seg, metaimage, nifti, nrrd, rtstruct
 from .base import Reader, Reading
 from .combine import Combination
 from .mask_folder import load_mask_folder
 
-#: The file readers, in the order they are asked: the first whose ``matches`` is true reads the file.
-READERS: tuple[Reader, ...] = (nifti, nrrd, dicom_seg, metaimage)
+#: The file readers, in the order they are asked: the first whose ``matches`` is true reads the file (an RT
+#: Structure Set is DICOM too: its reader is asked before the DICOM SEG reader's, which takes any other DICOM file).
+READERS: tuple[Reader, ...] = (nifti, nrrd, rtstruct, dicom_seg, metaimage)
 
 #: What a SEGMENTATION may be, as the messages say it.
 ACCEPTED = (
     "a NIfTI label map (.nii, .nii.gz), a Slicer segmentation (.seg.nrrd), a NRRD label map (.nrrd), an ITK "
-    "label map (.mha, .mhd), a DICOM SEG (.dcm), or a folder of binary NIfTI masks"
+    "label map (.mha, .mhd), a DICOM SEG or RT Structure Set (.dcm), or a folder of binary NIfTI masks"
 )
 #: The file names segmentations have (for messages and for telling them from DICOM folders).
 SEGMENTATION_SUFFIXES = (".nii", ".nii.gz", ".seg.nrrd", ".nrrd", ".mha", ".mhd", ".dcm")
@@ -80,17 +82,23 @@ def load_segmentations(
     label_table: str | os.PathLike[str] | Mapping[int, Label] | None = None,
     overlap: Overlap = "keep",
     allow_many_labels: bool = False,
+    *,
+    reference: Series | Sequence[Series] | None = None,
+    skip_unplaced_contours: bool = False,
 ) -> Segmentation:
     """Several segmentation files (or folders of masks) given at once, as one segmentation whose segments may
     overlap (see :mod:`.combine`); one path is :func:`load_segmentation`. ``label_table`` names the first file's
-    labels; the others keep their own names (prefixed where they would clash)."""
+    labels; the others keep their own names (prefixed where they would clash). ``reference`` and
+    ``skip_unplaced_contours`` are :func:`load_segmentation`'s, for every file."""
     if not paths:
         raise SegAlignError("no segmentation given")
+    more = {"reference": reference, "skip_unplaced_contours": skip_unplaced_contours}
     if len(paths) == 1:
-        return load_segmentation(paths[0], label_table, overlap, allow_many_labels)
+        return load_segmentation(paths[0], label_table, overlap, allow_many_labels, **more)
     combination = Combination(overlap)
     for index, path in enumerate(paths):  # one file's full volume at a time: each is cropped as it is added
-        combination.add(load_segmentation(path, label_table if index == 0 else None, overlap, allow_many_labels))
+        combination.add(load_segmentation(path, label_table if index == 0 else None, overlap, allow_many_labels,
+                                          **more))
     return combination.result()
 
 
@@ -99,9 +107,17 @@ def load_segmentation(
     label_table: str | os.PathLike[str] | Mapping[int, Label] | None = None,
     overlap: Overlap = "keep",
     allow_many_labels: bool = False,
+    *,
+    reference: Series | Sequence[Series] | None = None,
+    skip_unplaced_contours: bool = False,
 ) -> Segmentation:
-    """Load a segmentation: a multilabel NIfTI, NRRD, Slicer ``.seg.nrrd``, ITK ``.mha``/``.mhd`` or DICOM SEG
-    file, or a folder of binary NIfTI masks (the format is chosen by content, see :func:`sniff`).
+    """Load a segmentation: a multilabel NIfTI, NRRD, Slicer ``.seg.nrrd``, ITK ``.mha``/``.mhd``, DICOM SEG or
+    RT Structure Set file, or a folder of binary NIfTI masks (the format is chosen by content, see :func:`sniff`).
+
+    An RT Structure Set has no pixel grid of its own: ``reference`` is the DICOM series it is placed on, or several
+    series (a DICOM folder's) among which the one it references is taken (see :mod:`.rtstruct`); its contours that
+    lie on no frame of that series are refused, unless ``skip_unplaced_contours`` leaves them out with a warning.
+    Other formats place themselves and ignore both.
 
     ``label_table`` (a path or a ready mapping) names labels; it wins over a table embedded in the NIfTI.
     ``overlap`` decides what happens where masks of a folder (or segments of a multi-layer ``.seg.nrrd`` or of a
@@ -125,7 +141,25 @@ def load_segmentation(
         if exists:
             raise SegAlignError(f"segmentation {short_path(path)} is not a regular file or a folder of masks")
         raise SegAlignError(f"segmentation not found: {short_path(path)}")
-    return complete(sniff(path).read(path, overlap), path, user, allow_many_labels)
+    reader = sniff(path)
+    if reader.NEEDS_SERIES and reference is not None:
+        reading = reader.read_on_series(path, overlap, reference, skip_unplaced_contours)
+    else:
+        reading = reader.read(path, overlap)  # a reader that needs a series and has none says so
+    return complete(reading, path, user, allow_many_labels)
+
+
+def structure_set_series(path: str | os.PathLike[str], candidates: Sequence[Series]) -> Series | None:
+    """The series of ``candidates`` the segmentation at ``path`` was drawn on, when it is an RT Structure Set that
+    references one of them (by the images its contours name, or its referenced series); None for anything else:
+    what chooses the series of a DICOM folder when none is named."""
+    path = Path(path)
+    try:
+        if not path.is_file() or sniff(path) is not rtstruct:
+            return None
+    except (SegAlignError, OSError):
+        return None
+    return rtstruct.referenced_series(path, candidates)
 
 
 def complete(

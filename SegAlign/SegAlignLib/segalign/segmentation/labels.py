@@ -45,15 +45,24 @@ _DECLARATION = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Label:
-    """One label value with its name and display colour (RGB, 0..255)."""
+    """One label value with its name and display colour (RGB, 0..255); a segment read from an RT Structure Set
+    also keeps its ROI's number and RTROIInterpretedType (EXTERNAL, ORGAN, PTV...)."""
 
     value: int
     name: str
     color: Color
+    roi_number: int | None = None  #: the ROINumber of the RT Structure Set ROI it was read from
+    rt_roi_interpreted_type: str | None = None  #: that ROI's RTROIInterpretedType ("" where the file leaves it empty)
 
     def as_dict(self) -> dict[str, object]:
-        """The JSON form used in labels.json: value, name, color."""
-        return {"value": self.value, "name": self.name, "color": list(self.color)}
+        """The JSON form used in labels.json: value, name, color, and for an ROI of an RT Structure Set its
+        roi_number and rt_roi_interpreted_type."""
+        entry: dict[str, object] = {"value": self.value, "name": self.name, "color": list(self.color)}
+        if self.roi_number is not None:
+            entry["roi_number"] = self.roi_number
+        if self.rt_roi_interpreted_type is not None:
+            entry["rt_roi_interpreted_type"] = self.rt_roi_interpreted_type
+        return entry
 
 
 def default_name(value: int) -> str:

@@ -48,15 +48,18 @@ class LayerPacker:
         self.voxels: dict[int, int] = {}  #: each segment's voxels (segments with none left out)
         self.layer_of: dict[int, int] = {}  #: each segment's layer (segments with no voxels left out)
 
-    def add(self, value: int, mask: np.ndarray) -> int:
+    def add(self, value: int, mask: np.ndarray, within: tuple[slice, ...] | None = None) -> int:
         """Put the segment ``value`` (its voxels: ``mask``) in a layer; returns the layer's index (0 for an empty
-        segment)."""
-        box = bounding_box(mask)
-        if box is None:
+        segment). ``within`` (one slice with start and stop per axis) says where ``mask`` lies when it is only that
+        part of the grid (a reader that builds each segment in the box around it)."""
+        inner = bounding_box(mask)
+        if inner is None:
             if not self.layers:
                 self.layers.append(np.zeros(self.shape, dtype=self.dtype, order="F"))
             return 0
-        inside = np.asfortranarray(mask[box] != 0).T  # the box only, laid out as the layers are, then C-ordered
+        inside = np.asfortranarray(mask[inner] != 0).T  # the box only, laid out as the layers are, then C-ordered
+        box = inner if within is None else tuple(
+            slice(outer.start + part.start, outer.start + part.stop) for outer, part in zip(within, inner))
         self.voxels[value] = int(np.count_nonzero(inside))
         for index, layer in enumerate(self.layers):
             target = layer[box].T

@@ -1,6 +1,7 @@
 """``rtstruct.dcm``: an RT Structure Set whose contours are exact on every source frame.
 
-One ROI per label present on the frames (numbered from 1 in label order, named and coloured from the label table).
+One ROI per label present on the frames (numbered from 1 in label order, named and coloured from the label table;
+segments read from an RT Structure Set keep their ROI numbers, when they are distinct, and RTROIInterpretedType).
 On each frame, each ROI's contours are the outlines of its labelled pixel squares (:mod:`.contours`),
 placed in patient space from that frame's own ImagePositionPatient, ImageOrientationPatient and PixelSpacing, so
 they lie in the frame's plane and reference that frame's SOP instance (and frame number for a multi-frame source).
@@ -18,6 +19,7 @@ memory does not grow with the series; the long sequences are written from the sp
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import BinaryIO
 
@@ -108,7 +110,7 @@ class RtStructWriter(DicomWriter):
         # ROIContourSequence (3006,0039): per ROI, its display colour, its contours frame by frame along the
         # normal, and its number. Lengths are known from the spool, so the items are streamed.
         rois = []
-        for number, value in enumerate(values, start=1):
+        for number, value in zip(roi_numbers(values, table), values):
             pieces = [self._contours[value][index] for index in sorted(self._contours.get(value, {}), key=lambda i: (along[i], i))]
             color = _text(0x3006, 0x002A, b"IS", "\\".join(str(int(c)) for c in table[value].color))
             body = sum(length for _, length in pieces)
@@ -125,11 +127,11 @@ class RtStructWriter(DicomWriter):
                 stream.write(self.spool.read(offset, length))
             stream.write(tail)
         observations = [
-            _text(0x3006, 0x0082, b"IS", str(number))  # ObservationNumber
+            _text(0x3006, 0x0082, b"IS", str(observation))  # ObservationNumber
             + _text(0x3006, 0x0084, b"IS", str(number))  # ReferencedROINumber
-            + _text(0x3006, 0x00A4, b"CS", "")  # RTROIInterpretedType (Type 2: SegAlign does not know it)
+            + _text(0x3006, 0x00A4, b"CS", interpreted_type(table[value]))  # RTROIInterpretedType (Type 2)
             + _text(0x3006, 0x00A6, b"PN", "")  # ROIInterpreter (Type 2)
-            for number in range(1, len(values) + 1)
+            for observation, (number, value) in enumerate(zip(roi_numbers(values, table), values), start=1)
         ]
         stream.write(_sq(0x3006, 0x0080, observations))  # RTROIObservationsSequence
 
@@ -165,10 +167,30 @@ class RtStructWriter(DicomWriter):
             + _text(0x3006, 0x0026, b"LO", limit(table[value].name, 64))  # ROIName
             + _text(0x3006, 0x0028, b"ST", f"label value {value}")  # ROIDescription
             + _text(0x3006, 0x0036, b"CS", "AUTOMATIC")  # ROIGenerationAlgorithm
-            for number, value in enumerate(values, start=1)
+            for number, value in zip(roi_numbers(values, table), values)
         ]
         dataset[0x30060020] = raw_sequence(0x30060020, _ENCODER.items(rois), implicit=True)  # StructureSetROISequence
         return dataset
+
+
+def roi_numbers(values: list[int], table: dict) -> list[int]:
+    """The ROINumber of each label value written: the ROI numbers of segments read from an RT Structure Set, when
+    every one has one and they are distinct; else 1..N in label order."""
+    kept = [table[value].roi_number for value in values]
+    if all(number is not None and 1 <= number < 2 ** 31 for number in kept) and len(set(kept)) == len(kept):
+        return [int(number) for number in kept]  # type: ignore[arg-type]
+    return list(range(1, len(values) + 1))
+
+
+#: What an RTROIInterpretedType (CS, 16 characters) may hold.
+_CODE_STRING = re.compile(r"[A-Z0-9 _]{0,16}")
+
+
+def interpreted_type(label: object) -> str:
+    """A label's RTROIInterpretedType (EXTERNAL, ORGAN, PTV...) as read from an RT Structure Set, if it is a valid
+    code string; else empty (the attribute is Type 2: SegAlign does not know it)."""
+    value = str(getattr(label, "rt_roi_interpreted_type", None) or "").strip()
+    return value if _CODE_STRING.fullmatch(value) else ""
 
 
 def contour_data(points: np.ndarray) -> str:
