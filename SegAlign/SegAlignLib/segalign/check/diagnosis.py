@@ -121,6 +121,7 @@ class ImageVerdict:
     lost: int = 0  #: labelled pixels its shift moved off the image (in no image, so not undone)
     only_truth: int = 0  #: of the residual, pixels labelled by SegAlign only
     only_user: int = 0  #: of the residual, pixels labelled in the user's image only
+    under_contours: int = 0  #: of the residual, pixels whose centres lie on a contour line (an RTSTRUCT's)
 
 
 @dataclass
@@ -537,6 +538,9 @@ def diagnose(
                 verdict.off_boundary = int(np.count_nonzero(differ & ~near_edges(expected)))
                 verdict.only_truth = int(np.count_nonzero(differ & (images[index] == 0)))
                 verdict.only_user = int(np.count_nonzero(differ & (expected == 0)))
+                lines = user.under_contours[index] if user.under_contours is not None else None
+                if lines is not None and transform == "identity" and moves[index] == (0, 0):
+                    verdict.under_contours = int(np.count_nonzero(differ & lines))
         residual_total += verdict.residual
     holders = [0] * count
     for frame in frame_of_image:
@@ -1021,6 +1025,13 @@ def _describe_residual(verdicts: Sequence[ImageVerdict], user: UserImages) -> li
         return [f"{head}, {off} of them away from label boundaries"]
     only_truth = sum(v.only_truth for v in differing)
     only_user = sum(v.only_user for v in differing)
+    under = sum(v.under_contours for v in differing)
+    if only_truth == total and under == total:
+        return [f"{head}, all of them labelled by SegAlign only and each under a contour (its centre on a contour "
+                "line): the contours run through the centres of the structures' boundary pixels (as OpenCV's "
+                "findContours traces a mask, for rt-utils), not around them, so what they enclose is every structure "
+                "shrunk by half a pixel all around, and filled at the pixel centres these boundary pixels fall "
+                "outside; counted inside, the contours give SegAlign's labels"]
     if only_truth == total:
         cause = ("contours drawn through the centres of the boundary pixels (as OpenCV's findContours draws them for "
                  "rt-utils) shrink every structure by half a pixel" if user.kind == "RTSTRUCT" else
