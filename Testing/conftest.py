@@ -62,23 +62,24 @@ def run_cli(*args: object) -> CliRun:
 
 
 def assert_check_is_exact(argv: list[str]) -> None:
-    """``segalign check`` of the export just written finds it exact (opt in: SEGALIGN_CHECK_EXPORTS=1). Exports
-    the check does not compare are left out: several series or segmentations at once, split mosaics, overlapping
-    segments, label maps read with --overlap or --allow-many-labels."""
+    """``segalign check`` of the export just written finds it exact (opt in: SEGALIGN_CHECK_EXPORTS=1): its label
+    images (every layer where segments overlap), and the DICOM SEG and RTSTRUCT when it wrote them. Exports the
+    check does not compare are left out: several series at once, split mosaics, segmentations read with another
+    --overlap than keep or with --allow-many-labels."""
     from segalign import check as checking
     from segalign.cli.parser import build_parser
 
     args = build_parser().parse_args(argv)
-    if args.all_series or args.split_mosaics or len(args.segmentation) > 1 or args.overlap != "keep" \
-            or args.allow_many_labels or not (Path(args.output) / "manifest.csv").is_file():
+    if args.all_series or args.split_mosaics or args.overlap != "keep" or args.allow_many_labels \
+            or not (Path(args.output) / "manifest.csv").is_file():
         return
-    from segalign import load_segmentation
+    from segalign import load_segmentations
 
-    segmentation = load_segmentation(args.segmentation[0], args.labels)
-    if segmentation.overlapping:
-        return
-    result = checking.check_export(args.dicom_dir, segmentation, args.output, series=args.series)
-    assert result.exact, f"segalign check of {args.output} is not exact: {result.findings}"
+    segmentation = load_segmentations(args.segmentation, args.labels)
+    output = Path(args.output)
+    for export in [output] + [output / name for name in ("seg.dcm", "rtstruct.dcm") if (output / name).is_file()]:
+        result = checking.check_export(args.dicom_dir, segmentation, export, series=args.series)
+        assert result.exact, f"segalign check of {export} is not exact: {result.findings}"
 
 
 def assert_align_matches_export(argv: list[str]) -> None:

@@ -33,6 +33,7 @@ from ..dicom import Frame
 from ..dicom.model import plural
 from ..segmentation import Label
 from .exports import UserImages, natural_key
+from .sets import SegmentSets, segment_dice, segment_mapping
 
 #: The in-plane transforms by name: with ``a`` a frame's true labels, the user's image is ``a``, ``a[::-1, :]``...
 TRANSFORMS = (
@@ -430,9 +431,12 @@ def _centre_after(centre: tuple[float, float], shape: tuple[int, ...], name: str
 
 def diagnose(
     truth: Sequence[np.ndarray], frames: Sequence[Frame], user: UserImages, segments: Sequence[Label],
-    dicom_root: Path | None = None,
+    dicom_root: Path | None = None, sets: SegmentSets | None = None,
 ) -> Diagnosis:
-    """Compare the user's images with the true labels of the frames and explain every difference."""
+    """Compare the user's images with the true labels of the frames and explain every difference.
+
+    With ``sets`` (the segments overlap), ``truth`` and the user's images hold set codes (:mod:`.sets`): frames,
+    transforms and shifts are found on them alike, label values and Dice are judged per segment."""
     count, images, tied = len(truth), user.images, user.tied
     top = 1 + max([int(t.max()) for t in truth if t.size] + [int(i.max()) for i in images if i.size]
                   + [label.value for label in segments] + [0])
@@ -457,7 +461,7 @@ def diagnose(
         elif counted_images[index] is truth_counts[frame]:
             add_counts(before, {(v, v): n for v, n in truth_counts[frame].as_dict().items()})
         else:
-            add_counts(before, pair_counts(truth[frame], image, top, off_diagonal=False))
+            add_counts(before, pair_counts(truth[frame], image, top, off_diagonal=sets is not None))
             verdict.mismatched = int(np.count_nonzero(image != truth[frame]))
         if frame is not None:
             held[frame] += 1
@@ -477,7 +481,8 @@ def diagnose(
     if exact:
         for verdict in verdicts:
             verdict.frame, verdict.transform = verdict.tied, "identity"
-        labels = _label_table(segments, truth_counts, truth_total, user_total, before, before, {})
+        labels = (_segment_table(segments, sets, truth_counts, truth_total, user_total, before, before, {}) if sets is not None else
+                  _label_table(segments, truth_counts, truth_total, user_total, before, before, {}))
         return Diagnosis(True, count, len(images), list(user.names), 0, [v.frame for v in verdicts], "identity", 0,
                          [f"exact: each of the {plural(count, 'frame')} has its image, equal to SegAlign's labels "
                           f"pixel for pixel ({plural(len(images), 'image')} tied to frames by {user.rule})"
@@ -514,10 +519,14 @@ def diagnose(
     for index, frame in enumerate(frame_of_image):
         if frame is not None and per_image[index] is not None:
             add_counts(after, pair_counts(expected_of(index), images[index], top))
-    mapping = _label_mapping(after)
-    lookup = np.arange(top, dtype=np.int64)
-    for value, written in mapping.items():
-        lookup[value] = written
+    if sets is not None:  # per segment: renamed or missing (the sets are what the images hold)
+        mapping = segment_mapping(sets, after)
+        lookup = sets.mapped(mapping)
+    else:
+        mapping = _label_mapping(after)
+        lookup = np.arange(top, dtype=np.int64)
+        for value, written in mapping.items():
+            lookup[value] = written
 
     # ---------------------------------------------------------------- 4. what is left
     residual_total = 0
@@ -562,8 +571,10 @@ def diagnose(
     findings += _describe_missing(missing, verdicts, image_counts, truth_counts, holders)
     findings += _describe_residual(verdicts, user)
     if residual_total == 0 and not any(v.lost for v in verdicts) and not user.faults:
-        findings.append("with that undone, the export is exact")
-    labels = _label_table(segments, truth_counts, truth_total, user_total, before, after, mapping)
+        findings.append("with that undone, the export is exact but for the labels missing or merged, which cannot "
+                        "be undone" if _labels_lost(mapping, segments) else "with that undone, the export is exact")
+    labels = (_segment_table(segments, sets, truth_counts, truth_total, user_total, before, after, mapping) if sets is not None else
+              _label_table(segments, truth_counts, truth_total, user_total, before, after, mapping))
     return Diagnosis(False, count, len(images), list(user.names), mismatched, frame_of_image, in_plane,
                      residual_total, findings, labels, verdicts, missing, order_name, mapping)
 
@@ -989,6 +1000,18 @@ def _describe_mapping(mapping: dict[int, int], segments: Sequence[Label], lookup
     return findings
 
 
+def _labels_lost(mapping: dict[int, int], segments: Sequence[Label]) -> bool:
+    """Whether the label mapping drops a label (written as background) or merges two into one value."""
+    values = {label.value for label in segments}
+    targets: dict[int, list[int]] = {}
+    for value, written in mapping.items():
+        if value != 0:
+            if written == 0:
+                return True
+            targets.setdefault(written, []).append(value)
+    return any(len(group) > 1 or (written in values and written not in mapping) for written, group in targets.items())
+
+
 def _describe_missing(missing: Sequence[int], verdicts: Sequence[ImageVerdict], image_counts: Sequence[Counts],
                       truth_counts: Sequence[Counts], holders: Sequence[int]) -> list[str]:
     findings = []
@@ -1078,6 +1101,29 @@ def _label_table(
         result.append({"value": value, "name": label.name, "frames": frames,
                        "dice_before": dice_before, "dice_after": dice_after})
     return result
+
+
+def _segment_table(
+    segments: Sequence[Label], sets: SegmentSets, truth_counts: Sequence[Counts], truth_total: dict[int, int],
+    user_total: dict[int, int], before: dict[tuple[int, int], int], after: dict[tuple[int, int], int],
+    mapping: dict[int, int],
+) -> list[dict[str, object]]:
+    """The label table of overlapping segments: Dice of each segment's own pixels, before and after the
+    explanation (then with the user's value for it, where renamed)."""
+    holding: dict[int, int] = {}
+    for counted in truth_counts:
+        present: set[int] = set()
+        for code in counted.values.tolist():
+            present |= sets.members(code)
+        for value in present:
+            holding[value] = holding.get(value, 0) + 1
+    dice_before = segment_dice(sets, before, truth_total, user_total)
+    dice_after = segment_dice(sets, after, truth_total, user_total, mapping)
+    return [{"value": label.value, "name": label.name, "frames": holding.get(label.value, 0),
+             "dice_before": dice_before.get(label.value),
+             "dice_after": (0.0 if mapping.get(label.value) == 0 and holding.get(label.value) else
+                            dice_after.get(label.value))}
+            for label in segments]
 
 
 __all__ = ["TRANSFORMS", "UNDO_IMAGE", "UNDO_STACK", "Diagnosis", "ImageVerdict", "diagnose", "ranges", "shifted",

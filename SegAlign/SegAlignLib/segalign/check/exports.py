@@ -34,6 +34,7 @@ from ..dicom.model import plural
 from ..errors import SegAlignError, short, short_path
 from ..files import safe_name
 from ..segmentation import Label
+from .sets import SegmentSets
 
 #: File name endings of one 2D image of an image folder.
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
@@ -75,31 +76,48 @@ class UserImages:
                           list(self.faults))
 
 
-def read_export(export: Path, frames: Sequence[Frame], segments: Sequence[Label]) -> list[UserImages]:
+def read_export(export: Path, frames: Sequence[Frame], segments: Sequence[Label],
+                sets: SegmentSets | None = None) -> list[UserImages]:
     """Every reading of ``export`` worth trying, the preferred first (each a :class:`UserImages`); raises
-    :class:`SegAlignError` (one line) when it cannot be read as an export at all."""
+    :class:`SegAlignError` (one line) when it cannot be read as an export at all.
+
+    With ``sets`` (the segments overlap), every image holds set codes (see :mod:`.sets`): where the export holds
+    several segments on a pixel (SegAlign's layers, one folder of masks per segment, a BINARY SEG, an RTSTRUCT) the
+    pixel's code is their set; an export of one label per pixel (image folders, arrays, a LABELMAP SEG) says so in
+    its notes."""
     export = Path(export)
     if not export.exists():
         raise SegAlignError(f"the export {short_path(export)} does not exist")
     if export.is_file():
         if _suffix(export) in ARRAY_SUFFIXES:
-            return _array_readings(export, len(frames))
+            return [_one_per_pixel(reading, sets) for reading in _array_readings(export, len(frames))]
         if _is_dicom(export):
-            return [_seg_reading(export, frames, segments)]
+            return [_seg_reading(export, frames, segments, sets)]
         raise SegAlignError(f"the export {short_path(export)} is not a folder of images, an array file "
                             f"({', '.join(ARRAY_SUFFIXES)}) or a DICOM SEG")
     manifest = _manifest_of(export)
     if manifest is not None:
-        return [_segalign_export(manifest, frames)]
+        return [_segalign_export(manifest, frames, sets)]
     images = _image_files(export)
     if images:
-        return _folder_readings(export, images, frames, segments, kind="image folder")
+        return [_one_per_pixel(reading, sets)
+                for reading in _folder_readings(export, images, frames, segments, kind="image folder")]
     folders = sorted(path for path in export.iterdir() if path.is_dir() and not path.name.startswith("."))
     with_images = [folder for folder in folders if _image_files(folder)]
     if with_images:
-        return _label_folder_readings(export, with_images, frames, segments)
+        return _label_folder_readings(export, with_images, frames, segments, sets)
     raise SegAlignError(f"the export {short_path(export)} holds no images ({', '.join(IMAGE_SUFFIXES)}), no folders "
                         "of them and no manifest.csv")
+
+
+def _one_per_pixel(reading: UserImages, sets: SegmentSets | None) -> UserImages:
+    """A reading of label images (one value per pixel) as set codes when the segments overlap."""
+    if sets is None:
+        return reading
+    reading.images = [sets.of_labels(image) for image in reading.images]
+    reading.notes.append("the export holds one label per pixel, so where the segments overlap it holds one of "
+                         "them at most")
+    return reading
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -231,7 +249,8 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
-def _seg_reading(path: Path, frames: Sequence[Frame], segments: Sequence[Label]) -> UserImages:
+def _seg_reading(path: Path, frames: Sequence[Frame], segments: Sequence[Label],
+                 sets: SegmentSets | None = None) -> UserImages:
     """A DICOM SEG, frame by frame through its references: one label image per source frame it references (a
     BINARY SEG's segments on that frame together), tied to that frame (by ReferencedSOPInstanceUID and
     ReferencedFrameNumber; by its ImagePositionPatient when it references none), in the order of the SEG's frames,
@@ -247,7 +266,7 @@ def _seg_reading(path: Path, frames: Sequence[Frame], segments: Sequence[Label])
         raise SegAlignError(f"{short_path(path)} is not a readable DICOM file: {describe(error)}") from None
     sop_class = str(dataset.get("SOPClassUID", ""))
     if sop_class == RT_STRUCTURE_SET_STORAGE:
-        return _rtstruct_reading(dataset, path, frames, segments)
+        return _rtstruct_reading(dataset, path, frames, segments, sets)
     if sop_class not in SEG_SOP_CLASSES:
         raise SegAlignError(f"{short_path(path)} is a DICOM {short(dataset.get('Modality', '?'), 16)} object, not a "
                             "DICOM SEG or RTSTRUCT")
@@ -290,18 +309,24 @@ def _seg_reading(path: Path, frames: Sequence[Frame], segments: Sequence[Label])
         lookup[number] = value
     names, images = [], []
     for key in order:
-        image = np.zeros(pixels.shape[1:], dtype=dtype)
+        image = sets.blank(pixels.shape[1:]) if sets is not None else np.zeros(pixels.shape[1:], dtype=dtype)
         for number in members[key]:
             if kind == "LABELMAP":
                 labelled = pixels[number] != 0
-                image[labelled] = lookup[pixels[number][labelled]]
+                if sets is not None:
+                    image = sets.union(image, np.where(labelled, lookup[pixels[number]], 0))
+                else:
+                    image[labelled] = lookup[pixels[number][labelled]]
             else:
                 segment = _segment_number(per_frame[number] if number < len(per_frame) else None) \
                     or _segment_number(shared)
                 if segment is None:
                     raise SegAlignError(f"frame {number + 1} of {short_path(path)} names no segment "
                                         "(SegmentIdentificationSequence)")
-                image[pixels[number] != 0] = values.get(segment, segment)
+                if sets is not None:
+                    sets.paint(image, pixels[number] != 0, values.get(segment, segment))
+                else:
+                    image[pixels[number] != 0] = values.get(segment, segment)
         names.append(f"frame {members[key][0] + 1}")
         images.append(image)
     note = (f"a {kind} DICOM SEG of {count} frames, read frame by frame: each source frame it references is one image "
@@ -383,7 +408,7 @@ class _Placement:
 
 
 def _rtstruct_reading(dataset: object, path: Path, frames: Sequence[Frame], segments: Sequence[Label],
-                      sets: "SegmentSets | None" = None) -> UserImages:
+                      sets: SegmentSets | None = None) -> UserImages:
     """An RT Structure Set, contour by contour: each CLOSED_PLANAR contour is put on the frame its
     ContourImageSequence references (else the frame whose plane holds it), in that frame's pixel coordinates, and
     the contours of one ROI on one frame are filled together by the even-odd rule at the pixel centres. One image
@@ -500,7 +525,7 @@ def _placements(frames: Sequence[Frame], used: set[int]) -> list[_Placement]:
         spacing = (heights[int(ranked[-1])] - heights[int(ranked[0])]) / (count - 1)
         rank = {int(frame): k for k, frame in enumerate(ranked)}
         for swapped in (False, True):
-            matrix, inverse, origin = _plane(base, swapped=swapped)
+            _, inverse, origin = _plane(base, swapped=swapped)
             placements.append(_Placement(
                 key, swapped, {i: (inverse, origin + rank[i] * spacing * normal) for i in used},
                 f"the {'lowest' if key == 'stack up' else 'highest'} frame", abs(spacing)))
@@ -673,25 +698,45 @@ def _manifest_of(export: Path) -> Path | None:
     return None
 
 
-def _segalign_export(manifest: Path, frames: Sequence[Frame]) -> UserImages:
+def _segalign_export(manifest: Path, frames: Sequence[Frame], sets: SegmentSets | None = None) -> UserImages:
+    """SegAlign's export, each label image tied to its frame by the manifest; with ``sets`` (overlapping segments),
+    every layer of the frame (``label_png``, ``label_png_2``...) together."""
     root = manifest.parent
     by_key = {(frame.sop_instance_uid, frame.frame_number): index for index, frame in enumerate(frames)}
     with manifest.open(newline="", encoding="utf-8") as stream:
-        rows = list(csv.DictReader(stream))
+        reader = csv.DictReader(stream)
+        rows = list(reader)
+        header = list(reader.fieldnames or [])
+    layers = ["label_png"] + sorted((key for key in header if re.fullmatch(r"label_png_[0-9]+", key)),
+                                    key=lambda key: int(key.rsplit("_", 1)[1]))
     names, paths, tied = [], [], []
     for row in rows:
-        path = root / row["label_png"]
-        if not path.is_file():
-            raise SegAlignError(f"{short_path(manifest)} names {short(row['label_png'])}, which is missing")
+        found = []
+        for column in layers if sets is not None else layers[:1]:
+            if not row.get(column):
+                continue
+            path = root / row[column]
+            if not path.is_file():
+                raise SegAlignError(f"{short_path(manifest)} names {short(row[column])}, which is missing")
+            found.append(path)
         try:
             key = (row["sop_instance_uid"], int(row["frame"]))
         except ValueError:
             raise SegAlignError(f"{short_path(manifest)}: frame {short(row['frame'])} is not a number") from None
         names.append(row["label_png"])
-        paths.append(path)
+        paths.append(found)
         tied.append(by_key.get(key))
-    images = read_images(paths)
-    return UserImages("SegAlign export", root, names, images, tied, "manifest.csv (SOPInstanceUID and frame)")
+    read = iter(read_images([path for found in paths for path in found]))
+    if sets is None:
+        images = [next(read) for _ in paths]
+    else:
+        images = [sets.of_layers([next(read) for _ in found]) for found in paths]
+    notes = ([f"the manifest's {len(layers)} label layers of every frame together ({', '.join(layers)})"]
+             if sets is not None and len(layers) > 1 else [])
+    if sets is not None and len(layers) == 1:
+        notes.append("the export has one label layer, so where the segments overlap it holds one of them at most")
+    return UserImages("SegAlign export", root, names, images, tied, "manifest.csv (SOPInstanceUID and frame)",
+                      notes=notes)
 
 
 # ------------------------------------------------------------------------------------------------ image folders
@@ -728,8 +773,10 @@ def _masks_as_label(images: dict[str, np.ndarray], segments: Sequence[Label]) ->
 
 def _label_folder_readings(
     export: Path, folders: list[Path], frames: Sequence[Frame], segments: Sequence[Label],
+    sets: SegmentSets | None = None,
 ) -> list[UserImages]:
-    """One folder of masks per label, combined into label images (a later folder wins where masks overlap)."""
+    """One folder of masks per label, combined into label images (a later folder wins where masks overlap); with
+    ``sets`` (overlapping segments), into set codes, every mask whole."""
     values = [_label_of_folder(folder, segments) for folder in folders]
     combined: dict[str, np.ndarray] = {}
     for folder, value in zip(folders, values):
@@ -738,10 +785,14 @@ def _label_folder_readings(
             mask = read != 0
             image = combined.get(path.name)
             if image is None:
-                image = combined[path.name] = np.zeros(mask.shape, dtype=np.uint16 if value > 255 else np.uint8)
+                image = combined[path.name] = sets.blank(mask.shape) if sets is not None else \
+                    np.zeros(mask.shape, dtype=np.uint16 if value > 255 else np.uint8)
             elif image.shape != mask.shape:
                 raise SegAlignError(f"{short_path(path)} is {mask.shape[0]}x{mask.shape[1]}, the masks of the same "
                                     f"name in other folders are {image.shape[0]}x{image.shape[1]}")
+            if sets is not None:
+                sets.paint(image, mask, value)
+                continue
             if value > 255 and image.dtype == np.uint8:
                 image = combined[path.name] = image.astype(np.uint16)
             image[mask] = value
