@@ -47,7 +47,7 @@ def run_cli(*args: object) -> CliRun:
 
     Every export that succeeds is checked against ``segalign.align`` (:func:`assert_align_matches_export`), so the
     notebook API is held to the command's output on every case of the suite; with SEGALIGN_CHECK_EXPORTS=1, also
-    ``segalign check`` must find it exact (:func:`assert_check_is_exact`)."""
+    ``segalign check`` must find it exact (:func:`assert_check_is_exact`; =all: its DICOM SEG and RTSTRUCT too)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -56,16 +56,17 @@ def run_cli(*args: object) -> CliRun:
             code = int(exit_.code or 0)
     if code == 0 and args and str(args[0]) == "export" and os.environ.get("SEGALIGN_ALIGN_CHECK", "1") != "0":
         assert_align_matches_export([str(arg) for arg in args])
-    if code == 0 and args and str(args[0]) == "export" and os.environ.get("SEGALIGN_CHECK_EXPORTS", "0") == "1":
+    checking = os.environ.get("SEGALIGN_CHECK_EXPORTS", "0") in ("1", "all")
+    if code == 0 and args and str(args[0]) == "export" and checking:
         assert_check_is_exact([str(arg) for arg in args])
     return CliRun(code, out.getvalue(), err.getvalue())
 
 
 def assert_check_is_exact(argv: list[str]) -> None:
     """``segalign check`` of the export just written finds it exact (opt in: SEGALIGN_CHECK_EXPORTS=1): its label
-    images (every layer where segments overlap), and the DICOM SEG and RTSTRUCT when it wrote them. Exports the
-    check does not compare are left out: several series at once, split mosaics, segmentations read with another
-    --overlap than keep or with --allow-many-labels."""
+    images (every layer where segments overlap); with SEGALIGN_CHECK_EXPORTS=all also the DICOM SEG and RTSTRUCT
+    when it wrote them. Exports the check does not compare are left out: several series at once, split mosaics,
+    segmentations read with another --overlap than keep or with --allow-many-labels."""
     from segalign import check as checking
     from segalign.cli.parser import build_parser
 
@@ -77,7 +78,8 @@ def assert_check_is_exact(argv: list[str]) -> None:
 
     segmentation = load_segmentations(args.segmentation, args.labels)
     output = Path(args.output)
-    for export in [output] + [output / name for name in ("seg.dcm", "rtstruct.dcm") if (output / name).is_file()]:
+    objects = ("seg.dcm", "rtstruct.dcm") if os.environ.get("SEGALIGN_CHECK_EXPORTS") == "all" else ()
+    for export in [output] + [output / name for name in objects if (output / name).is_file()]:
         result = checking.check_export(args.dicom_dir, segmentation, export, series=args.series)
         assert result.exact, f"segalign check of {export} is not exact: {result.findings}"
 

@@ -992,7 +992,7 @@ def test_overlapping_report_pictures_compare_every_segment(overlapping, tmp_path
 
 def test_the_suite_checks_overlapping_exports_and_their_dicom_objects(overlapping, tmp_path: Path,
                                                                      monkeypatch) -> None:
-    """SEGALIGN_CHECK_EXPORTS=1 now also checks exports of overlapping segments (every layer), and the SEG and the
+    """SEGALIGN_CHECK_EXPORTS=1 also checks exports of overlapping segments (every layer); =all also the SEG and the
     RTSTRUCT an export wrote: each must be exact."""
     import segalign.check
 
@@ -1004,9 +1004,14 @@ def test_the_suite_checks_overlapping_exports_and_their_dicom_objects(overlappin
         checked.append((Path(args[2]).name, result.exact))
         return result
 
-    monkeypatch.setenv("SEGALIGN_CHECK_EXPORTS", "1")
     monkeypatch.setattr(segalign.check, "check_export", spy)
-    run = run_cli("export", overlapping["dicom"], overlapping["seg"], "-o", tmp_path / "out", "--dicom-seg",
+    monkeypatch.setenv("SEGALIGN_CHECK_EXPORTS", "1")
+    run = run_cli("export", overlapping["dicom"], overlapping["seg"], "-o", tmp_path / "one", "--dicom-seg",
                   "--rtstruct")
     assert run.code == 0, run.stderr
-    assert checked == [("out", True), ("seg.dcm", True), ("rtstruct.dcm", True)]
+    assert checked == [("one", True)]
+    monkeypatch.setenv("SEGALIGN_CHECK_EXPORTS", "all")
+    run = run_cli("export", overlapping["dicom"], overlapping["seg"], "-o", tmp_path / "all", "--dicom-seg",
+                  "--rtstruct")
+    assert run.code == 0, run.stderr
+    assert checked[1:] == [("all", True), ("seg.dcm", True), ("rtstruct.dcm", True)]

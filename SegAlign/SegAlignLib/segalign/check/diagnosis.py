@@ -481,8 +481,10 @@ def diagnose(
     if exact:
         for verdict in verdicts:
             verdict.frame, verdict.transform = verdict.tied, "identity"
-        labels = (_segment_table(segments, sets, truth_counts, truth_total, user_total, before, before, {}) if sets is not None else
-                  _label_table(segments, truth_counts, truth_total, user_total, before, before, {}))
+        if sets is not None:
+            labels = _segment_table(segments, sets, truth_counts, truth_total, user_total, before, before, {})
+        else:
+            labels = _label_table(segments, truth_counts, truth_total, user_total, before, before, {})
         return Diagnosis(True, count, len(images), list(user.names), 0, [v.frame for v in verdicts], "identity", 0,
                          [f"exact: each of the {plural(count, 'frame')} has its image, equal to SegAlign's labels "
                           f"pixel for pixel ({plural(len(images), 'image')} tied to frames by {user.rule})"
@@ -573,8 +575,10 @@ def diagnose(
     if residual_total == 0 and not any(v.lost for v in verdicts) and not user.faults:
         findings.append("with that undone, the export is exact but for the labels missing or merged, which cannot "
                         "be undone" if _labels_lost(mapping, segments) else "with that undone, the export is exact")
-    labels = (_segment_table(segments, sets, truth_counts, truth_total, user_total, before, after, mapping) if sets is not None else
-              _label_table(segments, truth_counts, truth_total, user_total, before, after, mapping))
+    if sets is not None:
+        labels = _segment_table(segments, sets, truth_counts, truth_total, user_total, before, after, mapping)
+    else:
+        labels = _label_table(segments, truth_counts, truth_total, user_total, before, after, mapping)
     return Diagnosis(False, count, len(images), list(user.names), mismatched, frame_of_image, in_plane,
                      residual_total, findings, labels, verdicts, missing, order_name, mapping)
 

@@ -533,7 +533,8 @@ def _placements(frames: Sequence[Frame], used: set[int]) -> list[_Placement]:
     return sorted(placements, key=lambda p: (order_of[p.key], p.swapped))
 
 
-def _placement_faults(chosen: _Placement, frames: Sequence[Frame], contours: Sequence[tuple[int, int, np.ndarray, bool]],
+def _placement_faults(chosen: _Placement, frames: Sequence[Frame],
+                      contours: Sequence[tuple[int, int, np.ndarray, bool]],
                       local_own: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[str]:
     """The findings on where the writer put the contours (none when on each frame's own plane and grid)."""
     faults = []
