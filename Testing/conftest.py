@@ -47,7 +47,7 @@ def run_cli(*args: object) -> CliRun:
 
     Every export that succeeds is checked against ``segalign.align`` (:func:`assert_align_matches_export`), so the
     notebook API is held to the command's output on every case of the suite; with SEGALIGN_CHECK_EXPORTS=1, also
-    ``segalign check`` must find it exact (:func:`assert_check_is_exact`)."""
+    ``segalign check`` must find it exact (:func:`assert_check_is_exact`; =all: its DICOM SEG and RTSTRUCT too)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -56,33 +56,36 @@ def run_cli(*args: object) -> CliRun:
             code = int(exit_.code or 0)
     if code == 0 and args and str(args[0]) == "export" and os.environ.get("SEGALIGN_ALIGN_CHECK", "1") != "0":
         assert_align_matches_export([str(arg) for arg in args])
-    if code == 0 and args and str(args[0]) == "export" and os.environ.get("SEGALIGN_CHECK_EXPORTS", "0") == "1":
+    checking = os.environ.get("SEGALIGN_CHECK_EXPORTS", "0") in ("1", "all")
+    if code == 0 and args and str(args[0]) == "export" and checking:
         assert_check_is_exact([str(arg) for arg in args])
     return CliRun(code, out.getvalue(), err.getvalue())
 
 
 def assert_check_is_exact(argv: list[str]) -> None:
-    """``segalign check`` of the export just written finds it exact (opt in: SEGALIGN_CHECK_EXPORTS=1). Exports
-    the check does not compare are left out: several series or segmentations at once, split mosaics, overlapping
-    segments, label maps read with --overlap or --allow-many-labels."""
+    """``segalign check`` of the export just written finds it exact (opt in: SEGALIGN_CHECK_EXPORTS=1): its label
+    images (every layer where segments overlap); with SEGALIGN_CHECK_EXPORTS=all also the DICOM SEG and RTSTRUCT
+    when it wrote them. Exports the check does not compare are left out: several series at once, split mosaics,
+    segmentations read with another --overlap than keep or with --allow-many-labels."""
     from segalign import check as checking
     from segalign.cli import parse_arguments
 
     if "--help" in argv or "-h" in argv:
         return
     args = parse_arguments(argv)
-    if args.all_series or args.split_mosaics or len(args.segmentation) > 1 or args.overlap != "keep" \
-            or args.allow_many_labels or not (Path(args.output) / "manifest.csv").is_file():
+    if args.all_series or args.split_mosaics or args.overlap != "keep" or args.allow_many_labels \
+            or not (Path(args.output) / "manifest.csv").is_file():
         return
-    from segalign import load_segmentation
+    from segalign import load_segmentations
     from segalign.dicom import scan_folder
 
-    segmentation = load_segmentation(args.segmentation[0], args.labels, reference=scan_folder(args.dicom_dir).series,
-                                     skip_unplaced_contours=args.skip_unplaced_contours)
-    if segmentation.overlapping:
-        return
-    result = checking.check_export(args.dicom_dir, segmentation, args.output, series=args.series)
-    assert result.exact, f"segalign check of {args.output} is not exact: {result.findings}"
+    segmentation = load_segmentations(args.segmentation, args.labels, reference=scan_folder(args.dicom_dir).series,
+                                      skip_unplaced_contours=args.skip_unplaced_contours)
+    output = Path(args.output)
+    objects = ("seg.dcm", "rtstruct.dcm") if os.environ.get("SEGALIGN_CHECK_EXPORTS") == "all" else ()
+    for export in [output] + [output / name for name in objects if (output / name).is_file()]:
+        result = checking.check_export(args.dicom_dir, segmentation, export, series=args.series)
+        assert result.exact, f"segalign check of {export} is not exact: {result.findings}"
 
 
 def assert_align_matches_export(argv: list[str]) -> None:

@@ -829,7 +829,9 @@ def test_rtutils_rtstruct_shrinks_every_structure_by_its_boundary(tmp_path: Path
     """rt-utils as its users call it (SimpleITK resampling, add_roi per label) on a regular axial series with an
     LAS segmentation (no pixel centre half-way between voxels, so SimpleITK samples as SegAlign does) and pixels of
     0.9 x 0.8 mm: its contours are placed with the two spacings swapped, and OpenCV's contours run through the
-    centres of the boundary pixels, so filled at the pixel centres every structure loses boundary pixels."""
+    centres of the boundary pixels, so filled at the pixel centres every structure loses boundary pixels: every
+    pixel that differs lies under a contour. (On a regular stack rt-utils' own stack geometry is the frames' own:
+    nothing is said of it; tilted and gapped series are in test_check_realdata.py.)"""
     from rt_readers import rtutils_like_users
     from seg_cases import highdicom_ready
 
@@ -847,8 +849,9 @@ def test_rtutils_rtstruct_shrinks_every_structure_by_its_boundary(tmp_path: Path
     assert code == 1 and result["in_plane"] == "identity"
     assert result["frame_of_image"] == [int(name.split()[1]) for name in result["image_names"]]
     assert result["residual_mismatched_pixels"] == result["mismatched_pixels"] > 0
-    finding(result, "all of them labelled by SegAlign only and on label boundaries", "smaller by up to one pixel",
-            "rt-utils")
+    finding(result, "all of them labelled by SegAlign only and each under a contour", "half a pixel", "rt-utils",
+            "counted inside, the contours give SegAlign's labels")
+    assert not any("stack of parallel planes" in line or "off the plane" in line for line in result["findings"])
     # rt-utils scales columns by PixelSpacing[0] and rows by PixelSpacing[1]: on these 0.9 x 0.8 mm pixels that
     # stretches every contour; the check names it and judges the rest with it undone
     finding(result, "PixelSpacing's two values swapped (0.9 mm between rows taken as the spacing of the columns")
@@ -862,3 +865,153 @@ def test_labels_option_names_the_segments_in_findings(tilted, tmp_path: Path) ->
     code, result = check_json(tilted["dicom"], tilted["seg"], export, "--labels", tmp_path / "table.csv")
     assert [(label["value"], label["name"]) for label in result["labels"]] == [(1, "liver"), (2, "spleen"), (7, "aorta")]
     finding(result, "label 2 (spleen) is missing from the export")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# overlapping segments: every pixel compared as the set of segments on it, Dice per segment
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def overlapping(tmp_path_factory) -> dict:
+    """A body around a liver around a tumour, as a folder of NIfTI masks (test_align's case, 33 x 35 frames), and
+    SegAlign's export of it with every output that holds overlaps: labels/ + layers/<n>/, masks/, a BINARY SEG,
+    an RTSTRUCT. ``masks``: each segment's truth on every frame, (frames, rows, columns) booleans."""
+    root = tmp_path_factory.mktemp("overlapping")
+    shapes = [Ellipsoid(1, "Body", (0.3, -0.2, 0.1), (16.1, 14.3, 15.2)),
+              Ellipsoid(2, "liver", (-4.1, 2.2, 1.3), (6.3, 5.1, 5.9)),
+              Ellipsoid(3, "tumour", (-2.9, 3.1, 2.2), (2.8, 2.4, 3.1))]
+    specs = stack((-15.2, -14.9, -12.3), 12, (0, 0, 2.17), spacing=(0.97, 0.91), rows=33, columns=35)
+    write_series(root / "dicom", specs, Phantom(shapes=shapes))
+    affine, shape = las_affine((-20, -20, -20), (20, 20, 20), (0.77, 0.81, 0.93))
+    for item in shapes:
+        voxels = rasterize(Phantom(shapes=[item]), shape, affine) > 0
+        write_nifti(root / "segmentation" / f"{item.name}.nii.gz", voxels.astype(np.uint8), affine)
+    run = run_cli("export", root / "dicom", root / "segmentation", "-o", root / "export", "--masks", "--dicom-seg",
+                  "--rtstruct")
+    assert run.code == 0, run.stderr
+    assert (root / "export" / "layers").is_dir(), "the segments overlap on the frames: SegAlign writes layers"
+    alignment = segalign.align(root / "dicom", root / "segmentation")
+    masks = {label.name: alignment.mask(label.value) for label in alignment.segments}
+    shared = sum(int(np.count_nonzero(sum(m[k].astype(int) for m in masks.values()) > 1)) for k in range(12))
+    assert shared and (masks["tumour"] & ~masks["liver"]).sum() < masks["tumour"].sum(), "they overlap"
+    return {"dicom": root / "dicom", "seg": root / "segmentation", "export": root / "export", "masks": masks,
+            "shared": shared}
+
+
+def write_mask_folders(folder: Path, masks: dict, make=lambda mask: mask, leave_out=()) -> Path:
+    """One folder of 0/255 PNG masks per segment, named by the segment, one image per frame in acquisition order."""
+    for name, stacked in masks.items():
+        if name not in leave_out:
+            write_pngs(folder / name, [(make(mask) * 255).astype(np.uint8) for mask in stacked])
+    return folder
+
+
+def test_overlapping_segalign_exports_check_exact(overlapping) -> None:
+    export = overlapping["export"]
+    for path in (export, export / "labels", export / "masks", export / "seg.dcm", export / "rtstruct.dcm"):
+        code, result = check_json(overlapping["dicom"], overlapping["seg"], path)
+        assert code == 0, (path, result["findings"])
+        assert [(label["name"], label["dice_before"]) for label in result["labels"]] == [
+            ("Body", 1.0), ("liver", 1.0), ("tumour", 1.0)]
+        finding(result, f"the segments overlap (SegAlign's labels have {overlapping['shared']} pixels in two segments "
+                        "or more", "every segment whole")
+    code, result = check_json(overlapping["dicom"], overlapping["seg"], export)
+    finding(result, "the manifest's 3 label layers of every frame together (label_png, label_png_2, label_png_3)")
+
+
+def test_overlapping_masks_transposed_are_named_and_undone(overlapping, tmp_path: Path) -> None:
+    masks = overlapping["masks"]
+    export = write_mask_folders(tmp_path / "masks", masks, make=lambda mask: mask.T)
+    code, result = check_json(overlapping["dicom"], overlapping["seg"], export)
+    assert code == 1 and result["in_plane"] == "transpose" and result["frame_of_image"] == list(range(12))
+    assert result["residual_mismatched_pixels"] == 0
+    line = finding(result, "every image", "(transpose)")
+    for name in masks:  # the undo, run on each segment's own masks as read back
+        back = np.stack([run_undo(line, image=read_png(export / name / f"{k:04d}.png"))["fixed"] for k in range(12)])
+        assert np.array_equal(back != 0, masks[name]), name
+    assert [(label["name"], label["dice_after"]) for label in result["labels"]] == [
+        ("Body", 1.0), ("liver", 1.0), ("tumour", 1.0)]
+
+
+def test_overlapping_masks_reversed_with_a_segment_left_out(overlapping, tmp_path: Path) -> None:
+    """Masks written in reverse frame order, the tumour (wholly inside the liver and the body) not written: the
+    order is named, the tumour is missing (its pixels are still in the other two segments, which is no sign of it),
+    and Dice is per segment."""
+    masks = overlapping["masks"]
+    reversed_masks = {name: stacked[::-1] for name, stacked in masks.items()}
+    export = write_mask_folders(tmp_path / "masks", reversed_masks, leave_out=("tumour",))
+    code, result = check_json(overlapping["dicom"], overlapping["seg"], export)
+    assert result["frame_of_image"] == list(range(11, -1, -1)) and result["in_plane"] == "identity"
+    finding(result, "reverse order", "images = images[::-1]")
+    finding(result, "label 3 (tumour) is missing from the export")
+    dice = {label["name"]: (label["dice_before"], label["dice_after"]) for label in result["labels"]}
+    assert dice["Body"][1] == dice["liver"][1] == 1.0 and dice["tumour"] == (0.0, 0.0)
+    body = masks["Body"]
+    both = int(np.count_nonzero(body & body[::-1]))  # Dice before: the reversed body over the true one
+    assert dice["Body"][0] == round(2 * both / (2 * int(body.sum())), 6)
+    assert result["residual_mismatched_pixels"] == 0
+
+
+def test_one_label_per_pixel_cannot_hold_overlapping_segments(overlapping, tmp_path: Path) -> None:
+    """The labels/ folder copied without the manifest (layer 1 only), and a later-wins label map: not exact, and
+    said why."""
+    alignment = segalign.align(overlapping["dicom"], overlapping["seg"])
+    export = write_pngs(tmp_path / "layer1", list(alignment.layers[0]))
+    code, result = check_json(overlapping["dicom"], overlapping["seg"], export)
+    assert code == 1
+    finding(result, "the export holds one label per pixel, so where the segments overlap it holds one of them at most")
+    in_layer1 = set(np.unique(alignment.layers[0]).tolist()) - {0}
+    elsewhere = [label for label in alignment.segments if label.value not in in_layer1]
+    assert elsewhere, "some segment is in a further layer"
+    finding(result, ", ".join(f"{label.value} ({label.name})" for label in elsewhere), "missing from the export")
+    finding(result, "exact but for the labels missing or merged, which cannot be undone")
+    masks = overlapping["masks"]
+    flat = np.zeros(masks["Body"].shape, np.uint8)
+    for value, name in enumerate(masks, start=1):
+        flat[masks[name]] = value  # later wins
+    np.save(tmp_path / "flat.npy", flat)
+    code, result = check_json(overlapping["dicom"], overlapping["seg"], tmp_path / "flat.npy")
+    assert code == 1 and result["frame_of_image"] == list(range(12))
+    dice = {label["name"]: label["dice_after"] for label in result["labels"]}
+    assert dice["tumour"] == 1.0 and dice["liver"] < 1.0 and dice["Body"] < 1.0  # what later-wins covered
+
+
+def test_overlapping_report_pictures_compare_every_segment(overlapping, tmp_path: Path) -> None:
+    """A frame whose liver alone is flipped: its picture is written, its difference marks the liver's pixels."""
+    masks = overlapping["masks"]
+    frame = next(k for k in range(12) if masks["tumour"][k].any())
+    changed = {name: stacked.copy() for name, stacked in masks.items()}
+    changed["liver"][frame] = changed["liver"][frame][::-1, :]
+    export = write_mask_folders(tmp_path / "masks", changed)
+    run = run_cli("check", overlapping["dicom"], overlapping["seg"], export, "-o", tmp_path / "report")
+    assert run.code == 1, run.stderr
+    assert sorted(p.name for p in (tmp_path / "report" / "frames").iterdir()) == [f"frame_{frame:04d}.png"]
+    picture = read_png(tmp_path / "report" / "frames" / f"frame_{frame:04d}.png")
+    assert picture.shape[2] == 3
+
+
+def test_the_suite_checks_overlapping_exports_and_their_dicom_objects(overlapping, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """SEGALIGN_CHECK_EXPORTS=1 also checks exports of overlapping segments (every layer); =all also the SEG and the
+    RTSTRUCT an export wrote: each must be exact."""
+    import segalign.check
+
+    real = segalign.check.check_export
+    checked = []
+
+    def spy(*args, **kwargs):
+        result = real(*args, **kwargs)
+        checked.append((Path(args[2]).name, result.exact))
+        return result
+
+    monkeypatch.setattr(segalign.check, "check_export", spy)
+    monkeypatch.setenv("SEGALIGN_CHECK_EXPORTS", "1")
+    run = run_cli("export", overlapping["dicom"], overlapping["seg"], "-o", tmp_path / "one", "--dicom-seg",
+                  "--rtstruct")
+    assert run.code == 0, run.stderr
+    assert checked == [("one", True)]
+    monkeypatch.setenv("SEGALIGN_CHECK_EXPORTS", "all")
+    run = run_cli("export", overlapping["dicom"], overlapping["seg"], "-o", tmp_path / "all", "--dicom-seg",
+                  "--rtstruct")
+    assert run.code == 0, run.stderr
+    assert checked[1:] == [("all", True), ("seg.dcm", True), ("rtstruct.dcm", True)]

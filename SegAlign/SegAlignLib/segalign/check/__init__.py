@@ -25,8 +25,10 @@ from typing import Any, Mapping
 from ..errors import SegAlignError
 from ..segmentation import Label
 from .diagnosis import TRANSFORMS, Diagnosis, diagnose
+from ..dicom.model import plural
 from .exports import UserImages, read_export
 from .report import CheckResult
+from .sets import SegmentSets
 
 __all__ = ["CheckResult", "TRANSFORMS", "check_export"]
 
@@ -45,18 +47,25 @@ def check_export(
 
     ``dicom``, ``segmentation``, ``series`` and ``label_table`` are :func:`segalign.align`'s. Raises
     :class:`SegAlignError` (one line) when the two cannot be compared at all.
+
+    When the segments overlap, each pixel is compared as the set of segments on it (:mod:`.sets`): the export
+    holds them where it can (SegAlign's ``labels/`` and ``layers/<n>/``, ``masks/``, a BINARY SEG, an RTSTRUCT),
+    and ``labels`` gives Dice per segment.
     """
     from ..alignment import align
 
     alignment = align(dicom, segmentation, series=series, order="instance", label_table=label_table)
-    if alignment.segmentation.overlapping:
-        raise SegAlignError(f"segments of {alignment.segmentation.name} overlap, so one label per pixel cannot hold "
-                            "them: a check compares label images")
     frames = alignment.frames
     shapes = {(frame.rows, frame.columns) for frame in frames}
-    truth = list(alignment.labels) if len(shapes) == 1 else [frame.labels for frame in alignment]
+    sets = SegmentSets() if alignment.segmentation.overlapping else None
+    if sets is None:
+        truth = list(alignment.labels) if len(shapes) == 1 else [frame.labels for frame in alignment]
+    else:  # each pixel as the set of segments on it: every segment whole
+        layers = alignment.layers if len(shapes) == 1 else None
+        truth = [sets.of_layers([layer[index] for layer in layers] if layers is not None else frame.layers)
+                 for index, frame in enumerate(alignment)]
     segments = alignment.segments
-    readings = read_export(Path(export), frames, segments)
+    readings = read_export(Path(export), frames, segments, sets)
     usable = [reading for reading in readings if _fits_some_frame(reading, shapes)]
     if not usable:
         sizes = sorted({f"{i.shape[0]}x{i.shape[1]}" for reading in readings for i in reading.images})
@@ -65,7 +74,7 @@ def check_export(
     root = Path(dicom) if isinstance(dicom, (str, os.PathLike)) and Path(dicom).is_dir() else None
     best: tuple[tuple, Diagnosis, UserImages] | None = None
     for rank, reading in enumerate(usable):
-        diagnosis = diagnose(truth, frames, reading, segments, root)
+        diagnosis = diagnose(truth, frames, reading, segments, root, sets)
         if diagnosis.exact:
             best = ((0,), diagnosis, reading)
             break
@@ -75,9 +84,15 @@ def check_export(
             best = (key, diagnosis, reading)
     assert best is not None
     _, diagnosis, reading = best
-    diagnosis.findings[:0] = reading.notes
+    overlap = []
+    if sets is not None:
+        shared = [sets.overlapping_pixels(labels) for labels in truth]
+        overlap = [f"the segments overlap (SegAlign's labels have {sum(shared)} pixels in two segments or more, on "
+                   f"{plural(sum(1 for n in shared if n), 'frame')}): every pixel is compared as the set of segments "
+                   "on it, every segment whole"]
+    diagnosis.findings[:0] = overlap + reading.notes
     dicom_path = Path(dicom) if isinstance(dicom, (str, os.PathLike)) else None
-    return CheckResult(diagnosis, truth, reading, frames, segments, dicom_path, Path(export))
+    return CheckResult(diagnosis, truth, reading, frames, segments, dicom_path, Path(export), sets)
 
 
 def _fits_some_frame(reading: UserImages, shapes: set[tuple[int, int]]) -> bool:

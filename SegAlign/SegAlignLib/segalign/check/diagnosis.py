@@ -33,6 +33,7 @@ from ..dicom import Frame
 from ..dicom.model import plural
 from ..segmentation import Label
 from .exports import UserImages, natural_key
+from .sets import SegmentSets, segment_dice, segment_mapping
 
 #: The in-plane transforms by name: with ``a`` a frame's true labels, the user's image is ``a``, ``a[::-1, :]``...
 TRANSFORMS = (
@@ -121,6 +122,7 @@ class ImageVerdict:
     lost: int = 0  #: labelled pixels its shift moved off the image (in no image, so not undone)
     only_truth: int = 0  #: of the residual, pixels labelled by SegAlign only
     only_user: int = 0  #: of the residual, pixels labelled in the user's image only
+    under_contours: int = 0  #: of the residual, pixels whose centres lie on a contour line (an RTSTRUCT's)
 
 
 @dataclass
@@ -429,9 +431,12 @@ def _centre_after(centre: tuple[float, float], shape: tuple[int, ...], name: str
 
 def diagnose(
     truth: Sequence[np.ndarray], frames: Sequence[Frame], user: UserImages, segments: Sequence[Label],
-    dicom_root: Path | None = None,
+    dicom_root: Path | None = None, sets: SegmentSets | None = None,
 ) -> Diagnosis:
-    """Compare the user's images with the true labels of the frames and explain every difference."""
+    """Compare the user's images with the true labels of the frames and explain every difference.
+
+    With ``sets`` (the segments overlap), ``truth`` and the user's images hold set codes (:mod:`.sets`): frames,
+    transforms and shifts are found on them alike, label values and Dice are judged per segment."""
     count, images, tied = len(truth), user.images, user.tied
     top = 1 + max([int(t.max()) for t in truth if t.size] + [int(i.max()) for i in images if i.size]
                   + [label.value for label in segments] + [0])
@@ -456,7 +461,7 @@ def diagnose(
         elif counted_images[index] is truth_counts[frame]:
             add_counts(before, {(v, v): n for v, n in truth_counts[frame].as_dict().items()})
         else:
-            add_counts(before, pair_counts(truth[frame], image, top, off_diagonal=False))
+            add_counts(before, pair_counts(truth[frame], image, top, off_diagonal=sets is not None))
             verdict.mismatched = int(np.count_nonzero(image != truth[frame]))
         if frame is not None:
             held[frame] += 1
@@ -476,7 +481,10 @@ def diagnose(
     if exact:
         for verdict in verdicts:
             verdict.frame, verdict.transform = verdict.tied, "identity"
-        labels = _label_table(segments, truth_counts, truth_total, user_total, before, before, {})
+        if sets is not None:
+            labels = _segment_table(segments, sets, truth_counts, truth_total, user_total, before, before, {})
+        else:
+            labels = _label_table(segments, truth_counts, truth_total, user_total, before, before, {})
         return Diagnosis(True, count, len(images), list(user.names), 0, [v.frame for v in verdicts], "identity", 0,
                          [f"exact: each of the {plural(count, 'frame')} has its image, equal to SegAlign's labels "
                           f"pixel for pixel ({plural(len(images), 'image')} tied to frames by {user.rule})"
@@ -513,10 +521,14 @@ def diagnose(
     for index, frame in enumerate(frame_of_image):
         if frame is not None and per_image[index] is not None:
             add_counts(after, pair_counts(expected_of(index), images[index], top))
-    mapping = _label_mapping(after)
-    lookup = np.arange(top, dtype=np.int64)
-    for value, written in mapping.items():
-        lookup[value] = written
+    if sets is not None:  # per segment: renamed or missing (the sets are what the images hold)
+        mapping = segment_mapping(sets, after)
+        lookup = sets.mapped(mapping)
+    else:
+        mapping = _label_mapping(after)
+        lookup = np.arange(top, dtype=np.int64)
+        for value, written in mapping.items():
+            lookup[value] = written
 
     # ---------------------------------------------------------------- 4. what is left
     residual_total = 0
@@ -537,6 +549,9 @@ def diagnose(
                 verdict.off_boundary = int(np.count_nonzero(differ & ~near_edges(expected)))
                 verdict.only_truth = int(np.count_nonzero(differ & (images[index] == 0)))
                 verdict.only_user = int(np.count_nonzero(differ & (expected == 0)))
+                lines = user.under_contours[index] if user.under_contours is not None else None
+                if lines is not None and transform == "identity" and moves[index] == (0, 0):
+                    verdict.under_contours = int(np.count_nonzero(differ & lines))
         residual_total += verdict.residual
     holders = [0] * count
     for frame in frame_of_image:
@@ -558,8 +573,12 @@ def diagnose(
     findings += _describe_missing(missing, verdicts, image_counts, truth_counts, holders)
     findings += _describe_residual(verdicts, user)
     if residual_total == 0 and not any(v.lost for v in verdicts) and not user.faults:
-        findings.append("with that undone, the export is exact")
-    labels = _label_table(segments, truth_counts, truth_total, user_total, before, after, mapping)
+        findings.append("with that undone, the export is exact but for the labels missing or merged, which cannot "
+                        "be undone" if _labels_lost(mapping, segments) else "with that undone, the export is exact")
+    if sets is not None:
+        labels = _segment_table(segments, sets, truth_counts, truth_total, user_total, before, after, mapping)
+    else:
+        labels = _label_table(segments, truth_counts, truth_total, user_total, before, after, mapping)
     return Diagnosis(False, count, len(images), list(user.names), mismatched, frame_of_image, in_plane,
                      residual_total, findings, labels, verdicts, missing, order_name, mapping)
 
@@ -985,6 +1004,18 @@ def _describe_mapping(mapping: dict[int, int], segments: Sequence[Label], lookup
     return findings
 
 
+def _labels_lost(mapping: dict[int, int], segments: Sequence[Label]) -> bool:
+    """Whether the label mapping drops a label (written as background) or merges two into one value."""
+    values = {label.value for label in segments}
+    targets: dict[int, list[int]] = {}
+    for value, written in mapping.items():
+        if value != 0:
+            if written == 0:
+                return True
+            targets.setdefault(written, []).append(value)
+    return any(len(group) > 1 or (written in values and written not in mapping) for written, group in targets.items())
+
+
 def _describe_missing(missing: Sequence[int], verdicts: Sequence[ImageVerdict], image_counts: Sequence[Counts],
                       truth_counts: Sequence[Counts], holders: Sequence[int]) -> list[str]:
     findings = []
@@ -1021,6 +1052,13 @@ def _describe_residual(verdicts: Sequence[ImageVerdict], user: UserImages) -> li
         return [f"{head}, {off} of them away from label boundaries"]
     only_truth = sum(v.only_truth for v in differing)
     only_user = sum(v.only_user for v in differing)
+    under = sum(v.under_contours for v in differing)
+    if only_truth == total and under == total:
+        return [f"{head}, all of them labelled by SegAlign only and each under a contour (its centre on a contour "
+                "line): the contours run through the centres of the structures' boundary pixels (as OpenCV's "
+                "findContours traces a mask, for rt-utils), not around them, so what they enclose is every structure "
+                "shrunk by half a pixel all around, and filled at the pixel centres these boundary pixels fall "
+                "outside; counted inside, the contours give SegAlign's labels"]
     if only_truth == total:
         cause = ("contours drawn through the centres of the boundary pixels (as OpenCV's findContours draws them for "
                  "rt-utils) shrink every structure by half a pixel" if user.kind == "RTSTRUCT" else
@@ -1067,6 +1105,29 @@ def _label_table(
         result.append({"value": value, "name": label.name, "frames": frames,
                        "dice_before": dice_before, "dice_after": dice_after})
     return result
+
+
+def _segment_table(
+    segments: Sequence[Label], sets: SegmentSets, truth_counts: Sequence[Counts], truth_total: dict[int, int],
+    user_total: dict[int, int], before: dict[tuple[int, int], int], after: dict[tuple[int, int], int],
+    mapping: dict[int, int],
+) -> list[dict[str, object]]:
+    """The label table of overlapping segments: Dice of each segment's own pixels, before and after the
+    explanation (then with the user's value for it, where renamed)."""
+    holding: dict[int, int] = {}
+    for counted in truth_counts:
+        present: set[int] = set()
+        for code in counted.values.tolist():
+            present |= sets.members(code)
+        for value in present:
+            holding[value] = holding.get(value, 0) + 1
+    dice_before = segment_dice(sets, before, truth_total, user_total)
+    dice_after = segment_dice(sets, after, truth_total, user_total, mapping)
+    return [{"value": label.value, "name": label.name, "frames": holding.get(label.value, 0),
+             "dice_before": dice_before.get(label.value),
+             "dice_after": (0.0 if mapping.get(label.value) == 0 and holding.get(label.value) else
+                            dice_after.get(label.value))}
+            for label in segments]
 
 
 __all__ = ["TRANSFORMS", "UNDO_IMAGE", "UNDO_STACK", "Diagnosis", "ImageVerdict", "diagnose", "ranges", "shifted",

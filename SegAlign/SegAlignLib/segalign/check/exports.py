@@ -21,10 +21,11 @@ candidate and the check keeps the one the images agree with best.
 from __future__ import annotations
 
 import csv
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from ..dicom.model import plural
 from ..errors import SegAlignError, short, short_path
 from ..files import safe_name
 from ..segmentation import Label
+from .sets import SegmentSets
 
 #: File name endings of one 2D image of an image folder.
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
@@ -56,6 +58,8 @@ class UserImages:
     layout: str | None = None  #: for an array: "frames first" or "frames last"
     notes: list[str] = field(default_factory=list)  #: how the export was read (not faults)
     faults: list[str] = field(default_factory=list)  #: faults found while reading (a DICOM object's): never exact
+    #: For an RTSTRUCT drawn through pixel centres: per image, the pixels whose centres lie on a contour line.
+    under_contours: list[np.ndarray | None] | None = None
 
     @property
     def empty_frames_optional(self) -> bool:
@@ -72,31 +76,48 @@ class UserImages:
                           list(self.faults))
 
 
-def read_export(export: Path, frames: Sequence[Frame], segments: Sequence[Label]) -> list[UserImages]:
+def read_export(export: Path, frames: Sequence[Frame], segments: Sequence[Label],
+                sets: SegmentSets | None = None) -> list[UserImages]:
     """Every reading of ``export`` worth trying, the preferred first (each a :class:`UserImages`); raises
-    :class:`SegAlignError` (one line) when it cannot be read as an export at all."""
+    :class:`SegAlignError` (one line) when it cannot be read as an export at all.
+
+    With ``sets`` (the segments overlap), every image holds set codes (see :mod:`.sets`): where the export holds
+    several segments on a pixel (SegAlign's layers, one folder of masks per segment, a BINARY SEG, an RTSTRUCT) the
+    pixel's code is their set; an export of one label per pixel (image folders, arrays, a LABELMAP SEG) says so in
+    its notes."""
     export = Path(export)
     if not export.exists():
         raise SegAlignError(f"the export {short_path(export)} does not exist")
     if export.is_file():
         if _suffix(export) in ARRAY_SUFFIXES:
-            return _array_readings(export, len(frames))
+            return [_one_per_pixel(reading, sets) for reading in _array_readings(export, len(frames))]
         if _is_dicom(export):
-            return [_seg_reading(export, frames, segments)]
+            return [_seg_reading(export, frames, segments, sets)]
         raise SegAlignError(f"the export {short_path(export)} is not a folder of images, an array file "
                             f"({', '.join(ARRAY_SUFFIXES)}) or a DICOM SEG")
     manifest = _manifest_of(export)
     if manifest is not None:
-        return [_segalign_export(manifest, frames)]
+        return [_segalign_export(manifest, frames, sets)]
     images = _image_files(export)
     if images:
-        return _folder_readings(export, images, frames, segments, kind="image folder")
+        return [_one_per_pixel(reading, sets)
+                for reading in _folder_readings(export, images, frames, segments, kind="image folder")]
     folders = sorted(path for path in export.iterdir() if path.is_dir() and not path.name.startswith("."))
     with_images = [folder for folder in folders if _image_files(folder)]
     if with_images:
-        return _label_folder_readings(export, with_images, frames, segments)
+        return _label_folder_readings(export, with_images, frames, segments, sets)
     raise SegAlignError(f"the export {short_path(export)} holds no images ({', '.join(IMAGE_SUFFIXES)}), no folders "
                         "of them and no manifest.csv")
+
+
+def _one_per_pixel(reading: UserImages, sets: SegmentSets | None) -> UserImages:
+    """A reading of label images (one value per pixel) as set codes when the segments overlap."""
+    if sets is None:
+        return reading
+    reading.images = [sets.of_labels(image) for image in reading.images]
+    reading.notes.append("the export holds one label per pixel, so where the segments overlap it holds one of "
+                         "them at most")
+    return reading
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -228,7 +249,8 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
-def _seg_reading(path: Path, frames: Sequence[Frame], segments: Sequence[Label]) -> UserImages:
+def _seg_reading(path: Path, frames: Sequence[Frame], segments: Sequence[Label],
+                 sets: SegmentSets | None = None) -> UserImages:
     """A DICOM SEG, frame by frame through its references: one label image per source frame it references (a
     BINARY SEG's segments on that frame together), tied to that frame (by ReferencedSOPInstanceUID and
     ReferencedFrameNumber; by its ImagePositionPatient when it references none), in the order of the SEG's frames,
@@ -244,7 +266,7 @@ def _seg_reading(path: Path, frames: Sequence[Frame], segments: Sequence[Label])
         raise SegAlignError(f"{short_path(path)} is not a readable DICOM file: {describe(error)}") from None
     sop_class = str(dataset.get("SOPClassUID", ""))
     if sop_class == RT_STRUCTURE_SET_STORAGE:
-        return _rtstruct_reading(dataset, path, frames, segments)
+        return _rtstruct_reading(dataset, path, frames, segments, sets)
     if sop_class not in SEG_SOP_CLASSES:
         raise SegAlignError(f"{short_path(path)} is a DICOM {short(dataset.get('Modality', '?'), 16)} object, not a "
                             "DICOM SEG or RTSTRUCT")
@@ -287,18 +309,24 @@ def _seg_reading(path: Path, frames: Sequence[Frame], segments: Sequence[Label])
         lookup[number] = value
     names, images = [], []
     for key in order:
-        image = np.zeros(pixels.shape[1:], dtype=dtype)
+        image = sets.blank(pixels.shape[1:]) if sets is not None else np.zeros(pixels.shape[1:], dtype=dtype)
         for number in members[key]:
             if kind == "LABELMAP":
                 labelled = pixels[number] != 0
-                image[labelled] = lookup[pixels[number][labelled]]
+                if sets is not None:
+                    image = sets.union(image, np.where(labelled, lookup[pixels[number]], 0))
+                else:
+                    image[labelled] = lookup[pixels[number][labelled]]
             else:
                 segment = _segment_number(per_frame[number] if number < len(per_frame) else None) \
                     or _segment_number(shared)
                 if segment is None:
                     raise SegAlignError(f"frame {number + 1} of {short_path(path)} names no segment "
                                         "(SegmentIdentificationSequence)")
-                image[pixels[number] != 0] = values.get(segment, segment)
+                if sets is not None:
+                    sets.paint(image, pixels[number] != 0, values.get(segment, segment))
+                else:
+                    image[pixels[number] != 0] = values.get(segment, segment)
         names.append(f"frame {members[key][0] + 1}")
         images.append(image)
     note = (f"a {kind} DICOM SEG of {count} frames, read frame by frame: each source frame it references is one image "
@@ -363,18 +391,38 @@ def _segment_values(dataset: object, segments: Sequence[Label]) -> dict[int, int
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 #: A contour point farther than this from the plane of the frame it lies on (mm) is off its plane.
 OFF_PLANE_MM = 0.01
+#: A vertex coordinate within this many pixels of a whole or half pixel is on the pixel grid.
+ON_GRID_PIXELS = 0.001
 
 
-def _rtstruct_reading(dataset: object, path: Path, frames: Sequence[Frame], segments: Sequence[Label]) -> UserImages:
+@dataclass
+class _Placement:
+    """Where a writer may have put the contours of each frame: for frame ``index``, LPS = origin + matrix @
+    (column, row, distance from the plane). ``own``: each frame's own plane and pixel grid (DICOM's meaning)."""
+
+    key: str  #: "own", "stack up", "stack down"
+    swapped: bool  #: PixelSpacing's two values swapped
+    planes: dict[int, tuple[np.ndarray, np.ndarray]]  #: frame index -> (inverse matrix, origin)
+    words: str = ""  #: the stack, in a finding
+    spacing: float = 0.0  #: the stack's slice spacing along the normal (mm)
+
+
+def _rtstruct_reading(dataset: object, path: Path, frames: Sequence[Frame], segments: Sequence[Label],
+                      sets: SegmentSets | None = None) -> UserImages:
     """An RT Structure Set, contour by contour: each CLOSED_PLANAR contour is put on the frame its
     ContourImageSequence references (else the frame whose plane holds it), in that frame's pixel coordinates, and
     the contours of one ROI on one frame are filled together by the even-odd rule at the pixel centres. One image
-    per frame with contours, in frame order, named ``frame N`` (N: the frame's index in acquisition order)."""
+    per frame with contours, in frame order, named ``frame N`` (N: the frame's index in acquisition order).
+
+    Contours a writer placed on another geometry than the frames' own are found and placed where that writer meant
+    them, the fault named: PixelSpacing's two values swapped, and a stack of parallel planes built from the lowest
+    (or highest) frame at the mean slice spacing, on that frame's pixel grid (what rt-utils does: on a tilted
+    series it moves each frame's contours within its plane, on unevenly spaced slices off it). Either is taken only
+    when the contours' vertices lie on that geometry's pixel grid (whole or half pixels) and not on the frames' own."""
     values = _roi_values(dataset, segments)
     by_reference = {(frame.sop_instance_uid, frame.frame_number): index for index, frame in enumerate(frames)}
     planes = [_plane(frame) for frame in frames]
-    polygons: dict[int, dict[int, list[tuple[np.ndarray, np.ndarray]]]] = {}  # (row, column) as read, as swapped
-    off_plane: list[float] = []
+    contours: list[tuple[int, int, np.ndarray, bool]] = []  # frame index, label value, LPS points, referenced
     unplaced = skipped = 0
     for roi in getattr(dataset, "ROIContourSequence", None) or []:
         value = values.get(int(roi.get("ReferencedROINumber", 0) or 0))
@@ -388,66 +436,204 @@ def _rtstruct_reading(dataset: object, path: Path, frames: Sequence[Frame], segm
             if image is not None and image.get("ReferencedSOPInstanceUID"):
                 number = image.get("ReferencedFrameNumber", None)
                 index = by_reference.get((str(image.ReferencedSOPInstanceUID), int(number) if number else 1))
+            referenced = index is not None
             if index is None:
                 index = _plane_holding(points, planes)
             if index is None:
                 unplaced += 1
                 continue
-            inverse, origin = planes[index][1], planes[index][2]
-            local = (points - origin) @ inverse.T  # (column, row, distance from the plane)
-            off_plane.append(float(np.max(np.abs(local[:, 2]))))
-            row_spacing, column_spacing = frames[index].pixel_spacing
-            swapped = local[:, [1, 0]] * np.array([row_spacing / column_spacing, column_spacing / row_spacing])
-            polygons.setdefault(index, {}).setdefault(value, []).append((local[:, [1, 0]], swapped))
-    faults = []
-    chosen = 0
-    if _on_grid([rc for shapes in polygons.values() for pairs in shapes.values() for rc, _ in pairs]) < 0.5 and \
-            _on_grid([rc for shapes in polygons.values() for pairs in shapes.values() for _, rc in pairs]) >= 0.9:
-        chosen = 1
-        row_spacing, column_spacing = frames[min(polygons)].pixel_spacing
-        faults.append(f"the contours were placed with PixelSpacing's two values swapped ({row_spacing:g} mm between "
-                      f"rows taken as the spacing of the columns, {column_spacing:g} mm as that of the rows): every "
-                      f"structure is stretched by {row_spacing / column_spacing:.3g} along the rows and "
-                      f"{column_spacing / row_spacing:.3g} along the columns; what follows is judged with that undone")
-    names, images, tied = [], [], []
+            contours.append((index, value, points, referenced))
+    own = _Placement("own", False, {index: (planes[index][1], planes[index][2]) for index in {c[0] for c in contours}})
+    local_own = [_local(points, own, index) for index, _, points, _ in contours]
+    chosen, local = own, local_own
+    if contours and not _fits(own, contours, local_own):
+        for placement in _placements(frames, {c[0] for c in contours}):
+            placed = [_local(points, placement, index) for index, _, points, _ in contours]
+            if _fits(placement, contours, placed):
+                chosen, local = placement, placed
+                break
+    snap = _on_grid([rc for rc, _ in local]) >= 0.9  # vertices on the grid: put them exactly on it
+    polygons: dict[int, dict[int, list[np.ndarray]]] = {}
+    for (index, value, _, _), (rc, _) in zip(contours, local):
+        if snap:
+            rc = _snapped(rc)
+        polygons.setdefault(index, {}).setdefault(value, []).append(rc)
+    faults = _placement_faults(chosen, frames, contours, local_own)
+    names, images, tied, under = [], [], [], []
     dtype = np.uint16 if max(values.values(), default=1) > 255 else np.uint8
     for index in sorted(polygons):
         frame = frames[index]
-        image = np.zeros((frame.rows, frame.columns), dtype=dtype)
+        image = sets.blank((frame.rows, frame.columns)) if sets is not None else \
+            np.zeros((frame.rows, frame.columns), dtype=dtype)
         for value, shapes in polygons[index].items():
-            image[even_odd([pair[chosen] for pair in shapes], frame.rows, frame.columns)] = value
+            filled = even_odd(shapes, frame.rows, frame.columns)
+            if sets is not None:
+                sets.paint(image, filled, value)
+            else:
+                image[filled] = value
         names.append(f"frame {index}")
         images.append(image)
         tied.append(index)
-    notes = [f"an RTSTRUCT of {plural(sum(len(v) for p in polygons.values() for v in p.values()), 'contour')} on "
-             f"{plural(len(images), 'frame')}, each filled on the frame it references (ContourImageSequence), by the "
-             "even-odd rule at the pixel centres"]
-    off = [distance for distance in off_plane if distance > OFF_PLANE_MM]
-    if off:
-        faults.append(f"{plural(len(off), 'contour')} of {len(off_plane)} lie off the plane of the frame they are "
-                     f"on, by up to {max(off):.3g} mm (a writer that placed them on another geometry, e.g. a volume "
-                     "resampled across a tilted or unevenly spaced series)")
+        under.append(_centres_on(polygons[index].values(), frame.rows, frame.columns) if snap else None)
+    notes = [f"an RTSTRUCT of {plural(len(contours), 'contour')} on {plural(len(images), 'frame')}, each filled on "
+             "the frame it references (ContourImageSequence), by the even-odd rule at the pixel centres"]
     if unplaced:
         faults.append(f"{plural(unplaced, 'contour')} reference no frame of the series and lie on none of its planes")
     if skipped:
         notes.append(f"{plural(skipped, 'contour')} of no known ROI or not CLOSED_PLANAR left out")
-    return UserImages("RTSTRUCT", path, names, images, tied, "the frames the contours reference", notes=notes,
-                      faults=faults)
+    reading = UserImages("RTSTRUCT", path, names, images, tied, "the frames the contours reference", notes=notes,
+                         faults=faults)
+    reading.under_contours = under if any(mask is not None and mask.any() for mask in under) else None
+    return reading
+
+
+def _fits(placement: _Placement, contours: Sequence[tuple[int, int, np.ndarray, bool]],
+          local: Sequence[tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Whether the contours lie on the placement's planes and their vertices on its pixel grid (nine in ten of
+    them; a stack counts only the contours that reference their frame)."""
+    usable = [i for i, c in enumerate(contours) if c[3] or placement.key == "own"]
+    on_plane = sum(1 for i in usable if np.max(np.abs(local[i][1])) <= OFF_PLANE_MM)
+    return on_plane >= 0.9 * len(contours) and _on_grid([local[i][0] for i in usable]) >= 0.9
+
+
+def _local(points: np.ndarray, placement: _Placement, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of the points in the placement's pixel grid of frame ``index``, and their distance (mm) from
+    its plane."""
+    inverse, origin = placement.planes[index]
+    local = (points - origin) @ inverse.T
+    return local[:, [1, 0]], local[:, 2]
+
+
+def _placements(frames: Sequence[Frame], used: set[int]) -> list[_Placement]:
+    """The geometries a writer may have used instead of the frames' own, most likely first: PixelSpacing swapped;
+    a stack of parallel planes from the lowest frame up (rt-utils), swapped or not; from the highest frame down."""
+    placements = [_Placement("own", True, {i: _plane(frames[i], swapped=True)[1:] for i in used})]
+    count = len(frames)
+    first = frames[0]
+    if count < 2 or any(frame.tiles for frame in frames) or any(
+            not np.allclose(frame.orientation, first.orientation, atol=1e-4)
+            or not np.allclose(frame.pixel_spacing, first.pixel_spacing, rtol=1e-6) for frame in frames):
+        return placements
+    normal = np.asarray(first.normal, dtype=float)
+    normal = normal / np.linalg.norm(normal)
+    heights = np.array([float(np.dot(frame.position, normal)) for frame in frames])
+    order = np.argsort(heights, kind="stable")
+    if np.min(np.diff(heights[order])) <= 1e-3:  # frames at one position (4D): no stack
+        return placements
+    for key, ranked in (("stack up", order), ("stack down", order[::-1])):
+        base = frames[int(ranked[0])]
+        spacing = (heights[int(ranked[-1])] - heights[int(ranked[0])]) / (count - 1)
+        rank = {int(frame): k for k, frame in enumerate(ranked)}
+        for swapped in (False, True):
+            _, inverse, origin = _plane(base, swapped=swapped)
+            placements.append(_Placement(
+                key, swapped, {i: (inverse, origin + rank[i] * spacing * normal) for i in used},
+                f"the {'lowest' if key == 'stack up' else 'highest'} frame", abs(spacing)))
+    order_of = {"own": 0, "stack up": 1, "stack down": 2}
+    return sorted(placements, key=lambda p: (order_of[p.key], p.swapped))
+
+
+def _placement_faults(chosen: _Placement, frames: Sequence[Frame],
+                      contours: Sequence[tuple[int, int, np.ndarray, bool]],
+                      local_own: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[str]:
+    """The findings on where the writer put the contours (none when on each frame's own plane and grid)."""
+    faults = []
+    distances = [float(np.max(np.abs(distance))) for _, distance in local_own]
+    off = [d for d in distances if d > OFF_PLANE_MM]
+    if chosen.key != "own":
+        used = sorted({c[0] for c in contours})
+        normal = np.asarray(frames[used[0]].normal, dtype=float)
+        normal = normal / np.linalg.norm(normal)
+        moves_mm, moves_px = [], []
+        for index in used:
+            _, origin = chosen.planes[index]
+            step = origin - np.asarray(frames[index].position, dtype=float)
+            within = step - np.dot(step, normal) * normal
+            moves_mm.append(float(np.linalg.norm(within)))
+            column, row, _ = _plane(frames[index])[1] @ within
+            moves_px.append(float(np.hypot(row, column)))
+        heights = sorted(float(np.dot(frame.position, normal)) for frame in frames)
+        gaps = np.diff(heights)
+        ends = [np.asarray(frames[i].position, dtype=float) for i in
+                sorted(range(len(frames)), key=lambda i: float(np.dot(frames[i].position, normal)))[::len(frames) - 1]]
+        stacking = ends[1] - ends[0]
+        tilt = float(np.degrees(np.arccos(min(1.0, abs(float(np.dot(stacking, normal))) / np.linalg.norm(stacking)))))
+        parts = []
+        if off:
+            parts.append(f"{plural(len(off), 'contour')} of {len(distances)} lie off the plane of the frame they "
+                         f"reference, by up to {max(off):.3g} mm (the slices are {gaps.min():.3g} to {gaps.max():.3g} "
+                         "mm apart, not evenly spaced)")
+        moved = [m for m in moves_mm if m > OFF_PLANE_MM]
+        if moved:
+            parts.append(f"the contours of {plural(len(moved), 'frame')} are moved within their planes, by up to "
+                         f"{max(moves_mm):.3g} mm ({max(moves_px):.3g} pixels; the slices are stacked {tilt:.3g} "
+                         "degrees off their normal: a tilted gantry)")
+        faults.append(
+            f"the contours were placed on a stack of parallel planes built from {chosen.words} (frame k in position "
+            f"order at that frame's ImagePositionPatient plus k x {chosen.spacing:.4g} mm, the mean slice spacing, "
+            "along the normal, on that frame's pixel grid), not on each frame's own plane and grid, as rt-utils "
+            "places them" + (": " + "; ".join(parts) if parts else "") + "; what follows is judged with the contours "
+            "where that stack puts them on the frames they reference")
+    elif off:
+        faults.append(f"{plural(len(off), 'contour')} of {len(distances)} lie off the plane of the frame they are "
+                      f"on, by up to {max(off):.3g} mm (a writer that placed them on another geometry, e.g. a volume "
+                      "resampled across a tilted or unevenly spaced series)")
+    if chosen.swapped:
+        row_spacing, column_spacing = frames[contours[0][0]].pixel_spacing
+        faults.append(f"the contours were placed with PixelSpacing's two values swapped ({row_spacing:g} mm between "
+                      f"rows taken as the spacing of the columns, {column_spacing:g} mm as that of the rows): every "
+                      f"structure is stretched by {row_spacing / column_spacing:.3g} along the rows and "
+                      f"{column_spacing / row_spacing:.3g} along the columns; what follows is judged with that undone")
+    return faults
 
 
 def _on_grid(polygons: Sequence[np.ndarray]) -> float:
-    """The share of vertex coordinates on the pixel grid (a whole or half pixel, within 0.001): a writer's contours
-    follow pixel edges or centres in the geometry it used."""
+    """The share of vertices on the pixel grid (both coordinates a whole or half pixel, within
+    :data:`ON_GRID_PIXELS`): a writer's contours follow pixel edges or centres in the geometry it used."""
     if not polygons:
         return 0.0
-    values = np.concatenate([np.asarray(p, dtype=float).ravel() for p in polygons]) * 2
-    return float(np.mean(np.abs(values - np.round(values)) <= 0.002))
+    values = np.concatenate([np.asarray(p, dtype=float).reshape(-1, 2) for p in polygons]) * 2
+    return float(np.mean(np.all(np.abs(values - np.round(values)) <= 2 * ON_GRID_PIXELS, axis=1)))
 
 
-def _plane(frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(matrix, its inverse, origin): LPS = origin + matrix @ (column, row, distance along the normal)."""
+def _snapped(rc: np.ndarray) -> np.ndarray:
+    """Vertex coordinates on the grid (within :data:`ON_GRID_PIXELS` of a whole or half pixel) put exactly on it:
+    a pixel centre on a contour is then on it, not a rounding error to one side."""
+    doubled = np.asarray(rc, dtype=float) * 2
+    rounded = np.round(doubled)
+    return np.where(np.abs(doubled - rounded) <= 2 * ON_GRID_PIXELS, rounded, doubled) / 2
+
+
+def _centres_on(shapes: Iterable[Sequence[np.ndarray]], rows: int, columns: int) -> np.ndarray:
+    """Pixel centres lying on a contour line: on the edges between vertices at whole pixel coordinates (contours
+    drawn through pixel centres, as OpenCV's findContours traces the boundary pixels of a mask)."""
+    mask = np.zeros((rows, columns), dtype=bool)
+    for polygons in shapes:
+        for polygon in polygons:
+            start = np.asarray(polygon, dtype=float)
+            whole = np.all(start == np.round(start), axis=1)
+            if not whole.any():
+                continue
+            end = np.roll(start, -1, axis=0)
+            ends_whole = np.roll(whole, -1)
+            for (r0, c0), (r1, c1) in zip(start[whole & ends_whole], end[whole & ends_whole]):
+                dr, dc = int(r1 - r0), int(c1 - c0)
+                steps = max(math.gcd(abs(dr), abs(dc)), 1)
+                k = np.arange(steps + 1)
+                r = (int(r0) + k * (dr // steps)).astype(np.int64)
+                c = (int(c0) + k * (dc // steps)).astype(np.int64)
+                keep = (r >= 0) & (r < rows) & (c >= 0) & (c < columns)
+                mask[r[keep], c[keep]] = True
+    return mask
+
+
+def _plane(frame: Frame, swapped: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(matrix, its inverse, origin): LPS = origin + matrix @ (column, row, distance along the normal); with
+    ``swapped``, PixelSpacing's two values the other way round (the column step is PixelSpacing[0])."""
     iop = np.asarray(frame.orientation, dtype=float)
     row_spacing, column_spacing = frame.pixel_spacing
+    if swapped:
+        row_spacing, column_spacing = column_spacing, row_spacing
     normal = np.cross(iop[:3], iop[3:6])
     matrix = np.column_stack([column_spacing * iop[:3], row_spacing * iop[3:6], normal / np.linalg.norm(normal)])
     return matrix, np.linalg.inv(matrix), np.asarray(frame.position, dtype=float)
@@ -513,25 +699,45 @@ def _manifest_of(export: Path) -> Path | None:
     return None
 
 
-def _segalign_export(manifest: Path, frames: Sequence[Frame]) -> UserImages:
+def _segalign_export(manifest: Path, frames: Sequence[Frame], sets: SegmentSets | None = None) -> UserImages:
+    """SegAlign's export, each label image tied to its frame by the manifest; with ``sets`` (overlapping segments),
+    every layer of the frame (``label_png``, ``label_png_2``...) together."""
     root = manifest.parent
     by_key = {(frame.sop_instance_uid, frame.frame_number): index for index, frame in enumerate(frames)}
     with manifest.open(newline="", encoding="utf-8") as stream:
-        rows = list(csv.DictReader(stream))
+        reader = csv.DictReader(stream)
+        rows = list(reader)
+        header = list(reader.fieldnames or [])
+    layers = ["label_png"] + sorted((key for key in header if re.fullmatch(r"label_png_[0-9]+", key)),
+                                    key=lambda key: int(key.rsplit("_", 1)[1]))
     names, paths, tied = [], [], []
     for row in rows:
-        path = root / row["label_png"]
-        if not path.is_file():
-            raise SegAlignError(f"{short_path(manifest)} names {short(row['label_png'])}, which is missing")
+        found = []
+        for column in layers if sets is not None else layers[:1]:
+            if not row.get(column):
+                continue
+            path = root / row[column]
+            if not path.is_file():
+                raise SegAlignError(f"{short_path(manifest)} names {short(row[column])}, which is missing")
+            found.append(path)
         try:
             key = (row["sop_instance_uid"], int(row["frame"]))
         except ValueError:
             raise SegAlignError(f"{short_path(manifest)}: frame {short(row['frame'])} is not a number") from None
         names.append(row["label_png"])
-        paths.append(path)
+        paths.append(found)
         tied.append(by_key.get(key))
-    images = read_images(paths)
-    return UserImages("SegAlign export", root, names, images, tied, "manifest.csv (SOPInstanceUID and frame)")
+    read = iter(read_images([path for found in paths for path in found]))
+    if sets is None:
+        images = [next(read) for _ in paths]
+    else:
+        images = [sets.of_layers([next(read) for _ in found]) for found in paths]
+    notes = ([f"the manifest's {len(layers)} label layers of every frame together ({', '.join(layers)})"]
+             if sets is not None and len(layers) > 1 else [])
+    if sets is not None and len(layers) == 1:
+        notes.append("the export has one label layer, so where the segments overlap it holds one of them at most")
+    return UserImages("SegAlign export", root, names, images, tied, "manifest.csv (SOPInstanceUID and frame)",
+                      notes=notes)
 
 
 # ------------------------------------------------------------------------------------------------ image folders
@@ -568,8 +774,10 @@ def _masks_as_label(images: dict[str, np.ndarray], segments: Sequence[Label]) ->
 
 def _label_folder_readings(
     export: Path, folders: list[Path], frames: Sequence[Frame], segments: Sequence[Label],
+    sets: SegmentSets | None = None,
 ) -> list[UserImages]:
-    """One folder of masks per label, combined into label images (a later folder wins where masks overlap)."""
+    """One folder of masks per label, combined into label images (a later folder wins where masks overlap); with
+    ``sets`` (overlapping segments), into set codes, every mask whole."""
     values = [_label_of_folder(folder, segments) for folder in folders]
     combined: dict[str, np.ndarray] = {}
     for folder, value in zip(folders, values):
@@ -578,10 +786,14 @@ def _label_folder_readings(
             mask = read != 0
             image = combined.get(path.name)
             if image is None:
-                image = combined[path.name] = np.zeros(mask.shape, dtype=np.uint16 if value > 255 else np.uint8)
+                image = combined[path.name] = sets.blank(mask.shape) if sets is not None else \
+                    np.zeros(mask.shape, dtype=np.uint16 if value > 255 else np.uint8)
             elif image.shape != mask.shape:
                 raise SegAlignError(f"{short_path(path)} is {mask.shape[0]}x{mask.shape[1]}, the masks of the same "
                                     f"name in other folders are {image.shape[0]}x{image.shape[1]}")
+            if sets is not None:
+                sets.paint(image, mask, value)
+                continue
             if value > 255 and image.dtype == np.uint8:
                 image = combined[path.name] = image.astype(np.uint16)
             image[mask] = value

@@ -26,6 +26,7 @@ from ..segmentation import Label
 from ..version import __version__
 from .diagnosis import Diagnosis
 from .exports import UserImages
+from .sets import SegmentSets
 
 #: The file that says a folder is a report of ``segalign check`` (which it may replace).
 REPORT_MARKER = ".segalign-check"
@@ -50,6 +51,8 @@ class CheckResult:
     segments: Sequence[Label]
     dicom: Path | None = None  #: the DICOM folder (or file) checked against
     export: Path | None = None  #: the export checked
+    #: When the segments overlap: the set codes ``truth`` and the user's images hold (see :mod:`.sets`).
+    sets: SegmentSets | None = None
 
     @property
     def exact(self) -> bool:
@@ -126,14 +129,16 @@ class CheckResult:
         from ..writers.images.render import color_lookup
 
         folder.mkdir()
-        largest = max([int(t.max()) for t in self.truth if t.size] + [int(i.max()) for i in self.user.images if i.size]
-                      + [1])
+        shown = self.sets.shown if self.sets is not None else (lambda labels: labels)
+        largest = max([int(shown(t).max()) for t in self.truth if t.size]
+                      + [int(shown(i).max()) for i in self.user.images if i.size] + [1])
         lookup = color_lookup({label.value: label for label in self.segments}, largest)
         written = []
         for frame, image in self.differing_frames():
             name = f"frame_{frame:04d}.png"
             user = self.user.images[image] if image is not None else None
-            png.write_png(folder / name, side_by_side(self.truth[frame], user, _gray(self.frames[frame]), lookup))
+            png.write_png(folder / name, side_by_side(self.truth[frame], user, _gray(self.frames[frame]), lookup,
+                                                      shown))
             written.append((frame, image, f"frames/{name}"))
         return written
 
@@ -185,19 +190,21 @@ def _gray(frame: Frame) -> np.ndarray | None:
 
 
 def side_by_side(truth: np.ndarray, user: np.ndarray | None, gray: np.ndarray | None,
-                 lookup: np.ndarray) -> np.ndarray:
+                 lookup: np.ndarray, shown=None) -> np.ndarray:
     """RGB picture: the true labels, the user's image and their difference, each over the frame's pixels (black
-    where they cannot be shown), enlarged for small frames, with gaps between the panels."""
+    where they cannot be shown), enlarged for small frames, with gaps between the panels. ``shown`` turns set
+    codes (overlapping segments) into the label drawn for each pixel; the difference compares the codes."""
     from ..writers.images.render import overlay
 
+    shown = shown or (lambda labels: labels)
     base = gray if gray is not None and gray.shape == truth.shape else np.zeros(truth.shape, dtype=np.uint8)
-    panels = [overlay(base, truth, lookup, 0.5)]
+    panels = [overlay(base, shown(truth), lookup, 0.5)]
     if user is None:
         panels.append(np.zeros(truth.shape + (3,), dtype=np.uint8))
         difference = _dimmed(base)
         difference[truth != 0] = ONLY_TRUTH
     else:
-        labels = np.minimum(user, len(lookup) - 1)
+        labels = np.minimum(shown(user), len(lookup) - 1)
         under = base if user.shape == truth.shape else np.zeros(user.shape, dtype=np.uint8)
         panels.append(overlay(under, labels, lookup, 0.5))
         difference = _dimmed(base)
