@@ -82,9 +82,12 @@ def assert_check_is_exact(argv: list[str]) -> None:
     segmentation = load_segmentations(args.segmentation, args.labels, reference=scan_folder(args.dicom_dir).series,
                                       skip_unplaced_contours=args.skip_unplaced_contours)
     output = Path(args.output)
+    import json
+
+    series = args.series or json.loads((output / "export.json").read_text())["series_instance_uid"] or None
     objects = ("seg.dcm", "rtstruct.dcm") if os.environ.get("SEGALIGN_CHECK_EXPORTS") == "all" else ()
     for export in [output] + [output / name for name in objects if (output / name).is_file()]:
-        result = checking.check_export(args.dicom_dir, segmentation, export, series=args.series)
+        result = checking.check_export(args.dicom_dir, segmentation, export, series=series)
         assert result.exact, f"segalign check of {export} is not exact: {result.findings}"
 
 
