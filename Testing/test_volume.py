@@ -2,9 +2,9 @@
 
 Truths, none of them SegAlign's:
 
-* dcm2niix (the shipped ``ref_dcm2niix`` NIfTIs, else the PyPI ``dcm2niix`` run here with ``-p n``, so that
-  Philips data is in modality units, and ``-x i``, so that a 3D acquisition is not rotated): ``image.nii.gz`` equals its volume voxel for voxel, its affines within
-  1e-3 mm (with gantry tilt, dcm2niix's raw sform differs in one stated way: see test_a_tilted_series...).
+* dcm2niix (the shipped ``ref_dcm2niix`` NIfTIs, else the PyPI ``dcm2niix`` run here, see :func:`run_dcm2niix`):
+  ``image.nii.gz`` equals its volume voxel for voxel, its affines within 1e-3 mm (with gantry tilt, dcm2niix's raw
+  sform differs in one stated way: see test_a_tilted_series...).
 * The DICOM tags read here with pydicom (pixel centres written out from the standard, pixel values times
   RescaleSlope plus RescaleIntercept): every voxel centre lies on its pixel's centre and holds its value.
 * The export's own label PNGs: every label voxel equals the label of its pixel on its frame's PNG.
@@ -362,7 +362,7 @@ def _segmentation_around(frames: list[TagFrame], path: Path) -> Path:
     first = frames[0]
     along = [float(np.dot(frame.position - first.position, first.normal)) for frame in frames]
     step = min(np.diff(along)) / 3
-    count = int(round(along[-1] / step)) + 1
+    count = round(along[-1] / step) + 1
     values = np.stack([as_voxels(frame.values()) for frame in frames], axis=-1)
     nearest = [int(np.argmin([abs(a - k * step) for a in along])) for k in range(count)]
     labels = (values[:, :, nearest] > np.median(values)).astype(np.uint8)

@@ -66,13 +66,14 @@ class Resampling:
     gaps_mm: tuple[float, float]  #: the frames' smallest and largest gap along the normal
 
     def describe(self, slices: int, frames: int, step_mm: float) -> str:
-        """One line for the export's warnings."""
+        """The export's warning: the first line says what was done and the largest displacement, the second how
+        the image was made."""
         low, high = self.gaps_mm
         return (
-            f"volume resampled onto {plural(slices, 'regular slice')} {step_mm:.4g} mm apart (the {frames} frames are "
-            f"{low:.4g} to {high:.4g} mm apart): labels from the nearest frame, largest displacement "
-            f"{self.label_displacement_mm:.4g} mm; image interpolated linearly between neighbouring frames, "
-            f"up to {self.image_displacement_mm:.4g} mm from a frame"
+            f"volume resampled onto {plural(slices, 'regular slice')} {step_mm:.4g} mm apart along the normal (the "
+            f"{frames} frames are {low:.4g} to {high:.4g} mm apart): labels from the nearest frame, largest "
+            f"displacement {self.label_displacement_mm:.4g} mm\nthe image is interpolated linearly between the two "
+            f"neighbouring frames, up to {self.image_displacement_mm:.4g} mm from the nearer one"
         )
 
 
@@ -139,7 +140,8 @@ def volume_grid(frames: Sequence[Frame], resample: bool = False) -> VolumeGrid:
     mosaics = [frame for frame in frames if frame.tiles]
     if mosaics:
         kind = "is a Siemens mosaic" if len(mosaics) == 1 else "are Siemens mosaics"
-        what = f"{plural(len(mosaics), 'frame')} of the series {kind} (many slices in one image): a volume needs one slice per image"
+        what = (f"{plural(len(mosaics), 'frame')} of the series {kind} (many slices in one image): a volume needs "
+                "one slice per image")
         raise SegAlignError(f"{what}; pass split_mosaics=True", cli_message=f"{what}; add --split-mosaics")
     first = frames[0]
     orientations = {tuple(np.round(frame.orientation, 4)) for frame in frames}
@@ -226,7 +228,7 @@ def _irregular_error(frames: list[Frame], along: np.ndarray, off: np.ndarray) ->
     worst = int(np.argmax(off))
     missing = ""
     if smallest > 0 and all(abs(gap / smallest - round(gap / smallest)) < 0.05 for gap in gaps):
-        lost = int(round(sum(round(gap / smallest) - 1 for gap in gaps)))
+        lost = sum(round(gap / smallest) - 1 for gap in gaps)
         if lost:
             missing = f" ({plural(lost, 'slice')} missing?)"
     if largest - smallest > GRID_TOLERANCE_MM:
@@ -260,7 +262,7 @@ def _resampling(frames: list[Frame], along: np.ndarray, positions: np.ndarray) -
         )
     gaps = np.diff(distance)
     smallest = float(gaps.min())
-    count = int(round(span / smallest)) + 1
+    count = round(span / smallest) + 1
     count = max(2, min(count, MAX_RESAMPLE_FACTOR * len(frames)))
     targets = np.linspace(0.0, span, count)
     above = np.searchsorted(distance, targets, side="left").clip(1, len(frames) - 1)

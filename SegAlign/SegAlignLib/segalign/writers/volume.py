@@ -161,7 +161,7 @@ class VolumeWriter(Writer):
                 "that read only the qform misplace slices away from the first"
             ))
         if grid.resampling is not None:
-            step = float(np.linalg.norm(grid.lps_affine[:3, 2]))
+            step = abs(float(np.dot(grid.lps_affine[:3, 2], grid.normal)))
             summary.warnings.append(grid.resampling.describe(grid.shape[2], len(grid.frames), step))
         return outputs
 
