@@ -611,3 +611,26 @@ def test_a_volume_export_is_an_export_and_can_be_replaced(tmp_path: Path):
     again = run_cli("export", dicom, segmentation, "-o", tmp_path / "export", "--overwrite")
     assert again.code == 0, again.stderr
     assert not (tmp_path / "export" / "image.nrrd").exists()
+
+
+def test_batches_made_before_volumes_existed_stay_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``ExportOptions.volume`` came after the batch fingerprint: off, it is left out of it (a batch resumed after
+    the upgrade does not redo every job); on, it makes another fingerprint."""
+    from segalign.batch import Job
+    from segalign.batch.fingerprint import job_fingerprint
+    from segalign.options import ReadOptions
+
+    dicom, segmentation = _phantom_series(tmp_path, "sagittal")
+    job, reads = Job("one", dicom, segmentation), ReadOptions()
+    current = job_fingerprint(job, ExportOptions(), reads)
+    with_volume = job_fingerprint(job, ExportOptions(volume=True), reads)
+    real_as_dict = ExportOptions.as_dict
+
+    def before_volumes(self: ExportOptions) -> dict:  # the options as an older SegAlign wrote them
+        values = real_as_dict(self)
+        del values["volume"]
+        return values
+
+    monkeypatch.setattr(ExportOptions, "as_dict", before_volumes)
+    assert job_fingerprint(job, ExportOptions(), reads) == current
+    assert with_volume != current
