@@ -93,6 +93,7 @@ class TagFrame:
         self.slope = float(value("PixelValueTransformationSequence", "RescaleSlope", 1) or 1)
         self.intercept = float(value("PixelValueTransformationSequence", "RescaleIntercept", 0) or 0)
         self.rows, self.columns = int(dataset.Rows), int(dataset.Columns)
+        self.instance_number = int(dataset.get("InstanceNumber", 0) or 0)
         self.normal = np.cross(self.orientation[:3], self.orientation[3:])
 
     def centres(self) -> np.ndarray:
@@ -408,13 +409,48 @@ def _assert_resampled_truth(export: Path, frames: list[TagFrame], stderr: str) -
     assert abs(float(stated.group(1)) - largest) <= 1e-3 * max(1.0, largest), (stated.group(1), largest)
 
 
-@pytest.mark.parametrize("folder", ["dcm_qa_canon_sag_oblique/classic", "dcm_qa_canon_sag_oblique/enhanced",
-                                    "dicom2nifti/ge/dti/002"])
-def test_a_4d_series_is_refused_by_name(tmp_path: Path, folder: str):
+@pytest.mark.parametrize("folder, shipped", [
+    ("dcm_qa_canon_sag_oblique/classic", "dcm_qa_canon_sag_oblique/ref_dcm2niix/11000_SAG_DTI_PA-ALL_20d_cl.nii.gz"),
+    ("dcm_qa_canon_sag_oblique/enhanced", "dcm_qa_canon_sag_oblique/ref_dcm2niix/11000_SAG_DTI_PA-ALL_20d_enh.nii.gz"),
+    ("dicom2nifti/ge/dti/002", None),
+])
+def test_a_4d_series_gives_dcm2niixs_4d_volume(tmp_path: Path, folder: str, shipped: str | None):
+    """Every position holds as many frames (diffusion directions): a 4D image, at each position its frames in
+    acquisition order, as dcm2niix stacks them; the labels are 3D (every frame at a position lies on its plane),
+    each slice the PNG of the position's first frame."""
     dicom = require_data(folder)
+    ref = nib.load(TESTDATA / shipped) if shipped else nib.load(run_dcm2niix(dicom, tmp_path / "ref"))
+    first_volume = nib.Nifti1Image(np.asanyarray(ref.dataobj)[..., 0], ref.get_sform())
+    segmentation = threshold_segmentation(first_volume, tmp_path / "seg.nii.gz")
+    run = run_cli("export", dicom, segmentation, "-o", tmp_path / "export", "--volume")
+    assert run.code == 0, run.stderr
+    image = nib.load(tmp_path / "export" / "image.nii.gz")
+    assert image.shape == ref.shape and len(image.shape) == 4
+    assert np.array_equal(image.get_fdata(), ref.get_fdata())
+    assert np.abs(image.get_sform() - ref.get_sform()).max() < AFFINE_TOLERANCE_MM
+    assert np.abs(image.get_qform() - ref.get_qform()).max() < AFFINE_TOLERANCE_MM
+    frames = tag_frames(dicom)
+    firsts = []  # each position's first frame in acquisition order (InstanceNumber, then frame)
+    for frame in frames:
+        if firsts and abs(float(np.dot(frame.position - firsts[-1][0].position, frame.normal))) < 0.01:
+            firsts[-1].append(frame)
+        else:
+            firsts.append([frame])
+    firsts = [min(group, key=lambda frame: (frame.instance_number, frame.index)) for group in firsts]
+    assert_on_pixel_centres(nib.Nifti1Image(np.zeros(image.shape[:3]), image.get_sform()), firsts)
+    labels = nib.load(tmp_path / "export" / "labels.nii.gz")
+    assert labels.shape == image.shape[:3]
+    assert_labels_are_the_pngs(tmp_path / "export", firsts)
+    assert json.loads((tmp_path / "export" / "export.json").read_text())["volume"]["volumes"] == image.shape[3]
+    refused = run_cli("export", dicom, segmentation, "-o", tmp_path / "refused", "--volume-resample")
+    assert refused.code == 1 and "the series is 4D" in refused.stderr and "not resampled" in refused.stderr
+
+
+def test_positions_holding_different_numbers_of_frames_are_refused(tmp_path: Path):
+    dicom = require_data("dicom_numpy_dupe_positions")
     series = scan_folder(dicom).select()
     segmentation = _phantom_segmentation_over(series, tmp_path)
-    with pytest.raises(SegAlignError, match=r"the series is 4D: \d+ frames at \d+ positions, \d+ at each"):
+    with pytest.raises(SegAlignError, match=r"1 position of 10 holds more than one frame \(from 1 to 2 at a position"):
         export_segmentation(series, load_segmentation(segmentation), tmp_path / "export", ExportOptions(volume=True))
     assert not (tmp_path / "export").exists()
 

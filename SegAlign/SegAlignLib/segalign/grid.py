@@ -17,19 +17,21 @@ Only a regular stack is a volume without resampling: one orientation, one matrix
 position, and IPPs that follow one constant step to within :data:`GRID_TOLERANCE_MM`. Anything else is refused with
 the numbers, unless resampling is asked for: frames whose IPPs lie on one line (unevenly spaced, slices missing)
 are then put onto a regular grid along that line (:class:`Resampling`: nearest frame for labels, linear between the
-two neighbouring frames for the image). A 4D series (every position repeated) and mixed planes are always refused.
+two neighbouring frames for the image). A 4D series (every position holding as many frames, time points or diffusion directions) is a 4D volume: at each
+position its frames in acquisition order (as dcm2niix orders them); it is never resampled. Positions holding
+different numbers of frames, and mixed planes, are always refused.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from .dicom import Frame
-from .dicom.model import plural, position_along
+from .dicom.model import native_order, plural, position_along
 from .errors import SegAlignError
 from .geometry import same_orientation, slice_normal, tilt_degrees
 
@@ -81,12 +83,15 @@ class Resampling:
 class VolumeGrid:
     """The frames of a series as one volume: ``shape`` is ``(columns, rows, slices)``, NIfTI's ``(i, j, k)``."""
 
-    frames: tuple[Frame, ...]  #: in position order
-    shape: tuple[int, int, int]
+    frames: tuple[Frame, ...]  #: one per slice, in position order (of a 4D series, each position's first)
+    shape: tuple[int, int, int]  #: of one volume
     lps_affine: np.ndarray  #: voxel ``(i, j, k, 1)`` -> LPS millimetres
     normal: np.ndarray  #: the frames' slice normal (LPS)
     tilt_degrees: float  #: how far the slices are stacked off their normal (0 unless tilted)
     resampling: Resampling | None = None  #: None when every slice is a frame
+    volumes: int = 1  #: more than 1 for a 4D series: every position holds this many frames
+    #: ``id(frame)`` -> ``(slice, volume)`` of every frame (for a grid that is not resampled)
+    slots: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ras_affine(self) -> np.ndarray:
@@ -106,12 +111,9 @@ class VolumeGrid:
         affine[:3, 2] = self.normal * float(np.dot(step, self.normal))
         return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
-    def slot(self, frame: Frame) -> int:
-        """The slice of a frame (for a grid that is not resampled)."""
-        return self._slots[id(frame)]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_slots", {id(frame): k for k, frame in enumerate(self.frames)})
+    def slot(self, frame: Frame) -> tuple[int, int]:
+        """The slice and the volume (0 but in a 4D series) of a frame."""
+        return self.slots[id(frame)]
 
     def as_dict(self) -> dict:
         """What export.json records of the grid."""
@@ -121,6 +123,8 @@ class VolumeGrid:
             "convention": "i: column, j: rows flipped (rows - 1 - row), k: frames in position order",
             "tilt_degrees": round(self.tilt_degrees, 4),
         }
+        if self.volumes > 1:
+            record["volumes"] = self.volumes
         if self.resampling is not None:
             record["resampled"] = {
                 "label_displacement_mm": round(self.resampling.label_displacement_mm, 4),
@@ -166,7 +170,12 @@ def volume_grid(frames: Sequence[Frame], resample: bool = False) -> VolumeGrid:
     frames = [frames[index] for index in order]
     along = along[order]
     positions = np.array([frame.position for frame in frames], dtype=float)
-    _refuse_repeated_positions(along, positions)
+    groups = _position_groups(frames, along, positions, normal, resample)
+    slots = {id(frames[index]): (k, t) for k, group in enumerate(groups) for t, index in enumerate(group)}
+    volumes = len(groups[0])
+    frames = [frames[group[0]] for group in groups]
+    along = along[[group[0] for group in groups]]
+    positions = positions[[group[0] for group in groups]]
 
     row_spacing, column_spacing = first.pixel_spacing
     orientation = np.asarray(first.orientation, dtype=float)
@@ -191,34 +200,44 @@ def volume_grid(frames: Sequence[Frame], resample: bool = False) -> VolumeGrid:
     # voxel (0, 0, 0): column 0 of the last row of the first frame
     affine[:3, 3] = positions[0] + (first.rows - 1) * row_spacing * orientation[3:6]
     tilt = tilt_degrees(step, normal) if len(frames) > 1 else 0.0
-    return VolumeGrid(tuple(frames), (first.columns, first.rows, count), affine, normal, tilt, resampling)
+    return VolumeGrid(tuple(frames), (first.columns, first.rows, count), affine, normal, tilt, resampling, volumes,
+                      slots)
 
 
-def _refuse_repeated_positions(along: np.ndarray, positions: np.ndarray) -> None:
-    """Refuse frames at one position: a 4D series (every position repeated as often), or repeats."""
-    groups: list[int] = [1]
+def _position_groups(frames: list[Frame], along: np.ndarray, positions: np.ndarray, normal: np.ndarray,
+                     resample: bool) -> list[list[int]]:
+    """The frames (indices, in position order) at each position, each position's in acquisition order. Refused:
+    positions holding different numbers of frames (repeats, duplicates), frames at one position that lie apart in
+    their plane, and a 4D series to be resampled."""
+    groups: list[list[int]] = [[0]]
     for index in range(1, len(along)):
-        same = along[index] - along[index - 1] <= GRID_TOLERANCE_MM
-        if same:
-            groups[-1] += 1
+        if along[index] - along[groups[-1][0]] <= GRID_TOLERANCE_MM:
+            groups[-1].append(index)
         else:
-            groups.append(1)
-    if max(groups) == 1:
-        return
-    counts = Counter(groups)
-    if len(counts) == 1 and len(groups) > 0:
-        times = groups[0]
+            groups.append([index])
+    sizes = Counter(len(group) for group in groups)
+    if len(sizes) == 1 and len(groups[0]) == 1:
+        return groups
+    if len(sizes) > 1:
+        repeated = sum(1 for group in groups if len(group) > 1)
         raise SegAlignError(
-            f"the series is 4D: {len(along)} frames at {plural(len(groups), 'position')}, {times} at each "
-            f"(time points, diffusion directions or echoes): a volume is written for a 3D series only; export its "
-            "frames without --volume"
+            f"{plural(repeated, 'position')} of {len(groups)} {'holds' if repeated == 1 else 'hold'} more than one "
+            f"frame (from {min(sizes)} to {max(sizes)} at a position: repeats, duplicates or an incomplete 4D "
+            "series): a volume needs as many frames at every position"
         )
-    repeated = sum(1 for size in groups if size > 1)
-    raise SegAlignError(
-        f"{plural(repeated, 'position')} of {len(groups)} {'holds' if repeated == 1 else 'hold'} more than one frame "
-        f"(up to {max(groups)}: repeats, duplicates or an incomplete 4D series): a volume needs one frame per "
-        "position"
-    )
+    times = len(groups[0])
+    what = f"the series is 4D: {len(along)} frames at {plural(len(groups), 'position')}, {times} at each"
+    if resample:
+        raise SegAlignError(f"{what}; a 4D series is not resampled: leave out resample=True",
+                            cli_message=f"{what}; a 4D series is not resampled: leave out --volume-resample")
+    rank = {id(frame): order for order, frame in enumerate(native_order(frames, normal))}
+    groups = [sorted(group, key=lambda index: rank[id(frames[index])]) for group in groups]
+    for group in groups:
+        apart = np.linalg.norm(positions[group] - positions[group[0]], axis=1).max()
+        if apart > GRID_TOLERANCE_MM:
+            raise SegAlignError(f"{what}, but frames at one position lie up to {apart:.4g} mm apart in their plane: "
+                                "they make no volume")
+    return groups
 
 
 def _irregular_error(frames: list[Frame], along: np.ndarray, off: np.ndarray) -> SegAlignError:

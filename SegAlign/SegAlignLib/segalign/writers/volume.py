@@ -3,8 +3,10 @@ one image each, for tools that train on volumes (nnU-Net, MONAI) and for 3D Slic
 
 Files (NIfTI; with ``--volume-format nrrd`` the same names ending in ``.nrrd``)::
 
-    image.nii.gz                  the frames' pixel values in modality units (stored * RescaleSlope + RescaleIntercept)
-    labels.nii.gz                 the labels on the same voxels (label layer 1: what labels/*.png hold)
+    image.nii.gz                  the frames' pixel values in modality units (stored * RescaleSlope + RescaleIntercept);
+                                  4D for a 4D series (every position holding as many frames)
+    labels.nii.gz                 the labels on the same voxels (label layer 1: what labels/*.png hold; of a 4D
+                                  series, each position's first frame's: every frame at a position is on its plane)
     labels_layer2.nii.gz ...      where segments overlap: label layer n (what layers/<n>/*.png hold)
     volume_masks/<segment>.nii.gz (``masks``) one 0/1 volume per segment
 
@@ -84,9 +86,8 @@ class VolumeWriter(Writer):
         self.context = context
         grid = self.grid if self.grid is not None else volume_grid(context.frames, resample=self.options.resample)
         self.grid = grid
-        position = {id(frame): k for k, frame in enumerate(grid.frames)}
-        #: the position (index into grid.frames) of each frame in export order
-        self.position_of = [position[id(frame)] for frame in context.frames]
+        #: the slot of each frame in export order: (position, an index into grid.frames; volume, 0 but in 4D)
+        self.slot_of = [grid.slot(frame) for frame in context.frames]
         shape = grid.shape
         # Fortran order: slice k, volume[:, :, k], is one contiguous block, and NIfTI stores volumes so.
         self.layers = [np.zeros(shape, dtype=layer.labels.dtype, order="F") for layer in context.segmentation.layers]
@@ -102,18 +103,21 @@ class VolumeWriter(Writer):
                 self.image_slices[below].append((k, 1.0 - float(weight)))
                 self.image_slices[above].append((k, float(weight)))
         self.stored: np.ndarray | None = None  #: stored values (or, resampled, interpolated modality values)
-        slices = shape[2]
-        self.slopes = np.ones(slices)
-        self.intercepts = np.zeros(slices)
-        self.lowest = np.zeros(slices)  #: each slice's smallest stored value
-        self.highest = np.zeros(slices)
+        #: the image's shape: a 4D series' volumes along a fourth axis
+        self.image_shape = shape + ((grid.volumes,) if grid.volumes > 1 else ())
+        slots = (shape[2], grid.volumes)
+        self.slopes = np.ones(slots)
+        self.intercepts = np.zeros(slots)
+        self.lowest = np.zeros(slots)  #: each slice's smallest stored value
+        self.highest = np.zeros(slots)
 
     def add(self, item: FrameLabels) -> None:
-        position = self.position_of[item.index]
-        for volume, layer in zip(self.layers, item.layers):
-            flipped = layer[::-1].T  # (columns, rows), rows flipped: voxel (i, j) is column i, row rows - 1 - j
-            for k in self.label_slices[position]:
-                volume[:, :, k] = flipped
+        position, time = self.slot_of[item.index]
+        if time == 0:  # a 4D series' labels: its first frame's at each position (all lie on one plane)
+            for volume, layer in zip(self.layers, item.layers):
+                flipped = layer[::-1].T  # (columns, rows), rows flipped: voxel (i, j) is column i, row rows - 1 - j
+                for k in self.label_slices[position]:
+                    volume[:, :, k] = flipped
         pixels = item.pixels
         assert pixels is not None  # needs_pixels
         stored = pixels.stored[::-1].T
@@ -126,13 +130,13 @@ class VolumeWriter(Writer):
                     self.stored[:, :, k] += (values * weight).astype(np.float32)
                 return
             if self.stored is None:
-                self.stored = np.zeros(self.grid.shape, dtype=stored.dtype, order="F")
+                self.stored = np.zeros(self.image_shape, dtype=stored.dtype, order="F")
             elif not np.can_cast(stored.dtype, self.stored.dtype, "safe"):  # frames stored differently: widen
                 self.stored = self.stored.astype(np.result_type(self.stored.dtype, stored.dtype), order="F")
-            k = position
-            self.stored[:, :, k] = stored
-            self.slopes[k], self.intercepts[k] = pixels.slope, pixels.intercept
-            self.lowest[k], self.highest[k] = (float(stored.min()), float(stored.max())) if stored.size else (0, 0)
+            slot = (position, time)
+            self.stored[(slice(None), slice(None)) + (slot if self.grid.volumes > 1 else slot[:1])] = stored
+            self.slopes[slot], self.intercepts[slot] = pixels.slope, pixels.intercept
+            self.lowest[slot], self.highest[slot] = float(stored.min()), float(stored.max())
 
     def end(self, summary: ExportSummary) -> dict[str, str]:
         context, grid, options = self.context, self.grid, self.options
@@ -181,7 +185,7 @@ class VolumeWriter(Writer):
         if grid.resampling is not None:
             return stored
         slopes, intercepts = self.slopes, self.intercepts
-        integral = all(float(v).is_integer() for v in np.concatenate([slopes, intercepts]))
+        integral = all(float(v).is_integer() for v in np.concatenate([slopes.ravel(), intercepts.ravel()]))
         ends = np.stack([self.lowest * slopes + intercepts, self.highest * slopes + intercepts])
         low, high = float(ends.min()), float(ends.max())
         if integral and np.iinfo(np.int16).min <= low and high <= np.iinfo(np.int16).max:
@@ -195,13 +199,14 @@ class VolumeWriter(Writer):
         # Slice by slice, into the stored values' own memory when the new type is as wide: no second volume.
         image = stored.view(dtype) if dtype.itemsize == stored.dtype.itemsize else np.empty(
             stored.shape, dtype=dtype, order="F")
-        for k in range(stored.shape[2]):
-            values = stored[:, :, k]
+        for slot in np.ndindex(*slopes.shape):  # (slice, volume)
+            where = (slice(None), slice(None)) + (slot if stored.ndim == 4 else slot[:1])
+            values = stored[where]
             if dtype.kind == "f":
-                converted = (values.astype(np.float64) * slopes[k] + intercepts[k]).astype(np.float32)
+                converted = (values.astype(np.float64) * slopes[slot] + intercepts[slot]).astype(np.float32)
             else:
-                converted = (values.astype(np.int64) * int(slopes[k]) + int(intercepts[k])).astype(dtype)
-            image[:, :, k] = converted
+                converted = (values.astype(np.int64) * int(slopes[slot]) + int(intercepts[slot])).astype(dtype)
+            image[where] = converted
         return image
 
 
@@ -210,13 +215,18 @@ def _write(path, volume: np.ndarray, grid: VolumeGrid, format: VolumeFormat, lab
     if format is VolumeFormat.NRRD:
         import nrrd
 
+        directions = grid.lps_affine[:3, :3].T
+        kinds = ["domain", "domain", "domain"]
+        if volume.ndim == 4:  # a 4D series' volumes: a list axis, which has no direction in space
+            directions = np.vstack([directions, np.full((1, 3), np.nan)])
+            kinds.append("list")
         header = {
             "type": _NRRD_TYPES[volume.dtype.str[1:]],
-            "dimension": 3,
+            "dimension": volume.ndim,
             "space": "left-posterior-superior",
-            "space directions": grid.lps_affine[:3, :3].T,
+            "space directions": directions,
             "space origin": grid.lps_affine[:3, 3],
-            "kinds": ["domain", "domain", "domain"],
+            "kinds": kinds,
             "encoding": "gzip",
         }
         nrrd.write(str(path), volume, header, index_order="F", compression_level=1)
