@@ -13,13 +13,13 @@ Convention (dcm2niix's, so that ``image.nii.gz`` equals its conversion voxel for
   ``-IOP[3:6] * row spacing`` and the step from one frame's IPP to the next (off the normal for a gantry tilt:
   the affine is then sheared), its origin the centre of the first frame's last-row first pixel.
 
-Only a regular stack is a volume without resampling: one orientation, one matrix and pixel spacing, one frame per
-position, and IPPs that follow one constant step to within :data:`GRID_TOLERANCE_MM`. Anything else is refused with
-the numbers, unless resampling is asked for: frames whose IPPs lie on one line (unevenly spaced, slices missing)
-are then put onto a regular grid along that line (:class:`Resampling`: nearest frame for labels, linear between the
-two neighbouring frames for the image). A 4D series (every position holding as many frames, time points or diffusion directions) is a 4D volume: at each
-position its frames in acquisition order (as dcm2niix orders them); it is never resampled. Positions holding
-different numbers of frames, and mixed planes, are always refused.
+Only a regular stack is a volume without resampling: one orientation, one matrix and pixel spacing, as many frames
+at every position, and positions that follow one constant step to within :data:`GRID_TOLERANCE_MM`. Anything else is
+refused with the numbers, unless resampling is asked for: frames whose IPPs lie on one line (unevenly spaced, slices
+missing) are then put onto a regular grid along that line (:class:`Resampling`: nearest frame for labels, linear
+between the two neighbouring frames for the image). A 4D series (every position holding as many frames: time
+points, diffusion directions) is a 4D volume, at each position its frames in acquisition order (as dcm2niix orders
+them); it is never resampled. Positions holding different numbers of frames, and mixed planes, are always refused.
 """
 
 from __future__ import annotations
