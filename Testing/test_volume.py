@@ -706,3 +706,20 @@ def test_a_volume_file_is_what_nibabel_writes_deflated_on_two_threads(tmp_path: 
         assert np.array_equal(np.asanyarray(nib.load(tmp_path / "ours.nii.gz").dataobj), data)
     gzip_stream.write_gzip(tmp_path / "empty.gz", [])
     assert gzip.open(tmp_path / "empty.gz").read() == b""
+
+
+def test_one_frame_is_a_volume_one_millimetre_thick(tmp_path: Path):
+    specs = stack((-14.3, -13.1, 0.4), 1, (0, 0, 1), orientation=rotated_orientation(0.2, 0.15, 0.1),
+                  spacing=(0.93, 0.87), rows=29, columns=31)
+    write_series(tmp_path / "dicom", specs, small_phantom())
+    affine, shape = las_affine((-20, -20, -20), (20, 20, 20), (0.71, 0.83, 0.97))
+    segmentation = write_nifti(tmp_path / "seg.nii.gz", rasterize(small_phantom(), shape, affine), affine)
+    run = run_cli("export", tmp_path / "dicom", segmentation, "-o", tmp_path / "export", "--volume")
+    assert run.code == 0, run.stderr
+    image = nib.load(tmp_path / "export" / "image.nii.gz")
+    frames = tag_frames(tmp_path / "dicom")
+    assert image.shape == (31, 29, 1)
+    assert_on_pixel_centres(image, frames)
+    slice_axis = RAS_FROM_LPS @ image.get_sform()[:3, 2]
+    assert np.allclose(slice_axis, frames[0].normal, atol=1e-6)  # along the normal, 1 mm
+    assert_labels_are_the_pngs(tmp_path / "export", frames)
