@@ -64,6 +64,7 @@ REGULAR = {
     "d2n_siemens": ("dicom2nifti/siemens/anatomical/001", None),
     "d2n_siemens_multiframe": ("dicom2nifti/siemens_multiframe/anatomical/001", None),
     "d2n_sagittal_reversed": ("dicom2nifti/failing/slicecount/001", None),
+    "rtutils_mim_ct": ("rtstruct/rtutils_mim", None),  # two CT slices beside two structure sets
 }
 
 
