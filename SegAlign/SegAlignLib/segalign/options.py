@@ -7,7 +7,7 @@ parameter node, a batch run ships it to its workers (it pickles), and export.jso
 An optional output is ``None`` when off, and an object holding its settings when on::
 
     ExportOptions(masks=True, overlays=OverlayOptions(window="abdomen"), dicom_seg=DicomSegOptions("labelmap"),
-                  rtstruct=RtStructOptions())
+                  rtstruct=RtStructOptions(), volume=VolumeOptions(masks=True))
 
 Values that have a fixed set of choices accept their :class:`enum.Enum` member or its string value, as
 highdicom's value objects do (``DicomSegOptions("labelmap")`` and ``DicomSegOptions(SegmentationType.LABELMAP)``
@@ -130,6 +130,34 @@ class RtStructOptions:
         _check_series(self)
 
 
+class VolumeFormat(str, enum.Enum):
+    """The file format of the volumes (``--volume-format``)."""
+
+    NIFTI = "nifti"  #: ``.nii.gz`` (nnU-Net, MONAI, dcm2niix's format)
+    NRRD = "nrrd"  #: ``.nrrd``, gzip-compressed, in LPS (3D Slicer's own format)
+
+
+@dataclass(frozen=True)
+class VolumeOptions:
+    """Volumes on the series' own grid (see :mod:`segalign.writers.volume`): ``image.nii.gz`` (the frames' pixel
+    values in modality units) and ``labels.nii.gz`` (their labels on the same voxels; ``labels_layer2.nii.gz``...
+    where segments overlap), with an affine that puts every voxel on its frame's pixel.
+
+    ``format`` is NIFTI (the default) or NRRD; ``masks`` also writes one mask volume per segment in
+    ``volume_masks/``; ``resample`` puts unevenly spaced frames (missing slices) onto a regular grid (nearest
+    frame for the labels, linear between neighbouring frames for the image) instead of refusing them.
+    """
+
+    format: VolumeFormat | str = VolumeFormat.NIFTI
+    masks: bool = False
+    resample: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "format", _coerce(VolumeFormat, self.format, "volume format"))
+        object.__setattr__(self, "masks", bool(self.masks))
+        object.__setattr__(self, "resample", bool(self.resample))
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Everything that decides what an export writes (not where, nor whether it may replace an earlier one).
@@ -139,7 +167,8 @@ class ExportOptions:
     ``stats``: per-label pixel counts and areas in the manifest. ``split_mosaics``: one image per slice of a
     Siemens mosaic. ``overlays``: :class:`OverlayOptions`, or None for none. ``dicom_seg``:
     :class:`DicomSegOptions`, or None for no DICOM SEG. ``rtstruct``: :class:`RtStructOptions`, or None for no
-    RT Structure Set.
+    RT Structure Set. ``volume``: :class:`VolumeOptions` (``True`` for the defaults, ``"nrrd"`` for NRRD), or None
+    for no volumes.
     """
 
     order: Order = "instance"
@@ -150,6 +179,7 @@ class ExportOptions:
     overlays: OverlayOptions | None = None
     dicom_seg: DicomSegOptions | None = None
     rtstruct: RtStructOptions | None = None
+    volume: VolumeOptions | None = None
 
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
@@ -170,6 +200,14 @@ class ExportOptions:
             object.__setattr__(self, "rtstruct", RtStructOptions())
         elif self.rtstruct is False:
             object.__setattr__(self, "rtstruct", None)
+        if self.volume is True:
+            object.__setattr__(self, "volume", VolumeOptions())
+        elif self.volume is False:
+            object.__setattr__(self, "volume", None)
+        elif isinstance(self.volume, (str, VolumeFormat)):  # a format: volumes in it
+            object.__setattr__(self, "volume", VolumeOptions(self.volume))
+        if self.volume is not None and not isinstance(self.volume, VolumeOptions):
+            raise SegAlignError(f"volume must be VolumeOptions, True or None, got {self.volume!r}")
         if self.rtstruct is not None and not isinstance(self.rtstruct, RtStructOptions):
             raise SegAlignError(f"rtstruct must be RtStructOptions or None, got {self.rtstruct!r}")
         if self.overlays is not None and not isinstance(self.overlays, OverlayOptions):
@@ -224,6 +262,8 @@ class ExportOptions:
             values["dicom_seg"] = DicomSegOptions(**values["dicom_seg"])
         if isinstance(values.get("rtstruct"), dict):
             values["rtstruct"] = RtStructOptions(**values["rtstruct"])
+        if isinstance(values.get("volume"), dict):
+            values["volume"] = VolumeOptions(**values["volume"])
         return cls(**values)
 
 

@@ -59,16 +59,20 @@ def job_fingerprint(job: Job, options: ExportOptions, read_options: ReadOptions)
     return digest.hexdigest()
 
 
-#: Export options added after the fingerprint was first written, with their defaults: at the default they are left
-#: out of it, so that exports made before they existed (which behaved as the default does) stay complete.
-ADDED_OPTION_DEFAULTS: dict[tuple[str, str], object] = {("overlays", "preview"): True}
+#: Export options added after the fingerprint was first written, with their defaults, by their path in
+#: ``ExportOptions.as_dict()`` (a field, or a group and its field): at the default they are left out of it, so that
+#: exports made before they existed (which behaved as the default does) stay complete.
+ADDED_OPTION_DEFAULTS: dict[tuple[str, ...], object] = {("overlays", "preview"): True, ("volume",): None}
 
 
 def _fingerprinted_options(options: ExportOptions) -> dict:
     values = options.as_dict()
-    for (group, name), default in ADDED_OPTION_DEFAULTS.items():
-        if isinstance(values.get(group), dict) and values[group].get(name) == default:
-            del values[group][name]
+    for (*groups, name), default in ADDED_OPTION_DEFAULTS.items():
+        holder: object = values
+        for group in groups:
+            holder = holder.get(group) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and name in holder and holder[name] == default:
+            del holder[name]
     return values
 
 

@@ -69,6 +69,8 @@ def run_export(args: argparse.Namespace) -> int:
                if "dicom_seg" in result.outputs else "")
             + (f"\n  RTSTRUCT: {result.output_dir / result.outputs['rtstruct']}"
                if "rtstruct" in result.outputs else "")
+            + (f"\n  volumes:  {result.output_dir / result.outputs['volume_image']}, "
+               f"{result.outputs['volume_labels']}" if "volume_image" in result.outputs else "")
         )
     except KeyboardInterrupt as interrupt:  # interrupted from here on, the export is complete all the same
         raise Interrupted(signal_number(interrupt), result.output_dir) from None

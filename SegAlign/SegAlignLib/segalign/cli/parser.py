@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import SegAlignError
-from ..options import DicomSegOptions, ExportOptions, OverlayOptions, ReadOptions, RtStructOptions, SegmentationType
+from ..options import (
+    DicomSegOptions, ExportOptions, OverlayOptions, ReadOptions, RtStructOptions, SegmentationType, VolumeFormat,
+    VolumeOptions,
+)
 from ..readers import ACCEPTED
 from ..version import __version__
 
@@ -220,6 +223,26 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
         "frame, for planning systems and SlicerRT",
     )
     parser.add_argument(
+        "--volume", action="store_true",
+        help="also write OUT_DIR/image.nii.gz (the frames' pixel values in modality units) and labels.nii.gz (their "
+        "labels; labels_layer2.nii.gz... where segments overlap) on the series' own grid, every voxel on its frame's "
+        "pixel (as dcm2niix stacks them); irregular series are refused",
+    )
+    parser.add_argument(
+        "--volume-masks", action="store_true",
+        help="also write one 0/1 volume per segment in OUT_DIR/volume_masks/; implies --volume",
+    )
+    parser.add_argument(
+        "--volume-resample", action="store_true",
+        help="put unevenly spaced frames (missing slices) onto a regular grid instead of refusing them: labels from "
+        "the nearest frame, the image linear between neighbouring frames (the warning gives the largest "
+        "displacement); implies --volume",
+    )
+    parser.add_argument(
+        "--volume-format", choices=[member.value for member in VolumeFormat], default=None,
+        help="nifti (.nii.gz, the default) or nrrd (.nrrd, for 3D Slicer); implies --volume",
+    )
+    parser.add_argument(
         "--labels", metavar="TABLE",
         help="label names and colours: CSV value,name[,r,g,b], a Slicer color table, or 'totalsegmentator' "
         "(the built-in TotalSegmentator v2 'total' classes)",
@@ -254,10 +277,13 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
     # --dicom-seg-type alone asks for the SEG too: a choice of type is never silently dropped
     wants_seg = args.dicom_seg or args.dicom_seg_type is not None
     dicom_seg = DicomSegOptions(args.dicom_seg_type or SegmentationType.BINARY) if wants_seg else None
+    # so do --volume-masks, --volume-resample and --volume-format ask for the volumes
+    wants_volume = args.volume or args.volume_masks or args.volume_resample or args.volume_format is not None
+    volume = VolumeOptions(args.volume_format or VolumeFormat.NIFTI, args.volume_masks, args.volume_resample)
     return ExportOptions(
         order=args.order, masks=args.masks, images=args.images, stats=args.stats,
         split_mosaics=args.split_mosaics, overlays=overlays, dicom_seg=dicom_seg,
-        rtstruct=RtStructOptions() if args.rtstruct else None,
+        rtstruct=RtStructOptions() if args.rtstruct else None, volume=volume if wants_volume else None,
     )
 
 

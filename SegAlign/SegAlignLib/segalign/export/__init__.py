@@ -14,6 +14,8 @@ Layout of an export folder::
     masks/, images/, overlays/, index.html            what the options ask for (see :mod:`segalign.writers.images`)
     seg.dcm                                           (options.dicom_seg) the DICOM SEG on the source frames
     rtstruct.dcm                                      (options.rtstruct) the RT Structure Set, pixel-edge contours
+    image.nii.gz, labels.nii.gz, volume_masks/        (options.volume) the frames and labels as volumes on the
+                                                      series' own grid (see :mod:`segalign.writers.volume`)
     labels.json                                       value, name, colour (and voxel and frame counts) per label
     export.json                                       provenance: inputs, options, affine used, outputs, warnings
     manifest.csv                                      one row per frame in export order

@@ -41,6 +41,7 @@ from .. import files
 from ..writers.images import ENTRIES as PNG_ENTRIES
 from ..writers.dicom_seg import ENTRIES as DICOM_SEG_ENTRIES
 from ..writers.rtstruct import ENTRIES as RTSTRUCT_ENTRIES
+from ..writers.volume import ENTRIES as VOLUME_ENTRIES, FOLDER_SUFFIXES as VOLUME_FOLDER_SUFFIXES
 from . import locks
 from .locks import WRITTEN_BY
 
@@ -51,10 +52,10 @@ __all__ = [
 ]
 
 #: Everything an export folder may hold: a name ending in "/" is a folder (of PNG images, or of folders of PNG
-#: images: masks/<segment>/), any other name a file. A folder is taken for an earlier SegAlign export, which
+#: images: masks/<segment>/; see FOLDER_SUFFIXES for the others), any other name a file. A folder is taken for an earlier SegAlign export, which
 #: ``overwrite`` may replace, only if its export.json says SegAlign wrote it and it holds nothing but these; a
 #: writer adds the names it writes here (its ``ENTRIES``).
-EXPORT_ENTRIES = frozenset({"export.json"}) | PNG_ENTRIES | DICOM_SEG_ENTRIES | RTSTRUCT_ENTRIES
+EXPORT_ENTRIES = frozenset({"export.json"}) | PNG_ENTRIES | DICOM_SEG_ENTRIES | RTSTRUCT_ENTRIES | VOLUME_ENTRIES
 #: Inside the hidden temporary folder of an export being written: who writes it (pid, host, start time), so a
 #: later export can tell a folder left by a killed one (removed) from one still being written (left alone).
 PARTIAL_MARKER = ".segalign-partial.json"
@@ -63,8 +64,9 @@ _EXPORT_JSON_LIMIT = 16 << 20
 #: Files that file managers drop into any folder they show (Finder, Explorer): not the user's data, so an export that
 #: holds them is still an export, and they are deleted with it.
 FILE_MANAGER_METADATA = frozenset({".ds_store", "thumbs.db", "desktop.ini", ".directory"})
-#: What the folders of an export hold: PNG images, except the preview page's per-frame data scripts.
-FOLDER_SUFFIXES: dict[str, tuple[str, ...]] = {"viewer/": (".js",)}
+#: What the folders of an export hold: PNG images, except the preview page's per-frame data scripts and the mask
+#: volumes.
+FOLDER_SUFFIXES: dict[str, tuple[str, ...]] = {"viewer/": (".js",), **VOLUME_FOLDER_SUFFIXES}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@
   (``ExportOptions.dicom_seg``); with :mod:`.rle` (its LABELMAP's pixel data) and :mod:`.segment_codes`.
 * :class:`~.rtstruct.RtStructWriter`: ``rtstruct.dcm``, an RT Structure Set with pixel-edge contours
   (``ExportOptions.rtstruct``, :mod:`.contours`).
+* :class:`~.volume.VolumeWriter`: ``image.nii.gz`` and ``labels.nii.gz`` (or NRRD), the frames' pixels and labels on the
+  series' own grid (``ExportOptions.volume``, :mod:`segalign.grid`).
 * :class:`~.dicom_base.DicomWriter`: what the two DICOM writers share.
 
 :func:`writers_for` gives the writers an :class:`~segalign.options.ExportOptions` asks for, in the order their
@@ -20,10 +22,11 @@ from .dicom_base import DicomWriter
 from .dicom_seg import DicomSegWriter
 from .images import PngFolderWriter
 from .rtstruct import RtStructWriter
+from .volume import VolumeWriter
 
 __all__ = [
     "DicomSegWriter", "DicomWriter", "ExportContext", "ExportSummary", "FrameLabels", "PngFolderWriter",
-    "RtStructWriter", "Writer", "writers_for",
+    "RtStructWriter", "VolumeWriter", "Writer", "writers_for",
 ]
 
 
@@ -34,4 +37,6 @@ def writers_for(options: ExportOptions) -> list[Writer]:
         writers.append(DicomSegWriter(options.dicom_seg))
     if options.rtstruct is not None:
         writers.append(RtStructWriter(options.rtstruct))
+    if options.volume is not None:
+        writers.append(VolumeWriter(options.volume))
     return writers
