@@ -753,7 +753,7 @@ def test_each_operation_asks_for_what_it_needs_and_no_more(panel: Panel) -> None
              for operation in dependencies.OPERATIONS}
     base = ["numpy", "pydicom"]
     assert names == {"nifti": sorted(base + ["nibabel"]), "nrrd": sorted(base + ["pynrrd", "slicerio"]),
-                     "metaimage": base, "dicom": base, "export": sorted(base + ["Pillow"])}
+                     "metaimage": base, "dicom": base, "rtstruct": base, "export": sorted(base + ["Pillow"])}
     pyproject = (REPOSITORY / "pyproject.toml").read_text()
     assert 'dependencies = { file = ["SegAlign/Resources/requirements.txt"] }' in pyproject, \
         "the library's dependencies are the same list"
