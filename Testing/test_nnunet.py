@@ -122,6 +122,8 @@ def test_conflicting_names_leave_one_job_out_with_one_line(tmp_path: Path) -> No
     _phantom_study(root, "b_axial", "axial")
     _renamed_masks(root, "c_masks", {"big": "Big"})  # 'Big' is 'big' of a_masks spelled differently
     _mask_study(root, "d_masks")
+    twice = _mask_study(root, "e_masks")  # 'left_blob' and 'Left Blob' in one job: one structure named twice
+    (twice.segmentation / "big.nii.gz").rename(twice.segmentation / "Left Blob.nii.gz")  # disjoint from left_blob
     out = tmp_path / "out"
     run = run_cli("batch", root, "-o", out, "--nnunet", DATASET, "--workers", "1")
     assert run.code == 1
@@ -130,6 +132,9 @@ def test_conflicting_names_leave_one_job_out_with_one_line(tmp_path: Path) -> No
     assert rows["c_masks"]["error"] == ("nnU-Net dataset: its names conflict with the cohort's mapping: 'Big' is "
                                         "'big' elsewhere")
     assert {rows[n]["status"] for n in ("a_masks", "b_axial", "d_masks")} == {"ok"}
+    assert rows["e_masks"]["error"] == ("nnU-Net dataset: its names conflict with the cohort's mapping: "
+                                        "'Left Blob' is 'left_blob' elsewhere; 'Left Blob' and 'left_blob' name "
+                                        "one structure twice"), rows["e_masks"]
     lines = [line for line in run.stderr.splitlines() if "c_masks" in line]
     assert len(lines) == 1 and "'Big' is 'big' elsewhere" in lines[0], run.stderr
     assert_dataset(out, ["a_masks", "b_axial", "d_masks"])
@@ -137,7 +142,7 @@ def test_conflicting_names_leave_one_job_out_with_one_line(tmp_path: Path) -> No
     # named as the others, the job is taken in by the rerun (its segmentation changed: exported again)
     (root / "c_masks" / "segmentations" / "Big.nii.gz").rename(root / "c_masks" / "segmentations" / "big.nii.gz")
     run = run_cli("batch", root, "-o", out, "--nnunet", DATASET, "--workers", "1", "-q")
-    assert run.code == 0, run.stderr
+    assert run.code == 1  # e_masks still names one structure twice
     assert _rows(out)["c_masks"]["status"] == "ok"
     assert_dataset(out, ["a_masks", "b_axial", "c_masks", "d_masks"])
     # and left out again when its names conflict once more: its case leaves imagesTr and labelsTr

@@ -111,20 +111,23 @@ def build_dataset(
             continue
         if any(int(entry.get("layer", 1)) > 1 for entry in entries) or (export / "labels_layer2.nii.gz").exists():
             later = [entry["name"] for entry in entries if int(entry.get("layer", 1)) > 1]
-            refused[job.name] = (f"nnU-Net dataset: segments overlap ({', '.join(map(repr, later[:3]))} share "
-                                 "voxels with others); nnU-Net takes one label per voxel: flatten them with "
+            refused[job.name] = (f"nnU-Net dataset: segments overlap (the export put {', '.join(map(repr, later[:3]))}"
+                                 " in a further label layer); nnU-Net takes one label per voxel: flatten them with "
                                  "--overlap later-wins")
             continue
-        conflicts, new = [], []
+        conflicts, own, new = [], {}, []
         for entry in entries:
             name = entry["name"]
             known = by_key.get(_key(name))
-            if known is None and label_table:
+            if _key(name) in own:  # two of its own segments would be one label
+                conflicts.append(f"{own[_key(name)]!r} and {name!r} name one structure twice")
+            elif known is None and label_table:
                 conflicts.append(f"{name!r} is not in the label table")
             elif known is not None and known != name:
                 conflicts.append(f"{name!r} is {known!r} elsewhere")
             elif known is None:
                 new.append(name)
+            own.setdefault(_key(name), name)
         if conflicts:
             refused[job.name] = f"nnU-Net dataset: its names conflict with the cohort's mapping: {'; '.join(conflicts)}"
             continue
