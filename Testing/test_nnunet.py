@@ -4,7 +4,8 @@ Truth, read independently with nibabel and json: every case's imagesTr/<case>_00
 affine of its job's image.nii.gz (the volume writer's own tests compare that with dcm2niix), its labelsTr/<case>.nii.gz
 the job's labels.nii.gz renumbered through the job's labels.json names and dataset.json's "labels"; dataset.json has
 exactly the fields nnU-Net v2's documentation/dataset_format.md lists (channel_names, labels with background 0 and
-consecutive values, numTraining, file_ending) plus its optional name and description.
+consecutive values, numTraining, file_ending) plus its optional name and description. On the phantoms, each label
+voxel is also the phantom's own label at the voxel centre the NIfTI affine gives, through dataset.json's mapping.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from segalign.batch import run as batch_run
 from segalign.errors import SegAlignError
 from segalign.options import ExportOptions, ReadOptions
 from segalign.synthetic import write_nifti
-from test_batch import _mask_study, _phantom_study
+from test_batch import PHANTOM, _mask_study, _phantom_study
 
 DATASET = "Dataset042_Phantom"
 
@@ -106,6 +107,19 @@ def test_cli_writes_the_dataset_of_a_cohort(studies: Path, tmp_path: Path) -> No
     # the mapping by name, in job order then labels.json order: the NIfTI phantoms' default names, then the masks'
     assert description["labels"] == {"background": 0, "Segment_1": 1, "Segment_2": 2, "Segment_7": 3, "big": 4,
                                      "left_blob": 5, "tilted_rod": 6}
+    # the labels are the phantoms' own, at every voxel centre the affine gives, through the cohort's mapping
+    names = {"axial": {1: "Segment_1", 2: "Segment_2", 7: "Segment_7"},
+             "sagittal": {1: "Segment_1", 2: "Segment_2", 7: "Segment_7"},
+             "masks": {1: "big", 2: "left_blob", 7: "tilted_rod"}}
+    for case, by_value in names.items():
+        label = nib.load(out / DATASET / "labelsTr" / f"{case}.nii.gz")
+        ijk = np.stack(np.meshgrid(*map(np.arange, label.shape), indexing="ij"), axis=-1).astype(float)
+        ras = ijk @ label.affine[:3, :3].T + label.affine[:3, 3]
+        lps = ras * np.array([-1.0, -1.0, 1.0])
+        lookup = np.zeros(256, dtype=np.int64)
+        for value, name in by_value.items():
+            lookup[value] = description["labels"][name]
+        np.testing.assert_array_equal(np.asarray(label.dataobj), lookup[PHANTOM.labels_at(lps)], err_msg=case)
     # the job's export stays the record: imagesTr is its image (a hard link here)
     linked = out / DATASET / "imagesTr" / "axial_0000.nii.gz"
     assert linked.stat().st_ino == (out / "axial" / "image.nii.gz").stat().st_ino
