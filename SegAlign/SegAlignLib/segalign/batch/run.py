@@ -9,6 +9,7 @@ to the executor (forked pool workers inherit the patch).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import time
@@ -18,12 +19,13 @@ from typing import Sequence
 from ..dicom import scan_folder
 from ..errors import MESSAGE_LIMIT, SegAlignError, describe, one_line, short
 from ..export import export_segmentation, folders
-from ..options import ExportOptions, ReadOptions
+from ..options import ExportOptions, ReadOptions, VolumeFormat, VolumeOptions
 from ..readers import load_segmentation, structure_set_series
 from ..files import safe_name
 from . import executors
 from .fingerprint import completed_frames, job_fingerprint
 from .jobs import Job
+from .nnunet import build_dataset, check_dataset_name
 from .results import BatchProgress, BatchResult, JobResult, ResultTable, TableLock, left_partials
 
 
@@ -95,6 +97,7 @@ def run_batch(
     redo: bool = False,
     progress: BatchProgress | None = None,
     studies: str | os.PathLike[str] | None = None,
+    nnunet: str | None = None,
 ) -> BatchResult:
     """Export every job (or, with ``num_parts``, this part's share) into ``out_root``, and write batch.csv.
 
@@ -103,7 +106,8 @@ def run_batch(
     ``progress(done, total, failed, result)`` is called as each job ends. ``studies`` is the folder of studies the
     jobs were found in (:func:`~segalign.batch.find_jobs`): ``out_root`` may not lie inside it, nor inside a job's
     DICOM folder or folder of masks. An interrupt (Ctrl-C, SIGTERM) stops the workers, whose exports remove what
-    they wrote; the table keeps the jobs that ended.
+    they wrote; the table keeps the jobs that ended. ``nnunet`` (``"Dataset042_Name"``) exports volumes and makes
+    an nnU-Net v2 raw dataset of them in ``out_root/<nnunet>/`` (see :mod:`.nnunet`); a job it leaves out fails.
     """
     options = options if options is not None else ExportOptions()
     read_options = read_options if read_options is not None else ReadOptions()
@@ -121,6 +125,12 @@ def run_batch(
     if scheduler is not None and workers is not None:
         raise SegAlignError("give workers or scheduler, not both: a Dask cluster has its own workers",
                             cli_message="give --workers or --scheduler, not both: a Dask cluster has its own workers")
+    if nnunet is not None:
+        check_dataset_name(nnunet)
+        if options.volume is None:  # the dataset is made of the jobs' volumes
+            options = dataclasses.replace(options, volume=VolumeOptions())
+        elif options.volume.format is not VolumeFormat.NIFTI:
+            raise SegAlignError("an nnU-Net dataset is made of NIfTI volumes: leave out --volume-format nrrd")
     jobs = list(jobs)
     seen: dict[str, str] = {}
     for job in jobs:
@@ -128,6 +138,8 @@ def run_batch(
             raise SegAlignError(f"job name {short(getattr(job, 'name', job), 60)!r} is not a unique, file-name safe "
                                 "name (see name_jobs)")
         seen[job.name.lower()] = job.name
+    if nnunet is not None and nnunet.lower() in seen:
+        raise SegAlignError(f"job {seen[nnunet.lower()]} has the nnU-Net dataset's name: its folders would be one")
     out_root = Path(out_root).absolute()
     if out_root.exists() and not out_root.is_dir():
         raise SegAlignError(f"output {out_root} exists and is not a folder")
@@ -172,6 +184,12 @@ def run_batch(
                     if progress is not None:
                         failed = sum(r.status == "failed" for r in results.values())
                         progress(len(results), len(selected), failed, result)
+                if nnunet is not None and num_parts == 1:  # the whole cohort's dataset, from the jobs complete now
+                    _, refused = build_dataset(out_root, nnunet, selected, results, read_options.label_table)
+                    for name, reason in refused.items():
+                        results[name] = dataclasses.replace(results[name], status="failed", error=one_line(
+                            reason, MESSAGE_LIMIT))
+                        notes.append(f"{name}: {results[name].error}")
             finally:  # also when interrupted: the table, in job order, holds the jobs that ended
                 writer.finish([results[job.name].row(job) for job in selected if job.name in results])
         notes += left_partials(out_root)

@@ -172,6 +172,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
             jobs, args.output, export_options(args), read_options(args), workers=args.workers,
             scheduler=args.scheduler, num_parts=args.num_parts, part_id=args.part_id, redo=args.redo,
             progress=job_progress(bar), studies=args.jobs if args.jobs.is_dir() else None,
+            nnunet=args.nnunet,
         )
         bar.finish()
         for note in result.notes:

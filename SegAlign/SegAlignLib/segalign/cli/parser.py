@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --num-parts: run jobs I, I+K, I+2K... (0..K-1); a last run without them writes "
                        "the whole batch.csv")
     batch.add_argument("--redo", action="store_true", help="export every job again, even complete ones")
+    batch.add_argument(
+        "--nnunet", metavar="DatasetNNN_Name",
+        help="also make an nnU-Net v2 raw dataset of the jobs' volumes in OUT_ROOT/DatasetNNN_Name/ (imagesTr, "
+        "labelsTr, dataset.json): one label mapping for the cohort, from --labels or the segment names; a job whose "
+        "names conflict or whose segments overlap (unless --overlap later-wins) is left out and fails; implies "
+        "--volume",
+    )
     add_study_patterns(batch, "with a folder of studies: ")
     add_export_options(batch)
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress bar, job errors or summary")
