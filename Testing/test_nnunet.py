@@ -242,3 +242,15 @@ def test_dataset_names_must_follow_nnunet(name: str, studies: Path, tmp_path: Pa
     with pytest.raises(SegAlignError, match="DatasetNNN_Name"):
         run_batch(jobs, tmp_path / "out", nnunet=name)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_dataset_folder_segalign_did_not_write_is_refused_and_left_alone(studies: Path, tmp_path: Path) -> None:
+    """Someone's own nnU-Net dataset of that name is never built over: refused before any job runs."""
+    out = tmp_path / "out"
+    foreign = out / DATASET / "imagesTr"
+    foreign.mkdir(parents=True)
+    (foreign / "theirs_0000.nii.gz").write_bytes(b"their image")
+    run = run_cli("batch", studies, "-o", out, "--nnunet", DATASET, "--workers", "1", "-q")
+    assert run.code == 1 and len(run.stderr.splitlines()) == 1 and "did not write" in run.stderr, run.stderr
+    assert (foreign / "theirs_0000.nii.gz").read_bytes() == b"their image"
+    assert sorted(p.name for p in out.iterdir()) == [DATASET], "no job ran"

@@ -52,6 +52,20 @@ def check_dataset_name(name: str) -> str:
     return name
 
 
+def check_dataset_folder(folder: Path) -> None:
+    """Refuse a dataset folder SegAlign did not write: one that exists, is not empty and has no state file (someone's
+    own nnU-Net dataset of that name), since building would replace its cases."""
+    try:
+        present = any(folder.iterdir())
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise SegAlignError(f"nnU-Net dataset {folder} is a file, not a folder") from None
+    if present and not (folder / STATE_FILE).is_file():
+        raise SegAlignError(f"nnU-Net dataset folder {folder} holds files SegAlign did not write (no {STATE_FILE}): "
+                            "choose another dataset name or output folder")
+
+
 def _key(name: str) -> str:
     """Names that mean the same structure: compared without regard to case, spaces, ``_`` and ``-``."""
     return re.sub(r"[\s_-]+", "", name).casefold()
@@ -83,6 +97,7 @@ def build_dataset(
     """Make (or complete) ``out_root/dataset`` from the jobs that ended ``ok`` or ``skipped``; returns the dataset
     folder and, by job name, the one-line reason of each job left out."""
     folder = out_root / dataset
+    check_dataset_folder(folder)
     images, labels_dir = folder / "imagesTr", folder / "labelsTr"
     images.mkdir(parents=True, exist_ok=True)
     labels_dir.mkdir(exist_ok=True)

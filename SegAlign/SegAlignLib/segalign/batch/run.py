@@ -25,7 +25,7 @@ from ..files import safe_name
 from . import executors
 from .fingerprint import completed_frames, job_fingerprint
 from .jobs import Job
-from .nnunet import build_dataset, check_dataset_name
+from .nnunet import build_dataset, check_dataset_folder, check_dataset_name
 from .results import BatchProgress, BatchResult, JobResult, ResultTable, TableLock, left_partials
 
 
@@ -127,6 +127,7 @@ def run_batch(
                             cli_message="give --workers or --scheduler, not both: a Dask cluster has its own workers")
     if nnunet is not None:
         check_dataset_name(nnunet)
+        check_dataset_folder(Path(out_root) / nnunet)
         if options.volume is None:  # the dataset is made of the jobs' volumes
             options = dataclasses.replace(options, volume=VolumeOptions())
         elif options.volume.format is not VolumeFormat.NIFTI:
